@@ -1,0 +1,183 @@
+"""Evaluate shared datasets through the HTTP API: accuracy, macro-F1, prompt tokens and latency per input.
+
+    python bench/eval_http.py --datasets sst2 agnews trec --k 0 4 8 --selection knn random \\
+        --calibration none contextual domain --n-test 200 --pool-size 1000
+
+Without --url it starts `iclserve serve` on a free local port with a temporary data directory, and stops it
+at the end. Results are printed as a Markdown table and written as JSON under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from sklearn.metrics import f1_score
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("ICL_DATASETS_DIR", REPO.parent / "shared" / "datasets"))
+
+TEMPLATES = {
+    "rte": "Premise: {premise}\nHypothesis: {hypothesis}\nLabel: {label}",
+}
+DEFAULT_TEMPLATE = "Input: {text}\nLabel: {label}"
+
+
+def load(dataset: str, split: str) -> list[dict]:
+    with (DATASETS / dataset / f"{split}.jsonl").open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def manifest_labels(dataset: str) -> list[str]:
+    return json.loads((DATASETS / "MANIFEST.json").read_text())[dataset]["labels"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(data_dir: str, extra_env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    log = open(Path(data_dir) / "server.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--data-dir", data_dir],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **extra_env},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited; see {log.name}")
+        try:
+            if httpx.get(url + "/health", timeout=5).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    proc.terminate()
+    raise SystemExit("server did not become healthy in 10 minutes")
+
+
+def input_of(row: dict, template: str) -> str | dict:
+    fields = [f for f in ("text", "premise", "hypothesis") if "{" + f + "}" in template]
+    return row[fields[0]] if len(fields) == 1 else {f: row[f] for f in fields}
+
+
+def setup_task(client: httpx.Client, dataset: str, pool_size: int, seed: int) -> tuple[str, str]:
+    name = f"bench-{dataset.replace('_', '-')}"
+    template = TEMPLATES.get(dataset, DEFAULT_TEMPLATE)
+    client.delete(f"/v1/tasks/{name}")
+    r = client.post("/v1/tasks", json={"name": name, "labels": manifest_labels(dataset), "template": template})
+    r.raise_for_status()
+    train = load(dataset, "train")
+    random.Random(seed).shuffle(train)
+    examples = [{"id": f"{dataset}-{i}", "input": input_of(row, template), "label": row["label"]}
+                for i, row in enumerate(train[:pool_size])]
+    for start in range(0, len(examples), 500):
+        client.post(f"/v1/tasks/{name}/examples", json={"examples": examples[start:start + 500]}).raise_for_status()
+    return name, template
+
+
+def evaluate(client: httpx.Client, name: str, template: str, rows: list[dict], k: int, selection: str,
+             calibration: str, batch: int, seed: int) -> dict:
+    gold, predicted, latencies = [], [], []
+    prompt_tokens = calibration_tokens = total_tokens = cached_tokens = 0
+    began = time.perf_counter()
+    for start in range(0, len(rows), batch):
+        chunk = rows[start:start + batch]
+        t0 = time.perf_counter()
+        r = client.post(f"/v1/tasks/{name}/predict", json={
+            "inputs": [input_of(row, template) for row in chunk], "demos": k, "selection": selection,
+            "calibration": calibration, "seed": seed})
+        r.raise_for_status()
+        latencies.append((time.perf_counter() - t0) / len(chunk))
+        body = r.json()
+        gold += [row["label"] for row in chunk]
+        predicted += [p["label"] for p in body["predictions"]]
+        usage = body["usage"]
+        prompt_tokens += usage["prompt_tokens"]
+        calibration_tokens += usage["calibration_tokens"]
+        total_tokens += usage["total_tokens"]
+        cached_tokens += usage.get("cached_tokens", 0)
+    n = len(rows)
+    return {
+        "k": k, "selection": selection, "calibration": calibration, "n": n,
+        "accuracy": sum(g == p for g, p in zip(gold, predicted, strict=True)) / n,
+        "macro_f1": f1_score(gold, predicted, average="macro"),
+        "prompt_tokens_per_input": prompt_tokens / n,
+        "calibration_tokens_per_input": calibration_tokens / n,
+        "computed_tokens_per_input": (total_tokens - cached_tokens) / n,
+        "latency_ms_per_input_median_batch": 1000 * statistics.median(latencies),
+        "wall_s": time.perf_counter() - began,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="a running service; default: start one")
+    parser.add_argument("--api-key")
+    parser.add_argument("--datasets", nargs="+", default=["sst2"])
+    parser.add_argument("--k", nargs="+", type=int, default=[0, 4, 8])
+    parser.add_argument("--selection", nargs="+", default=["knn", "random"])
+    parser.add_argument("--calibration", nargs="+", default=["none", "contextual", "domain"])
+    parser.add_argument("--n-test", type=int, default=200)
+    parser.add_argument("--pool-size", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args()
+
+    proc = None
+    tmp = tempfile.mkdtemp(prefix="iclbench-")
+    url = args.url
+    if url is None:
+        proc, url = start_server(tmp, {})
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    results = []
+    try:
+        with httpx.Client(base_url=url, timeout=3600, headers=headers) as client:
+            model = client.get("/v1/models").json()["data"][0]["id"]
+            for dataset in args.datasets:
+                name, template = setup_task(client, dataset, args.pool_size, args.seed)
+                test = load(dataset, "test")
+                random.Random(args.seed).shuffle(test)
+                rows = test[:args.n_test]
+                for k in args.k:
+                    for selection in (args.selection if k else args.selection[:1]):
+                        for calibration in args.calibration:
+                            result = {"dataset": dataset, "model": model,
+                                      **evaluate(client, name, template, rows, k, selection, calibration,
+                                                 args.batch, args.seed)}
+                            results.append(result)
+                            print(json.dumps(result), flush=True)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=60)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (args.out / f"eval-{stamp}.json").write_text(json.dumps(results, indent=1))
+    print("\n| dataset | k | selection | calibration | n | accuracy | macro-F1 | prompt tok/input | "
+          "calib tok/input | computed tok/input | latency ms/input |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        sel = r["selection"] if r["k"] else "-"
+        print(f"| {r['dataset']} | {r['k']} | {sel} | {r['calibration']} | {r['n']} | {r['accuracy']:.3f} | "
+              f"{r['macro_f1']:.3f} | {r['prompt_tokens_per_input']:.0f} | {r['calibration_tokens_per_input']:.0f} | "
+              f"{r['computed_tokens_per_input']:.0f} | {r['latency_ms_per_input_median_batch']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

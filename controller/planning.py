@@ -1,0 +1,126 @@
+"""Turn a batch of queries into prompts: pick demonstrations, fit the context window and the token budget."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from controller.pool import LabeledPool
+from controller.retrieval import Selection, cosine_similarities, select_demos
+from controller.templates import Demo, PromptTemplate
+
+
+class InputTooLongError(ValueError):
+    """A query does not fit the model's context window even without demonstrations."""
+
+    def __init__(self, index: int, tokens: int, limit: int) -> None:
+        super().__init__(
+            f"inputs[{index}] needs {tokens} prompt tokens without demonstrations, more than the model's "
+            f"context window allows ({limit}); shorten the input"
+        )
+        self.index, self.tokens, self.limit = index, tokens, limit
+
+
+class BudgetTooSmallError(ValueError):
+    """Even zero-shot prompts for the batch exceed ``max_prompt_tokens``."""
+
+    def __init__(self, needed: int, budget: int) -> None:
+        super().__init__(
+            f"budget.max_prompt_tokens={budget} is too small: zero-shot prompts for these inputs already need "
+            f"{needed} tokens; raise the budget or send fewer inputs"
+        )
+        self.needed, self.budget = needed, budget
+
+
+@dataclass
+class PlannedPrompt:
+    """One prompt to score: the query, its demonstrations (pool rows, prompt order) and its tokens."""
+
+    query: Mapping[str, str]
+    demo_rows: list[int]
+    similarities: np.ndarray  # similarity of every pool row to the query
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+
+
+class PromptBuilder:
+    """Renders prompts for one task and keeps them inside the model's context window."""
+
+    def __init__(
+        self,
+        template: PromptTemplate,
+        verbalizers: Mapping[str, str],
+        pool: LabeledPool,
+        tokenize: Callable[[str], list[int]],
+        max_model_len: int,
+        max_continuation_tokens: int,
+    ) -> None:
+        self.template = template
+        self.verbalizers = verbalizers
+        self.pool = pool
+        self.tokenize = tokenize
+        # Room left for the longest verbalizer: its tokens are fed after the prompt when scoring.
+        self.max_prompt_tokens = max_model_len - max_continuation_tokens
+
+    def render(self, query: Mapping[str, str], demo_rows: Sequence[int]) -> str:
+        demos = [Demo(self.pool.inputs[i], self.verbalizers[self.pool.labels[i]]) for i in demo_rows]
+        return self.template.build_prompt(demos, query)
+
+    def fill(self, planned: PlannedPrompt) -> None:
+        planned.text = self.render(planned.query, planned.demo_rows)
+        planned.token_ids = self.tokenize(planned.text)
+
+    def fit_window(self, planned: PlannedPrompt, index: int) -> None:
+        """Drop demonstrations, least similar first, until the prompt fits the context window."""
+        self.fill(planned)
+        while len(planned.token_ids) > self.max_prompt_tokens:
+            if not planned.demo_rows:
+                raise InputTooLongError(index, len(planned.token_ids), self.max_prompt_tokens)
+            planned.demo_rows = planned.demo_rows[1:]
+            self.fill(planned)
+
+
+def plan_batch(
+    builder: PromptBuilder,
+    queries: Sequence[Mapping[str, str]],
+    query_embeddings: np.ndarray | None,
+    ks: Sequence[int],
+    selection: Selection,
+    seed: int,
+    max_prompt_tokens: int | None,
+) -> list[PlannedPrompt]:
+    """Prompts for a batch: retrieve each query's demonstrations, fit the window, then the budget."""
+    pool = builder.pool
+    if query_embeddings is not None and len(pool):
+        similarities = cosine_similarities(query_embeddings, pool.embeddings)
+    else:
+        similarities = np.zeros((len(queries), len(pool)), dtype=np.float32)
+    planned: list[PlannedPrompt] = []
+    for i, (query, k) in enumerate(zip(queries, ks, strict=True)):
+        key = builder.template.embedding_text(query)
+        rows = select_demos(selection, similarities[i], pool.embeddings, k, seed=seed, key=key) if k else []
+        item = PlannedPrompt(query=query, demo_rows=[int(r) for r in rows], similarities=similarities[i])
+        builder.fit_window(item, i)
+        planned.append(item)
+    if max_prompt_tokens is not None:
+        fit_budget(builder, planned, max_prompt_tokens)
+    return planned
+
+
+def fit_budget(builder: PromptBuilder, planned: list[PlannedPrompt], max_prompt_tokens: int) -> None:
+    """Trim demonstrations until the batch's prompts fit ``max_prompt_tokens``.
+
+    Each step takes one demonstration (its least similar) from the prompt that holds the most, so the
+    budget is shared evenly across inputs. The meta-controller's allocator spends it more cleverly."""
+    total = sum(len(p.token_ids) for p in planned)
+    while total > max_prompt_tokens:
+        richest = max(range(len(planned)), key=lambda j: (len(planned[j].demo_rows), len(planned[j].token_ids)))
+        item = planned[richest]
+        if not item.demo_rows:
+            raise BudgetTooSmallError(total, max_prompt_tokens)
+        before = len(item.token_ids)
+        item.demo_rows = item.demo_rows[1:]
+        builder.fill(item)
+        total += len(item.token_ids) - before

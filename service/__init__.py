@@ -1,0 +1,1 @@
+"""The HTTP service: routes, storage, the vLLM engine, background jobs and metrics."""

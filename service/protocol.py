@@ -1,0 +1,147 @@
+"""Pydantic models of the HTTP contract (../shared/API.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+TASK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+InputValue = StrictStr | dict[str, StrictStr]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskCreate(_Strict):
+    name: Annotated[str, Field(pattern=TASK_NAME_PATTERN)]
+    labels: Annotated[list[StrictStr], Field(min_length=2, max_length=100)]
+    verbalizers: dict[StrictStr, StrictStr] | None = None
+    template: Annotated[StrictStr, Field(min_length=1, max_length=20_000)]
+    instruction: Annotated[StrictStr, Field(max_length=20_000)] | None = None
+    separator: StrictStr = "\n\n"
+    default_k: Annotated[StrictInt, Field(ge=0, le=64)] | None = None
+
+
+class ControllerSummary(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class TaskObject(BaseModel):
+    name: str
+    labels: list[str]
+    verbalizers: dict[str, str]
+    template: str
+    instruction: str | None
+    separator: str
+    default_k: int
+    n_examples: int
+    n_labeled: int
+    controller: ControllerSummary | None = None
+    created_at: datetime
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskObject]
+
+
+class ExampleIn(_Strict):
+    id: Annotated[StrictStr, Field(min_length=1, max_length=128)] | None = None
+    input: InputValue
+    label: StrictStr | None = None
+
+
+class ExamplesAdd(_Strict):
+    examples: Annotated[list[ExampleIn], Field(min_length=1)]
+
+
+class ExamplesAdded(BaseModel):
+    added: int
+    n_examples: int
+    n_labeled: int
+
+
+class ExampleObject(BaseModel):
+    id: str
+    input: dict[str, str]
+    label: str | None
+
+
+class ExampleList(BaseModel):
+    examples: list[ExampleObject]
+    total: int
+
+
+class ExamplePatch(_Strict):
+    label: StrictStr | None
+
+
+class Budget(_Strict):
+    max_prompt_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+
+
+class PredictRequest(_Strict):
+    inputs: Annotated[list[InputValue], Field(min_length=1)]
+    demos: Literal["auto"] | Annotated[StrictInt, Field(ge=0)] = "auto"
+    selection: Literal["knn", "random", "diverse"] = "knn"
+    budget: Budget | None = None
+    calibration: Literal["domain", "contextual", "none"] = "domain"
+    include_prompt: bool = False
+    seed: StrictInt = Field(default=0, description="Seed of random selection and of domain-context sampling.")
+
+
+class PredictionObject(BaseModel):
+    label: str
+    probs: dict[str, float]
+    uncalibrated_probs: dict[str, float]
+    k: int
+    demo_ids: list[str]
+    prompt_tokens: int
+    prompt: str | None = None
+
+
+class UsageObject(BaseModel):
+    prompt_tokens: int
+    calibration_tokens: int
+    total_tokens: int
+    cached_tokens: int = Field(description="Of total_tokens, those served from vLLM's prefix cache.")
+
+
+class PredictResponse(BaseModel):
+    model: str
+    predictions: list[PredictionObject]
+    usage: UsageObject
+
+
+class JobObject(BaseModel):
+    job_id: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    progress: float
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "iclserve"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,99 @@
+"""Predict: plan prompts off the event loop, score them on the shared engine, calibrate, answer."""
+
+from __future__ import annotations
+
+from anyio import to_thread
+
+from controller.planning import BudgetTooSmallError, InputTooLongError, PlannedPrompt, PromptBuilder, plan_batch
+from controller.predict import BatchResult, predict_batch
+from controller.templates import PromptTemplate, TemplateError
+from service.errors import APIError
+from service.pools import TaskPool
+from service.protocol import PredictionObject, PredictRequest, PredictResponse, UsageObject
+from service.serving_tasks import TaskServing, task_template
+from service.state import AppState, Runtime
+
+
+class PredictServing:
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self.tasks = TaskServing(state)
+
+    def _validate(self, request: PredictRequest, template: PromptTemplate) -> list[dict[str, str]]:
+        settings = self.state.settings
+        if len(request.inputs) > settings.max_inputs:
+            raise APIError(413, f"{len(request.inputs)} inputs in one request; at most {settings.max_inputs} are "
+                           "allowed, split the batch", "too_many_inputs", "inputs")
+        if isinstance(request.demos, int) and request.demos > settings.max_demos:
+            raise APIError(400, f"demos={request.demos} is more than the limit of {settings.max_demos}",
+                           "invalid_value", "demos")
+        queries: list[dict[str, str]] = []
+        for index, value in enumerate(request.inputs):
+            try:
+                query = template.normalize_input(value)
+            except TemplateError as exc:
+                raise APIError(400, f"inputs[{index}]: {exc}", "invalid_input", f"inputs[{index}]") from exc
+            size = sum(len(v) for v in query.values())
+            if size > settings.max_input_chars:
+                raise APIError(413, f"inputs[{index}] has {size} characters; the limit is "
+                               f"{settings.max_input_chars}", "input_too_large", f"inputs[{index}]")
+            queries.append(query)
+        return queries
+
+    def _plan(self, name: str, request: PredictRequest, runtime: Runtime) -> tuple[PromptBuilder, list[PlannedPrompt],
+                                                                         TaskPool, list[str]]:
+        """Everything CPU-bound before the engine: runs in a worker thread."""
+        task = self.tasks.get_record(name)
+        template = task_template(task)
+        queries = self._validate(request, template)
+        pool = self.state.pools.get(task, template)
+        default_k = task.default_k if task.default_k is not None else self.state.settings.default_k
+        k = request.demos if isinstance(request.demos, int) else default_k
+        ks = [k] * len(queries)
+        embeddings = None
+        if k > 0 and len(pool.labeled):
+            embeddings = runtime.embedder.embed([template.embedding_text(q) for q in queries])
+        scorer = runtime.scorer
+        max_continuation = max(len(scorer.continuation_ids(template.continuation(v)))
+                               for v in task.verbalizers.values())
+        builder = PromptBuilder(template, task.verbalizers, pool.labeled, scorer.tokenize,
+                                scorer.max_model_len, max_continuation)
+        try:
+            planned = plan_batch(builder, queries, embeddings, ks, request.selection, request.seed,
+                                 request.budget.max_prompt_tokens if request.budget else None)
+        except InputTooLongError as exc:
+            raise APIError(413, str(exc), "context_length_exceeded", f"inputs[{exc.index}]") from exc
+        except BudgetTooSmallError as exc:
+            raise APIError(400, str(exc), "budget_too_small", "budget.max_prompt_tokens") from exc
+        return builder, planned, pool, task.labels
+
+    async def predict(self, name: str, request: PredictRequest) -> PredictResponse:
+        runtime = self.state.require_runtime()
+        builder, planned, pool, labels = await to_thread.run_sync(self._plan, name, request, runtime)
+        result = await predict_batch(builder, planned, labels, runtime.scorer, request.calibration,
+                                     pool.domain_words, request.seed)
+        self._record_metrics(result)
+        return PredictResponse(
+            model=runtime.scorer.model_name,
+            predictions=[
+                PredictionObject(
+                    label=p.label, probs=p.probs, uncalibrated_probs=p.uncalibrated_probs, k=len(p.demo_rows),
+                    demo_ids=[pool.labeled.ids[r] for r in p.demo_rows], prompt_tokens=p.prompt_tokens,
+                    prompt=p.prompt if request.include_prompt else None,
+                )
+                for p in result.predictions
+            ],
+            usage=UsageObject(
+                prompt_tokens=result.usage.prompt_tokens, calibration_tokens=result.usage.calibration_tokens,
+                total_tokens=result.usage.total_tokens, cached_tokens=result.usage.cached_tokens,
+            ),
+        )
+
+    def _record_metrics(self, result: BatchResult) -> None:
+        metrics = self.state.metrics
+        metrics.prompt_tokens.inc(result.usage.prompt_tokens)
+        metrics.calibration_tokens.inc(result.usage.calibration_tokens)
+        metrics.cached_tokens.inc(result.usage.cached_tokens)
+        metrics.predicted_inputs.inc(len(result.predictions))
+        for prediction in result.predictions:
+            metrics.demos_per_input.observe(len(prediction.demo_rows))

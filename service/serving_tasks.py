@@ -1,0 +1,76 @@
+"""Tasks: validate a definition, store it, describe it."""
+
+from __future__ import annotations
+
+from controller.templates import PromptTemplate, TemplateError
+from service.errors import APIError
+from service.protocol import TaskCreate, TaskObject
+from service.state import AppState
+from service.store import NameTakenError, TaskRecord
+
+
+def task_template(task: TaskRecord) -> PromptTemplate:
+    return PromptTemplate.parse(task.template, task.instruction, task.separator)
+
+
+def task_object(task: TaskRecord, default_k: int) -> TaskObject:
+    return TaskObject(
+        name=task.name, labels=task.labels, verbalizers=task.verbalizers, template=task.template,
+        instruction=task.instruction, separator=task.separator,
+        default_k=task.default_k if task.default_k is not None else default_k,
+        n_examples=task.n_examples, n_labeled=task.n_labeled, controller=None, created_at=task.created_at,
+    )
+
+
+class TaskServing:
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+
+    def get_record(self, name: str) -> TaskRecord:
+        task = self.state.store.get_task(name)
+        if task is None:
+            raise APIError(404, f"task '{name}' does not exist; create it with POST /v1/tasks", "task_not_found",
+                           "name")
+        return task
+
+    def create(self, request: TaskCreate) -> TaskObject:
+        labels = [label for label in request.labels]
+        if any(not label.strip() for label in labels):
+            raise APIError(400, "labels must be non-empty strings", "invalid_labels", "labels")
+        if len(set(labels)) != len(labels):
+            raise APIError(400, "labels must be distinct", "invalid_labels", "labels")
+        given = request.verbalizers or {}
+        unknown = [key for key in given if key not in labels]
+        if unknown:
+            raise APIError(400, f"verbalizers name unknown label(s) {unknown}; labels are {labels}",
+                           "invalid_verbalizers", "verbalizers")
+        verbalizers = {label: given.get(label, label) for label in labels}
+        if any(not v.strip() for v in verbalizers.values()):
+            raise APIError(400, "verbalizers must be non-empty", "invalid_verbalizers", "verbalizers")
+        if len(set(verbalizers.values())) != len(verbalizers):
+            raise APIError(400, "two labels share a verbalizer, so the model could not tell them apart",
+                           "invalid_verbalizers", "verbalizers")
+        try:
+            PromptTemplate.parse(request.template, request.instruction, request.separator)
+        except TemplateError as exc:
+            raise APIError(400, str(exc), "invalid_template", "template") from exc
+        try:
+            task = self.state.store.create_task(
+                name=request.name, labels=labels, verbalizers=verbalizers, template=request.template,
+                instruction=request.instruction, separator=request.separator, default_k=request.default_k,
+            )
+        except NameTakenError as exc:
+            raise APIError(409, f"task '{request.name}' already exists; pick another name or DELETE it first",
+                           "name_taken", "name") from exc
+        return task_object(task, self.state.settings.default_k)
+
+    def get(self, name: str) -> TaskObject:
+        return task_object(self.get_record(name), self.state.settings.default_k)
+
+    def list(self) -> list[TaskObject]:
+        return [task_object(t, self.state.settings.default_k) for t in self.state.store.list_tasks()]
+
+    def delete(self, name: str) -> None:
+        task = self.get_record(name)
+        self.state.store.delete_task(name)
+        self.state.pools.forget(task.id)

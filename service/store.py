@@ -1,0 +1,344 @@
+"""Persistence with SQLAlchemy: tasks, their examples (with embeddings) and jobs.
+
+SQLite file by default (WAL mode), PostgreSQL by URL. Every write is one transaction: a request that fails
+leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TaskRow(Base):
+    __tablename__ = "tasks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    labels: Mapped[list] = mapped_column(JSON, nullable=False)
+    verbalizers: Mapped[dict] = mapped_column(JSON, nullable=False)
+    template: Mapped[str] = mapped_column(Text, nullable=False)
+    instruction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    separator: Mapped[str] = mapped_column(Text, nullable=False)
+    default_k: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Bumped on every change to the examples, so in-memory pool caches know when to reload.
+    pool_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=_now)
+
+
+class ExampleRow(Base):
+    __tablename__ = "examples"
+    __table_args__ = (UniqueConstraint("task_id", "example_id"),)
+    row_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True, nullable=False)
+    example_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    input: Mapped[dict] = mapped_column(JSON, nullable=False)
+    label: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # float32, L2-normalised
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=_now)
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), nullable=False)
+    task_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
+    progress: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=_now)
+
+
+class NameTakenError(Exception):
+    pass
+
+
+class DuplicateExampleIdError(Exception):
+    def __init__(self, example_id: str, index: int | None) -> None:
+        super().__init__(example_id)
+        self.example_id, self.index = example_id, index
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    id: int
+    name: str
+    labels: list[str]
+    verbalizers: dict[str, str]
+    template: str
+    instruction: str | None
+    separator: str
+    default_k: int | None
+    pool_version: int
+    created_at: datetime
+    n_examples: int
+    n_labeled: int
+
+
+@dataclass(frozen=True)
+class ExampleRecord:
+    id: str
+    input: dict[str, str]
+    label: str | None
+
+
+@dataclass(frozen=True)
+class NewExample:
+    id: str | None
+    input: dict[str, str]
+    label: str | None
+    embedding: np.ndarray
+
+
+@dataclass(frozen=True)
+class PoolRows:
+    """Everything retrieval and calibration need from a task's examples, loaded at once."""
+
+    pool_version: int
+    ids: list[str]
+    inputs: list[dict[str, str]]
+    labels: list[str | None]
+    embeddings: np.ndarray
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    kind: str
+    task_name: str | None
+    status: str
+    progress: float
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    """Synchronous repository; the HTTP layer calls it from worker threads."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # --- tasks -------------------------------------------------------------------------------------------
+
+    def _record(self, session: Session, row: TaskRow) -> TaskRecord:
+        n_examples, n_labeled = session.execute(
+            select(func.count(ExampleRow.row_id), func.count(ExampleRow.label)).where(ExampleRow.task_id == row.id)
+        ).one()
+        return TaskRecord(
+            id=row.id, name=row.name, labels=list(row.labels), verbalizers=dict(row.verbalizers),
+            template=row.template, instruction=row.instruction, separator=row.separator, default_k=row.default_k,
+            pool_version=row.pool_version, created_at=row.created_at, n_examples=int(n_examples),
+            n_labeled=int(n_labeled),
+        )
+
+    def create_task(
+        self, name: str, labels: list[str], verbalizers: dict[str, str], template: str,
+        instruction: str | None, separator: str, default_k: int | None,
+    ) -> TaskRecord:
+        try:
+            with self._transaction() as session:
+                row = TaskRow(name=name, labels=labels, verbalizers=verbalizers, template=template,
+                              instruction=instruction, separator=separator, default_k=default_k,
+                              pool_version=0, created_at=_now())
+                session.add(row)
+                session.flush()
+                return self._record(session, row)
+        except IntegrityError as exc:
+            raise NameTakenError(name) from exc
+
+    def get_task(self, name: str) -> TaskRecord | None:
+        with self._sessions() as session:
+            row = session.scalar(select(TaskRow).where(TaskRow.name == name))
+            return self._record(session, row) if row else None
+
+    def list_tasks(self) -> list[TaskRecord]:
+        with self._sessions() as session:
+            rows = session.scalars(select(TaskRow).order_by(TaskRow.id)).all()
+            return [self._record(session, row) for row in rows]
+
+    def delete_task(self, name: str) -> bool:
+        with self._transaction() as session:
+            row = session.scalar(select(TaskRow).where(TaskRow.name == name))
+            if row is None:
+                return False
+            session.execute(delete(ExampleRow).where(ExampleRow.task_id == row.id))
+            session.delete(row)
+            return True
+
+    # --- examples ----------------------------------------------------------------------------------------
+
+    def add_examples(self, task_id: int, examples: Sequence[NewExample]) -> tuple[int, int, int]:
+        """Add a batch atomically. Returns (added, n_examples, n_labeled)."""
+        given = [e.id for e in examples if e.id is not None]
+        seen: dict[str, int] = {}
+        for index, example in enumerate(examples):
+            if example.id is not None:
+                if example.id in seen:
+                    raise DuplicateExampleIdError(example.id, index)
+                seen[example.id] = index
+        try:
+            with self._transaction() as session:
+                if given:
+                    taken = session.scalars(
+                        select(ExampleRow.example_id).where(
+                            ExampleRow.task_id == task_id, ExampleRow.example_id.in_(given)
+                        )
+                    ).first()
+                    if taken is not None:
+                        raise DuplicateExampleIdError(taken, seen[taken])
+                now = _now()
+                session.add_all(
+                    ExampleRow(
+                        task_id=task_id, example_id=e.id or f"ex-{uuid.uuid4().hex[:16]}", input=e.input,
+                        label=e.label, embedding=np.asarray(e.embedding, dtype=np.float32).tobytes(),
+                        created_at=now,
+                    )
+                    for e in examples
+                )
+                session.execute(update(TaskRow).where(TaskRow.id == task_id)
+                                .values(pool_version=TaskRow.pool_version + 1))
+                session.flush()
+                n_examples, n_labeled = session.execute(
+                    select(func.count(ExampleRow.row_id), func.count(ExampleRow.label))
+                    .where(ExampleRow.task_id == task_id)
+                ).one()
+                return len(examples), int(n_examples), int(n_labeled)
+        except IntegrityError as exc:  # a concurrent request took one of the ids first
+            raise DuplicateExampleIdError("?", None) from exc
+
+    def list_examples(
+        self, task_id: int, labeled: bool | None, limit: int, offset: int
+    ) -> tuple[list[ExampleRecord], int]:
+        condition = [ExampleRow.task_id == task_id]
+        if labeled is True:
+            condition.append(ExampleRow.label.is_not(None))
+        elif labeled is False:
+            condition.append(ExampleRow.label.is_(None))
+        with self._sessions() as session:
+            total = session.scalar(select(func.count(ExampleRow.row_id)).where(*condition)) or 0
+            rows = session.execute(
+                select(ExampleRow.example_id, ExampleRow.input, ExampleRow.label)
+                .where(*condition).order_by(ExampleRow.row_id).limit(limit).offset(offset)
+            ).all()
+        return [ExampleRecord(id=r[0], input=r[1], label=r[2]) for r in rows], int(total)
+
+    def set_label(self, task_id: int, example_id: str, label: str | None) -> ExampleRecord | None:
+        with self._transaction() as session:
+            row = session.scalar(
+                select(ExampleRow).where(ExampleRow.task_id == task_id, ExampleRow.example_id == example_id)
+            )
+            if row is None:
+                return None
+            row.label = label
+            session.execute(update(TaskRow).where(TaskRow.id == task_id)
+                            .values(pool_version=TaskRow.pool_version + 1))
+            return ExampleRecord(id=row.example_id, input=row.input, label=row.label)
+
+    def load_pool(self, task_id: int) -> PoolRows:
+        with self._sessions() as session:
+            version = session.scalar(select(TaskRow.pool_version).where(TaskRow.id == task_id)) or 0
+            rows = session.execute(
+                select(ExampleRow.example_id, ExampleRow.input, ExampleRow.label, ExampleRow.embedding)
+                .where(ExampleRow.task_id == task_id).order_by(ExampleRow.row_id)
+            ).all()
+        embeddings = (np.stack([np.frombuffer(r[3], dtype=np.float32) for r in rows])
+                      if rows else np.zeros((0, 0), dtype=np.float32))
+        return PoolRows(pool_version=int(version), ids=[r[0] for r in rows], inputs=[r[1] for r in rows],
+                        labels=[r[2] for r in rows], embeddings=embeddings)
+
+    def pool_version(self, task_id: int) -> int | None:
+        with self._sessions() as session:
+            return session.scalar(select(TaskRow.pool_version).where(TaskRow.id == task_id))
+
+    # --- jobs --------------------------------------------------------------------------------------------
+
+    def create_job(self, kind: str, task_name: str | None) -> JobRecord:
+        job_id = f"job-{uuid.uuid4().hex}"
+        with self._transaction() as session:
+            session.add(JobRow(id=job_id, kind=kind, task_name=task_name, status="queued", progress=0.0,
+                               created_at=_now(), updated_at=_now()))
+        return JobRecord(job_id, kind, task_name, "queued", 0.0, None, None)
+
+    def update_job(self, job_id: str, **values: Any) -> None:
+        with self._transaction() as session:
+            session.execute(update(JobRow).where(JobRow.id == job_id).values(updated_at=_now(), **values))
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        with self._sessions() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                return None
+            return JobRecord(row.id, row.kind, row.task_name, row.status, row.progress, row.result, row.error)
+
+    def fail_unfinished_jobs(self, reason: str) -> None:
+        """Jobs that were queued or running when the process stopped will never finish: say so."""
+        with self._transaction() as session:
+            session.execute(
+                update(JobRow).where(JobRow.status.in_(("queued", "running")))
+                .values(status="failed", error={"message": reason, "type": "job_interrupted"}, updated_at=_now())
+            )
