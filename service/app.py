@@ -31,7 +31,7 @@ def start_runtime(settings: Settings) -> Runtime:
     from service.engine import VllmScorer
     from service.model_files import resolve_model
 
-    model_dir = resolve_model(settings.model, settings.model_cache_dir)
+    model_dir = resolve_model(settings.model, settings.model_cache)
     scorer = VllmScorer.start(model_dir, settings)
     return Runtime(scorer=scorer, embedder=SentenceEmbedder())
 

@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-model-len", type=int)
     serve.add_argument("--log-level")
     prepare = commands.add_parser("prepare-model", help="convert the default model once, then exit")
-    prepare.add_argument("--data-dir", type=Path)
+    prepare.add_argument("--model-cache", type=Path)
     return parser
 
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prepare-model":
         from service.model_files import ensure_default_model
 
-        print(ensure_default_model(settings.model_cache_dir))
+        print(ensure_default_model(settings.model_cache))
         return 0
 
     import uvicorn

@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     port: int = 8000
     data_dir: Path = Field(default=Path.home() / ".local" / "share" / "iclserve")
     database_url: str | None = None  # default: SQLite file under data_dir
+    # Where the default model is converted to, once per machine (shared by every data directory).
+    model_cache: Path = Field(default=Path.home() / ".cache" / "iclserve" / "models")
     model: str | None = None  # a local Hugging Face folder; default: SmolLM2-135M-Instruct converted from GGUF
     served_model_name: str | None = None
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -51,7 +53,3 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'iclserve.db'}"
-
-    @property
-    def model_cache_dir(self) -> Path:
-        return self.data_dir / "models"

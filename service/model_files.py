@@ -56,6 +56,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
             del model.config.quantization_config
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        staging.chmod(0o755)  # mkdtemp made it private
         os.replace(staging, out_dir) if not out_dir.exists() else shutil.rmtree(staging)
     finally:
         if staging.exists():

@@ -22,7 +22,7 @@ async def runtime() -> AsyncIterator[Runtime]:
     from service.model_files import resolve_model
 
     settings = Settings()
-    model_dir = await to_thread.run_sync(resolve_model, settings.model, settings.model_cache_dir)
+    model_dir = await to_thread.run_sync(resolve_model, settings.model, settings.model_cache)
     scorer = await to_thread.run_sync(VllmScorer.start, model_dir, settings)
     embedder = await to_thread.run_sync(SentenceEmbedder)
     yield Runtime(scorer=scorer, embedder=embedder)
