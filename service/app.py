@@ -15,6 +15,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 
 from service.config import Settings
 from service.errors import envelope, install_error_handlers
+from service.jobs import JobRunner
 from service.pools import PoolCache
 from service.routes import ops, v1
 from service.state import AppState, Runtime
@@ -59,7 +60,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = await to_thread.run_sync(Store, settings.resolved_database_url)
         await to_thread.run_sync(store.fail_unfinished_jobs, "the service restarted while this job ran")
-        state = AppState(settings=settings, store=store, pools=PoolCache(store), runtime=runtime)
+        state = AppState(settings=settings, store=store, pools=PoolCache(store), jobs=JobRunner(store),
+                         runtime=runtime)
         app.state.icl = state
         owned: list[Runtime] = []
         starter: asyncio.Task[None] | None = None
@@ -85,6 +87,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
         finally:
             if starter is not None and not starter.done():
                 starter.cancel()
+            await state.jobs.shutdown()
             for item in owned:
                 shutdown = getattr(item.scorer, "shutdown", None)
                 if shutdown:

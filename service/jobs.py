@@ -33,10 +33,9 @@ class JobRunner:
         loop = asyncio.get_running_loop()
 
         def progress(fraction: float) -> None:
+            """Callable from the loop or from a worker thread; the write itself runs off the loop."""
             value = min(max(float(fraction), 0.0), 1.0)
-            loop.call_soon_threadsafe(
-                lambda: asyncio.ensure_future(to_thread.run_sync(self._update, job_id, {"progress": value}))
-            )
+            asyncio.run_coroutine_threadsafe(to_thread.run_sync(self._update, job_id, {"progress": value}), loop)
 
         await to_thread.run_sync(self._update, job_id, {"status": "running"})
         try:

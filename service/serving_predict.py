@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from anyio import to_thread
 
 from controller.planning import BudgetTooSmallError, InputTooLongError, PlannedPrompt, PromptBuilder, plan_batch
@@ -12,6 +14,8 @@ from service.pools import TaskPool
 from service.protocol import PredictionObject, PredictRequest, PredictResponse, UsageObject
 from service.serving_tasks import TaskServing, task_template
 from service.state import AppState, Runtime
+
+logger = logging.getLogger(__name__)
 
 
 class PredictServing:
@@ -70,8 +74,13 @@ class PredictServing:
     async def predict(self, name: str, request: PredictRequest) -> PredictResponse:
         runtime = self.state.require_runtime()
         builder, planned, pool, labels = await to_thread.run_sync(self._plan, name, request, runtime)
-        result = await predict_batch(builder, planned, labels, runtime.scorer, request.calibration,
-                                     pool.domain_words, request.seed)
+        try:
+            result = await predict_batch(builder, planned, labels, runtime.scorer, request.calibration,
+                                         pool.domain_words, request.seed)
+        except Exception as exc:  # the request was valid: whatever failed is on our side
+            logger.exception("scoring failed")
+            raise APIError(503, f"the engine failed to score this request ({type(exc).__name__}); retry later",
+                           "engine_error", type="service_unavailable", headers={"Retry-After": "5"}) from exc
         self._record_metrics(result)
         return PredictResponse(
             model=runtime.scorer.model_name,

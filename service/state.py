@@ -10,6 +10,7 @@ import numpy as np
 from controller.scoring import LabelScorer
 from service.config import Settings
 from service.errors import APIError
+from service.jobs import JobRunner
 from service.metrics import Metrics
 from service.pools import PoolCache
 from service.store import Store
@@ -40,6 +41,7 @@ class AppState:
     settings: Settings
     store: Store
     pools: PoolCache
+    jobs: JobRunner
     metrics: Metrics = field(default_factory=Metrics)
     runtime: Runtime | None = None
     startup_error: str | None = None

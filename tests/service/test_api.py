@@ -254,3 +254,24 @@ def test_openapi_describes_the_contract(client):
     for path in ["/v1/tasks", "/v1/tasks/{name}", "/v1/tasks/{name}/examples", "/v1/tasks/{name}/examples/{example_id}",
                  "/v1/tasks/{name}/predict", "/v1/jobs/{job_id}", "/v1/models", "/health", "/metrics"]:
         assert path in paths
+
+
+def test_engine_failure_is_503_not_500(tmp_path):
+    scorer = FakeScorer()
+
+    async def broken(prompts, continuations):
+        raise RuntimeError("EngineDeadError")
+
+    scorer.score = broken
+    settings = Settings(data_dir=tmp_path)
+    with TestClient(create_app(settings, runtime=Runtime(scorer=scorer, embedder=FakeEmbedder()))) as c:
+        c.post("/v1/tasks", json=TASK)
+        response = c.post("/v1/tasks/sent/predict", json={"inputs": ["a"], "demos": 0})
+        assert_error(response, 503, "engine_error")
+        assert response.headers["retry-after"] == "5"
+
+
+def test_job_endpoint_shape(client):
+    job = client.app.state.icl.store.create_job("controller", "sent")
+    body = client.get(f"/v1/jobs/{job.id}").json()
+    assert body == {"job_id": job.id, "status": "queued", "progress": 0.0, "result": None, "error": None}
