@@ -1,0 +1,72 @@
+"""The store on SQLite and, when ICL_TEST_POSTGRES_URL is set (CI starts one), on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.config import Settings
+from service.state import Runtime
+from service.store import Base, DuplicateExampleIdError, NameTakenError, NewExample, Store
+from tests.fakes import FakeEmbedder, FakeScorer
+
+POSTGRES_URL = os.environ.get("ICL_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    if not POSTGRES_URL:
+        pytest.skip("ICL_TEST_POSTGRES_URL is not set (scripts/postgres-for-tests.sh starts a server)")
+    store = Store(POSTGRES_URL)
+    Base.metadata.drop_all(store.engine)
+    store.close()
+    return POSTGRES_URL
+
+
+def _example(example_id, label="a"):
+    return NewExample(id=example_id, input={"text": f"text {example_id}"}, label=label,
+                      embedding=np.arange(4, dtype=np.float32))
+
+
+def test_store_roundtrip_and_atomic_batches(url):
+    store = Store(url)
+    task = store.create_task("t", ["a", "b"], {"a": "a", "b": "b"}, "X: {text}\nY: {label}", None, "\n\n", None)
+    with pytest.raises(NameTakenError):
+        store.create_task("t", ["a", "b"], {"a": "a", "b": "b"}, "X: {text}\nY: {label}", None, "\n\n", None)
+    assert store.add_examples(task.id, [_example("1"), _example("2", None)]) == (2, 2, 1)
+    with pytest.raises(DuplicateExampleIdError) as info:
+        store.add_examples(task.id, [_example("3"), _example("1")])
+    assert info.value.index == 1
+    assert store.get_task("t").n_examples == 2  # the failed batch added nothing, not even "3"
+    version = store.pool_version(task.id)
+    assert store.set_label(task.id, "2", "b").label == "b"
+    assert store.pool_version(task.id) == version + 1
+    pool = store.load_pool(task.id)
+    assert pool.ids == ["1", "2"] and pool.labels == ["a", "b"]
+    assert np.array_equal(pool.embeddings[0], np.arange(4, dtype=np.float32))
+    rows, total = store.list_examples(task.id, labeled=True, limit=1, offset=1)
+    assert total == 2 and rows[0].id == "2"
+    assert store.delete_task("t") and store.get_task("t") is None
+    assert store.load_pool(task.id).ids == []
+    store.close()
+
+
+def test_service_state_survives_restart(url, tmp_path):
+    settings = Settings(data_dir=tmp_path, database_url=url)
+
+    def client():
+        return TestClient(create_app(settings, runtime=Runtime(scorer=FakeScorer(), embedder=FakeEmbedder())))
+
+    with client() as c:
+        assert c.post("/v1/tasks", json={"name": "t", "labels": ["a", "b"], "template": "X: {text}\nY: {label}"}
+                      ).status_code == 201
+        c.post("/v1/tasks/t/examples", json={"examples": [{"id": "e1", "input": "x", "label": "a"}]})
+    with client() as c:
+        assert c.get("/v1/tasks/t").json()["n_labeled"] == 1
+        assert c.get("/v1/tasks/t/examples").json()["examples"][0]["id"] == "e1"
