@@ -56,38 +56,52 @@ def calibration_queries(
     return []
 
 
-async def predict_batch(
+@dataclass(frozen=True)
+class CalibrationPlan:
+    """The calibration prompts of a batch: one bias estimate per distinct demonstration set."""
+
+    demo_sets: list[tuple[int, ...]]
+    prompts: list[tuple[int, list[int]]]  # (index into demo_sets, token ids)
+
+
+def plan_calibration(
     builder: PromptBuilder,
     planned: Sequence[PlannedPrompt],
-    labels: Sequence[str],
-    scorer: LabelScorer,
     calibration: Calibration,
     domain_words: DomainWords | None = None,
     seed: int = 0,
+) -> CalibrationPlan:
+    """Render and tokenize the calibration prompts (CPU work: run it off the event loop)."""
+    queries = calibration_queries(calibration, builder.template.fields, domain_words, seed)
+    # Inputs that share demonstrations share a bias estimate.
+    demo_sets = list(dict.fromkeys(tuple(p.demo_rows) for p in planned)) if queries else []
+    prompts: list[tuple[int, list[int]]] = []
+    for set_index, rows in enumerate(demo_sets):
+        for query in queries:
+            ids = builder.tokenize(builder.render(query, rows))
+            if len(ids) <= builder.max_prompt_tokens:  # a random-word string may not fit beside long demos
+                prompts.append((set_index, ids))
+    return CalibrationPlan(demo_sets=demo_sets, prompts=prompts)
+
+
+async def predict_batch(
+    builder: PromptBuilder,
+    planned: Sequence[PlannedPrompt],
+    calibration: CalibrationPlan,
+    labels: Sequence[str],
+    scorer: LabelScorer,
 ) -> BatchResult:
     """Label distributions for planned prompts, calibrated against the bias of each distinct demonstration set."""
     continuations = [builder.template.continuation(builder.verbalizers[label]) for label in labels]
-
-    # One bias estimate per distinct demonstration set: inputs that share demonstrations share it.
-    calib_queries = calibration_queries(calibration, builder.template.fields, domain_words, seed)
-    demo_sets = list(dict.fromkeys(tuple(p.demo_rows) for p in planned)) if calib_queries else []
-    calib_prompts: list[tuple[int, list[int]]] = []  # (demo set index, token ids)
-    for set_index, rows in enumerate(demo_sets):
-        for query in calib_queries:
-            ids = builder.tokenize(builder.render(query, rows))
-            if len(ids) <= builder.max_prompt_tokens:  # a random-word string may not fit beside long demos
-                calib_prompts.append((set_index, ids))
-
     # Inputs first, calibration after: an input's prompt leaves its demonstrations in the engine's prefix
     # cache, so the calibration prompts that share them compute little more than their own query.
     main = await scorer.score([p.token_ids for p in planned], continuations)
-    calib = await scorer.score([ids for _, ids in calib_prompts], continuations) if calib_prompts else []
-    scored = [*main, *calib]
+    calib = await scorer.score([ids for _, ids in calibration.prompts], continuations) if calibration.prompts else []
 
     biases: dict[tuple[int, ...], np.ndarray] = {}
-    for set_index, rows in enumerate(demo_sets):
-        dists = [normalise_label_logprobs(s.label_logprobs) for (j, _), s in zip(calib_prompts, calib, strict=True)
-                 if j == set_index]
+    for set_index, rows in enumerate(calibration.demo_sets):
+        dists = [normalise_label_logprobs(s.label_logprobs)
+                 for (j, _), s in zip(calibration.prompts, calib, strict=True) if j == set_index]
         if dists:
             biases[rows] = estimate_bias(np.stack(dists))
 
@@ -106,6 +120,7 @@ async def predict_batch(
                 prompt=item.text,
             )
         )
+    scored = [*main, *calib]
     usage = Usage(
         prompt_tokens=sum(s.prompt_tokens for s in main),
         calibration_tokens=sum(s.prompt_tokens for s in calib),

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     max_input_chars: int = 20_000
     max_body_bytes: int = 32 * 1024 * 1024
     max_demos: int = 64
+    # Prompts (inputs and calibration) admitted to the engine at once; more answers 429 with Retry-After.
+    # A single request is always admitted when nothing else runs, however large.
+    max_inflight_prompts: int = 20_000
     default_k: int = 4
 
     log_level: str = "info"

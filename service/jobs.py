@@ -35,7 +35,7 @@ class JobRunner:
         def progress(fraction: float) -> None:
             """Callable from the loop or from a worker thread; the write itself runs off the loop."""
             value = min(max(float(fraction), 0.0), 1.0)
-            asyncio.run_coroutine_threadsafe(to_thread.run_sync(self._update, job_id, {"progress": value}), loop)
+            asyncio.run_coroutine_threadsafe(to_thread.run_sync(self._store.update_progress, job_id, value), loop)
 
         await to_thread.run_sync(self._update, job_id, {"status": "running"})
         try:

@@ -25,13 +25,14 @@ class PoolCache:
     def __init__(self, store: Store, max_tasks: int = 64) -> None:
         self._store = store
         self._lock = threading.Lock()
-        self._entries: dict[int, tuple[int, TaskPool]] = {}
+        # Keyed by id and creation time: SQLite may give a re-created task the id of a deleted one.
+        self._entries: dict[tuple[int, object], tuple[int, TaskPool]] = {}
         self._max_tasks = max_tasks
 
     def get(self, task: TaskRecord, template: PromptTemplate) -> TaskPool:
         version = self._store.pool_version(task.id)
         with self._lock:
-            hit = self._entries.get(task.id)
+            hit = self._entries.get((task.id, task.created_at))
             if hit is not None and hit[0] == version:
                 return hit[1]
         rows = self._store.load_pool(task.id)
@@ -52,9 +53,9 @@ class PoolCache:
         with self._lock:
             if len(self._entries) >= self._max_tasks:
                 self._entries.pop(next(iter(self._entries)))
-            self._entries[task.id] = (rows.pool_version, pool)
+            self._entries[(task.id, task.created_at)] = (rows.pool_version, pool)
         return pool
 
-    def forget(self, task_id: int) -> None:
+    def forget(self, task: TaskRecord) -> None:
         with self._lock:
-            self._entries.pop(task_id, None)
+            self._entries.pop((task.id, task.created_at), None)

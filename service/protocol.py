@@ -5,11 +5,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 TASK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+EXAMPLE_ID_PATTERN = r"^[^/\x00]{1,128}$"  # usable as a path segment
 
-InputValue = StrictStr | dict[str, StrictStr]
+
+def _storable(text: str) -> str:
+    """Reject what no tokenizer or database takes: lone UTF-16 surrogates and NUL characters."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("text must be valid Unicode (no lone surrogate escapes)") from exc
+    if "\x00" in text:
+        raise ValueError("text must not contain NUL characters")
+    return text
+
+
+Text = Annotated[StrictStr, AfterValidator(_storable)]
+LabelText = Annotated[Text, Field(min_length=1, max_length=256)]
+InputValue = Text | dict[Text, Text]
 
 
 class _Strict(BaseModel):
@@ -18,11 +33,11 @@ class _Strict(BaseModel):
 
 class TaskCreate(_Strict):
     name: Annotated[str, Field(pattern=TASK_NAME_PATTERN)]
-    labels: Annotated[list[StrictStr], Field(min_length=2, max_length=100)]
-    verbalizers: dict[StrictStr, StrictStr] | None = None
-    template: Annotated[StrictStr, Field(min_length=1, max_length=20_000)]
-    instruction: Annotated[StrictStr, Field(max_length=20_000)] | None = None
-    separator: StrictStr = "\n\n"
+    labels: Annotated[list[LabelText], Field(min_length=2, max_length=100)]
+    verbalizers: dict[LabelText, LabelText] | None = None
+    template: Annotated[Text, Field(min_length=1, max_length=20_000)]
+    instruction: Annotated[Text, Field(max_length=20_000)] | None = None
+    separator: Annotated[Text, Field(max_length=1_000)] = "\n\n"
     default_k: Annotated[StrictInt, Field(ge=0, le=64)] | None = None
 
 
@@ -49,9 +64,9 @@ class TaskList(BaseModel):
 
 
 class ExampleIn(_Strict):
-    id: Annotated[StrictStr, Field(min_length=1, max_length=128)] | None = None
+    id: Annotated[Text, Field(pattern=EXAMPLE_ID_PATTERN)] | None = None
     input: InputValue
-    label: StrictStr | None = None
+    label: LabelText | None = None
 
 
 class ExamplesAdd(_Strict):
@@ -76,7 +91,7 @@ class ExampleList(BaseModel):
 
 
 class ExamplePatch(_Strict):
-    label: StrictStr | None
+    label: LabelText | None
 
 
 class Budget(_Strict):
@@ -90,7 +105,8 @@ class PredictRequest(_Strict):
     budget: Budget | None = None
     calibration: Literal["domain", "contextual", "none"] = "domain"
     include_prompt: bool = False
-    seed: StrictInt = Field(default=0, description="Seed of random selection and of domain-context sampling.")
+    seed: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] = Field(
+        default=0, description="Seed of random selection and of domain-context sampling.")
 
 
 class PredictionObject(BaseModel):

@@ -81,7 +81,7 @@ def add_examples(name: str, body: ExamplesAdd, request: Request) -> ExamplesAdde
 @v1.get("/tasks/{name}/examples", response_model=ExampleList)
 def list_examples(
     name: str, request: Request, labeled: bool | None = None,
-    limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
+    limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=2**62),
 ) -> ExampleList:
     return ExampleServing(state_of(request)).list(name, labeled, limit, offset)
 

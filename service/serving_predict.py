@@ -7,7 +7,7 @@ import logging
 from anyio import to_thread
 
 from controller.planning import BudgetTooSmallError, InputTooLongError, PlannedPrompt, PromptBuilder, plan_batch
-from controller.predict import BatchResult, predict_batch
+from controller.predict import BatchResult, CalibrationPlan, plan_calibration, predict_batch
 from controller.templates import PromptTemplate, TemplateError
 from service.errors import APIError
 from service.pools import TaskPool
@@ -44,8 +44,8 @@ class PredictServing:
             queries.append(query)
         return queries
 
-    def _plan(self, name: str, request: PredictRequest, runtime: Runtime) -> tuple[PromptBuilder, list[PlannedPrompt],
-                                                                         TaskPool, list[str]]:
+    def _plan(self, name: str, request: PredictRequest, runtime: Runtime
+              ) -> tuple[PromptBuilder, list[PlannedPrompt], CalibrationPlan, TaskPool, list[str]]:
         """Everything CPU-bound before the engine: runs in a worker thread."""
         task = self.tasks.get_record(name)
         template = task_template(task)
@@ -69,18 +69,20 @@ class PredictServing:
             raise APIError(413, str(exc), "context_length_exceeded", f"inputs[{exc.index}]") from exc
         except BudgetTooSmallError as exc:
             raise APIError(400, str(exc), "budget_too_small", "budget.max_prompt_tokens") from exc
-        return builder, planned, pool, task.labels
+        calibration = plan_calibration(builder, planned, request.calibration, pool.domain_words, request.seed)
+        return builder, planned, calibration, pool, task.labels
 
     async def predict(self, name: str, request: PredictRequest) -> PredictResponse:
         runtime = self.state.require_runtime()
-        builder, planned, pool, labels = await to_thread.run_sync(self._plan, name, request, runtime)
-        try:
-            result = await predict_batch(builder, planned, labels, runtime.scorer, request.calibration,
-                                         pool.domain_words, request.seed)
-        except Exception as exc:  # the request was valid: whatever failed is on our side
-            logger.exception("scoring failed")
-            raise APIError(503, f"the engine failed to score this request ({type(exc).__name__}); retry later",
-                           "engine_error", type="service_unavailable", headers={"Retry-After": "5"}) from exc
+        builder, planned, calibration, pool, labels = await to_thread.run_sync(self._plan, name, request, runtime)
+        with self.state.admit(len(planned) + len(calibration.prompts)):
+            try:
+                result = await predict_batch(builder, planned, calibration, labels, runtime.scorer)
+            except Exception as exc:  # the request was valid and fully checked: what failed is the engine
+                logger.exception("scoring failed")
+                raise APIError(503, f"the engine failed to score this request ({type(exc).__name__}); retry "
+                               "later", "engine_error", type="service_unavailable",
+                               headers={"Retry-After": "5"}) from exc
         self._record_metrics(result)
         return PredictResponse(
             model=runtime.scorer.model_name,

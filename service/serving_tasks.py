@@ -50,6 +50,9 @@ class TaskServing:
         if len(set(verbalizers.values())) != len(verbalizers):
             raise APIError(400, "two labels share a verbalizer, so the model could not tell them apart",
                            "invalid_verbalizers", "verbalizers")
+        if request.default_k is not None and request.default_k > self.state.settings.max_demos:
+            raise APIError(400, f"default_k={request.default_k} is more than the limit of "
+                           f"{self.state.settings.max_demos}", "invalid_value", "default_k")
         try:
             PromptTemplate.parse(request.template, request.instruction, request.separator)
         except TemplateError as exc:
@@ -73,4 +76,4 @@ class TaskServing:
     def delete(self, name: str) -> None:
         task = self.get_record(name)
         self.state.store.delete_task(name)
-        self.state.pools.forget(task.id)
+        self.state.pools.forget(task)

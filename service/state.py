@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -45,6 +47,22 @@ class AppState:
     metrics: Metrics = field(default_factory=Metrics)
     runtime: Runtime | None = None
     startup_error: str | None = None
+
+    inflight_prompts: int = 0
+
+    @contextmanager
+    def admit(self, prompts: int) -> Iterator[None]:
+        """Admission control: refuse work beyond ``max_inflight_prompts`` with 429 rather than queue it
+        without bound. Runs on the event loop only, so the counter needs no lock."""
+        limit = self.settings.max_inflight_prompts
+        if self.inflight_prompts and self.inflight_prompts + prompts > limit:
+            raise APIError(429, f"the service is busy ({self.inflight_prompts} prompts in flight, limit {limit}); "
+                           "retry shortly", "overloaded", type="rate_limit_error", headers={"Retry-After": "2"})
+        self.inflight_prompts += prompts
+        try:
+            yield
+        finally:
+            self.inflight_prompts -= prompts
 
     def require_runtime(self) -> Runtime:
         if self.runtime is None:

@@ -328,6 +328,12 @@ class Store:
         with self._transaction() as session:
             session.execute(update(JobRow).where(JobRow.id == job_id).values(updated_at=_now(), **values))
 
+    def update_progress(self, job_id: str, progress: float) -> None:
+        """Progress of a running job only: a late report must not touch a finished one."""
+        with self._transaction() as session:
+            session.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == "running")
+                            .values(progress=progress, updated_at=_now()))
+
     def get_job(self, job_id: str) -> JobRecord | None:
         with self._sessions() as session:
             row = session.get(JobRow, job_id)

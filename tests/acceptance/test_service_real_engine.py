@@ -114,7 +114,12 @@ async def test_bad_inputs_on_real_engine_store_nothing(tmp_path, runtime, pool_r
         too_long = " ".join(["wonderful"] * 9000)  # beyond SmolLM2's 8192-token window even zero-shot
         r = await client.post("/v1/tasks/sst2/predict", json={"inputs": ["fine", too_long], "demos": 4})
         assert r.status_code == 413 and r.json()["error"]["param"] == "inputs[1]"
-        long_but_fits = " ".join(["wonderful"] * 8000)  # fits only with demonstrations dropped
+        # An input that fits zero-shot with 40 tokens to spare, but not beside four demonstrations.
+        scorer = runtime.scorer
+        words = scorer.max_model_len - 40
+        while len(scorer.tokenize(f"Input: {' '.join(['wonderful'] * words)}\nLabel:")) > scorer.max_model_len - 40:
+            words -= 10
+        long_but_fits = " ".join(["wonderful"] * words)
         r = await client.post("/v1/tasks/sst2/predict", json={"inputs": [long_but_fits], "demos": 4,
                                                               "calibration": "none"})
         assert r.status_code == 200, r.text

@@ -3,7 +3,7 @@ import pytest
 
 from controller.planning import BudgetTooSmallError, InputTooLongError, PromptBuilder, plan_batch
 from controller.pool import LabeledPool
-from controller.predict import predict_batch
+from controller.predict import plan_calibration, predict_batch
 from controller.templates import PromptTemplate
 from tests.fakes import FakeEmbedder, FakeScorer
 
@@ -69,7 +69,9 @@ async def test_predict_batch_calibrates_per_demo_set_and_counts_tokens():
     builder, scorer, embedder = _builder()
     queries = [{"text": "great positive fun"}, {"text": "awful negative"}]
     planned = plan_batch(builder, queries, embedder.embed([q["text"] for q in queries]), [2, 2], "knn", 0, None)
-    result = await predict_batch(builder, planned, ["positive", "negative"], scorer, "contextual")
+    calibration = plan_calibration(builder, planned, "contextual")
+    assert len(calibration.prompts) == 3 * len(calibration.demo_sets)
+    result = await predict_batch(builder, planned, calibration, ["positive", "negative"], scorer)
     assert [p.label for p in result.predictions] == ["positive", "negative"]
     for p in result.predictions:
         assert np.isclose(sum(p.probs.values()), 1.0)
@@ -78,6 +80,7 @@ async def test_predict_batch_calibrates_per_demo_set_and_counts_tokens():
     assert result.usage.prompt_tokens == sum(len(p.token_ids) for p in planned)
     assert result.usage.calibration_tokens == sum(len(c) for c in scorer.calls[2:])
     # The fake model favours "positive" by 0.1 nats on content-free inputs; calibration divides that out.
-    none = await predict_batch(builder, planned, ["positive", "negative"], scorer, "none")
+    none = await predict_batch(builder, planned, plan_calibration(builder, planned, "none"),
+                               ["positive", "negative"], scorer)
     assert none.predictions[0].probs == none.predictions[0].uncalibrated_probs
     assert result.predictions[0].probs["positive"] < none.predictions[0].probs["positive"]

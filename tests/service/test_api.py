@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -41,6 +43,12 @@ def task(client):
     assert client.post("/v1/tasks", json=TASK).status_code == 201
     assert client.post("/v1/tasks/sent/examples", json={"examples": EXAMPLES}).status_code == 200
     return "sent"
+
+
+def post_json(client, url, body):
+    """Post JSON as ASCII text with escapes, so that lone surrogates (\\udc00) reach the server as a client
+    could send them."""
+    return client.post(url, content=json.dumps(body), headers={"content-type": "application/json"})
 
 
 def assert_error(response, status, code=None, param=None):
@@ -83,10 +91,14 @@ def test_task_lifecycle(client):
         ({"template": "Label: {label}"}, "template"),
         ({"template": 5}, "template"),
         ({"unknown_field": 1}, "unknown_field"),
+        ({"labels": ["a", "b\udc00"]}, "labels[1]"),
+        ({"labels": ["a", "b" * 257]}, "labels[1]"),
+        ({"default_k": 65}, "default_k"),
+        ({"separator": "\x00"}, "separator"),
     ],
 )
 def test_bad_task_definitions_are_400_and_store_nothing(client, change, param):
-    assert_error(client.post("/v1/tasks", json={**TASK, **change}), 400, param=param)
+    assert_error(post_json(client, "/v1/tasks", {**TASK, **change}), 400, param=param)
     assert client.get("/v1/tasks").json() == {"tasks": []}
 
 
@@ -122,6 +134,7 @@ def test_examples_added_listed_and_patched(client, task):
         ([{"id": "z", "input": "a"}, {"id": "z", "input": "b"}], 409, "examples[1].id"),
         ([{"input": "x" * 201}], 413, "examples[0].input"),
         ([], 400, "examples"),
+        ([{"id": "a/b", "input": "x"}], 400, "examples[0].id"),
     ],
 )
 def test_bad_example_batches_store_nothing(client, task, examples, status, param):
@@ -189,10 +202,13 @@ def test_predict_budget(client, task):
         ({"inputs": ["a"], "calibration": "magic"}, 400, "calibration"),
         ({"inputs": "a"}, 400, "inputs"),
         ({"inputs": [3]}, 400, None),
+        ({"inputs": ["a"], "seed": -1}, 400, "seed"),
+        ({"inputs": ["a\udc00"]}, 400, "inputs[0]"),
+        ({"inputs": ["nul\x00"]}, 400, "inputs[0]"),
     ],
 )
 def test_bad_predict_requests(client, task, body, status, param):
-    assert_error(client.post("/v1/tasks/sent/predict", json=body), status, param=param)
+    assert_error(post_json(client, "/v1/tasks/sent/predict", body), status, param=param)
 
 
 def test_predict_unknown_task_and_context_overflow(tmp_path):
@@ -275,3 +291,40 @@ def test_job_endpoint_shape(client):
     job = client.app.state.icl.store.create_job("controller", "sent")
     body = client.get(f"/v1/jobs/{job.id}").json()
     assert body == {"job_id": job.id, "status": "queued", "progress": 0.0, "result": None, "error": None}
+
+
+def test_huge_offset_is_400(client, task):
+    assert_error(client.get("/v1/tasks/sent/examples?offset=99999999999999999999"), 400, param="offset")
+
+
+async def test_admission_control_answers_429_when_busy(tmp_path):
+    import asyncio
+
+    import httpx
+
+    settings = Settings(data_dir=tmp_path, max_inflight_prompts=3)
+    scorer = FakeScorer()
+    gate = asyncio.Event()
+    original = scorer.score
+
+    async def slow(prompts, continuations):
+        await gate.wait()
+        return await original(prompts, continuations)
+
+    scorer.score = slow
+    app = create_app(settings, runtime=Runtime(scorer=scorer, embedder=FakeEmbedder()))
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            await c.post("/v1/tasks", json=TASK)
+            body = {"inputs": ["a", "b"], "demos": 0, "calibration": "none"}
+            first = asyncio.create_task(c.post("/v1/tasks/sent/predict", json=body))
+            for _ in range(100):
+                if app.state.icl.inflight_prompts:
+                    break
+                await asyncio.sleep(0.01)
+            busy = await c.post("/v1/tasks/sent/predict", json=body)
+            assert_error(busy, 429, "overloaded")
+            assert busy.headers["retry-after"] == "2"
+            gate.set()
+            assert (await first).status_code == 200
+            assert app.state.icl.inflight_prompts == 0
