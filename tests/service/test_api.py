@@ -315,16 +315,16 @@ async def test_admission_control_answers_429_when_busy(tmp_path):
     app = create_app(settings, runtime=Runtime(scorer=scorer, embedder=FakeEmbedder()))
     transport = httpx.ASGITransport(app=app)
     async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            await c.post("/v1/tasks", json=TASK)
-            body = {"inputs": ["a", "b"], "demos": 0, "calibration": "none"}
-            first = asyncio.create_task(c.post("/v1/tasks/sent/predict", json=body))
-            for _ in range(100):
-                if app.state.icl.inflight_prompts:
-                    break
-                await asyncio.sleep(0.01)
-            busy = await c.post("/v1/tasks/sent/predict", json=body)
-            assert_error(busy, 429, "overloaded")
-            assert busy.headers["retry-after"] == "2"
-            gate.set()
-            assert (await first).status_code == 200
-            assert app.state.icl.inflight_prompts == 0
+        await c.post("/v1/tasks", json=TASK)
+        body = {"inputs": ["a", "b"], "demos": 0, "calibration": "none"}
+        first = asyncio.create_task(c.post("/v1/tasks/sent/predict", json=body))
+        for _ in range(100):
+            if app.state.icl.inflight_prompts:
+                break
+            await asyncio.sleep(0.01)
+        busy = await c.post("/v1/tasks/sent/predict", json=body)
+        assert_error(busy, 429, "overloaded")
+        assert busy.headers["retry-after"] == "2"
+        gate.set()
+        assert (await first).status_code == 200
+        assert app.state.icl.inflight_prompts == 0
