@@ -92,6 +92,9 @@ def setup_task(client: httpx.Client, dataset: str, pool_size: int, seed: int) ->
 
 def evaluate(client: httpx.Client, name: str, template: str, rows: list[dict], k: int, selection: str,
              calibration: str, batch: int, seed: int) -> dict:
+    # Each configuration starts from an empty prefix cache: otherwise a run re-reads the prompts of the
+    # run before it (same inputs), and its computed tokens and latency look better than they are.
+    client.post("/v1/admin/reset-prefix-cache").raise_for_status()
     gold, predicted, latencies = [], [], []
     prompt_tokens = calibration_tokens = total_tokens = cached_tokens = 0
     began = time.perf_counter()
@@ -137,7 +140,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--table", type=Path, nargs="+", help="only print the table of earlier results or logs")
     args = parser.parse_args()
+    if args.table:
+        print_table([r for path in args.table for r in read_results(path)])
+        return
 
     proc = None
     tmp = tempfile.mkdtemp(prefix="iclbench-")
@@ -169,6 +176,18 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (args.out / f"eval-{stamp}.json").write_text(json.dumps(results, indent=1))
+    print_table(results)
+
+
+def read_results(path: Path) -> list[dict]:
+    """A results file, or a log of this script's output (one JSON object per line)."""
+    text = path.read_text()
+    if text.lstrip().startswith("["):
+        return json.loads(text)
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def print_table(results: list[dict]) -> None:
     print("\n| dataset | k | selection | calibration | n | accuracy | macro-F1 | prompt tok/input | "
           "calib tok/input | computed tok/input | latency ms/input |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -177,7 +196,6 @@ def main() -> None:
         print(f"| {r['dataset']} | {r['k']} | {sel} | {r['calibration']} | {r['n']} | {r['accuracy']:.3f} | "
               f"{r['macro_f1']:.3f} | {r['prompt_tokens_per_input']:.0f} | {r['calibration_tokens_per_input']:.0f} | "
               f"{r['computed_tokens_per_input']:.0f} | {r['latency_ms_per_input_median_batch']:.0f} |")
-
 
 if __name__ == "__main__":
     main()

@@ -114,6 +114,9 @@ class VllmScorer:
     async def check_health(self) -> None:
         await self._engine.check_health()
 
+    async def reset_prefix_cache(self) -> None:
+        await self._engine.reset_prefix_cache()
+
     def queue_depth(self) -> int:
         return int(self._engine.get_num_unfinished_requests())
 

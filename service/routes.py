@@ -105,6 +105,13 @@ def get_job(job_id: str, request: Request) -> JobObject:
                      result=job.result, error=job.error)
 
 
+@v1.post("/admin/reset-prefix-cache")
+async def reset_prefix_cache(request: Request) -> JSONResponse:
+    """Empty vLLM's prefix cache, so that a benchmark's runs do not reuse each other's prompts."""
+    await state_of(request).require_runtime().scorer.reset_prefix_cache()
+    return JSONResponse({})
+
+
 @v1.get("/models", response_model=ModelList)
 def list_models(request: Request) -> ModelList:
     runtime = state_of(request).require_runtime()

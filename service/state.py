@@ -31,6 +31,8 @@ class ServedScorer(LabelScorer, Protocol):
 
     def queue_depth(self) -> int: ...
 
+    async def reset_prefix_cache(self) -> None: ...
+
 
 @dataclass
 class Runtime:

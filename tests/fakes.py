@@ -61,6 +61,9 @@ class FakeScorer:
     def queue_depth(self) -> int:
         return 0
 
+    async def reset_prefix_cache(self) -> None:
+        self.resets = getattr(self, "resets", 0) + 1
+
 
 class FakeEmbedder:
     dim = 64

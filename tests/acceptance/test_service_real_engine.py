@@ -103,6 +103,7 @@ async def test_calibration_modes_concurrency_and_prompt(tmp_path, runtime, pool_
         assert prompt.count("\n\n") == 2
         assert random_sel["predictions"][0]["demo_ids"] != none["predictions"][0]["demo_ids"] or \
             random_sel["predictions"][1]["demo_ids"] != none["predictions"][1]["demo_ids"]
+        assert (await client.post("/v1/admin/reset-prefix-cache")).json() == {}
         again = await ask("none", "random")
         assert [p["demo_ids"] for p in again["predictions"]] == [p["demo_ids"] for p in random_sel["predictions"]]
 

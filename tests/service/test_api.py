@@ -243,6 +243,8 @@ def test_health_models_metrics_jobs(client, task):
     assert "icl_prompt_tokens_total" in text and "icl_demos_per_input_bucket" in text
     assert "icl_engine_queue_depth" in text
     assert_error(client.get("/v1/jobs/job-missing"), 404, "job_not_found")
+    assert client.post("/v1/admin/reset-prefix-cache").json() == {}
+    assert client.app.state.icl.runtime.scorer.resets == 1
     assert_error(client.get("/v1/nothing-here"), 404)
 
 
