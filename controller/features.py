@@ -1,0 +1,40 @@
+"""Serving-time features for the meta-controller: cheap, computed from what retrieval already has."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+N_NEIGHBOURS = 8
+
+
+def query_features(
+    query_embeddings: np.ndarray,
+    similarities: np.ndarray,
+    pool_label_codes: Sequence[int],
+    n_labels: int,
+    query_tokens: Sequence[int],
+) -> np.ndarray:
+    """(n, dim + 6): the input's embedding, its length, and what its nearest pool examples say:
+    top-1 and mean top-8 similarity, their spread, the majority label's share among the top 8 (weighted by
+    similarity) and the entropy of that label vote."""
+    n = len(query_embeddings)
+    codes = np.asarray(pool_label_codes, dtype=np.int64)
+    m = min(N_NEIGHBOURS, similarities.shape[1]) if similarities.ndim == 2 else 0
+    extra = np.zeros((n, 6), dtype=np.float64)
+    extra[:, 0] = np.log1p(np.asarray(query_tokens, dtype=np.float64))
+    if m:
+        top = np.argsort(-similarities, axis=1, kind="stable")[:, :m]
+        top_sims = np.take_along_axis(similarities, top, axis=1)
+        weights = np.clip(top_sims, 1e-6, None)
+        votes = np.zeros((n, n_labels))
+        np.add.at(votes, (np.repeat(np.arange(n), m), codes[top].ravel()), weights.ravel())
+        share = votes / votes.sum(axis=1, keepdims=True)
+        entropy = -(share * np.log(np.clip(share, 1e-12, None))).sum(axis=1) / max(np.log(n_labels), 1e-12)
+        extra[:, 1] = top_sims[:, 0]
+        extra[:, 2] = top_sims.mean(axis=1)
+        extra[:, 3] = top_sims.std(axis=1)
+        extra[:, 4] = share.max(axis=1)
+        extra[:, 5] = entropy
+    return np.hstack([np.asarray(query_embeddings, dtype=np.float64), extra])
