@@ -132,6 +132,18 @@ class PredictResponse(BaseModel):
     usage: UsageObject
 
 
+class ControllerTrainRequest(_Strict):
+    candidate_k: Annotated[list[Annotated[StrictInt, Field(ge=0, le=64)]], Field(min_length=2, max_length=16)] = [
+        0, 1, 2, 4, 8]
+    train_size: Annotated[StrictInt, Field(ge=20, le=10_000)] = 400
+    selection: Literal["knn", "random", "diverse"] = "knn"
+    seed: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] = 0
+
+
+class JobCreated(BaseModel):
+    job_id: str
+
+
 class JobObject(BaseModel):
     job_id: str
     status: Literal["queued", "running", "succeeded", "failed"]

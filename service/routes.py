@@ -10,12 +10,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.errors import APIError
 from service.protocol import (
+    ControllerTrainRequest,
     ErrorResponse,
     ExampleList,
     ExampleObject,
     ExamplePatch,
     ExamplesAdd,
     ExamplesAdded,
+    JobCreated,
     JobObject,
     ModelCard,
     ModelList,
@@ -25,6 +27,7 @@ from service.protocol import (
     TaskList,
     TaskObject,
 )
+from service.serving_controller import ControllerServing
 from service.serving_examples import ExampleServing
 from service.serving_predict import PredictServing
 from service.serving_tasks import TaskServing
@@ -94,6 +97,22 @@ def patch_example(name: str, example_id: str, body: ExamplePatch, request: Reque
 @v1.post("/tasks/{name}/predict", response_model=PredictResponse)
 async def predict(name: str, body: PredictRequest, request: Request) -> PredictResponse:
     return await PredictServing(state_of(request)).predict(name, body)
+
+
+@v1.post("/tasks/{name}/controller", status_code=202, response_model=JobCreated)
+async def train_controller(name: str, request: Request, body: ControllerTrainRequest | None = None) -> JobCreated:
+    return await ControllerServing(state_of(request)).train(name, body or ControllerTrainRequest())
+
+
+@v1.get("/tasks/{name}/controller")
+def get_controller(name: str, request: Request) -> dict:
+    return ControllerServing(state_of(request)).get(name)
+
+
+@v1.delete("/tasks/{name}/controller", status_code=204)
+def delete_controller(name: str, request: Request) -> Response:
+    ControllerServing(state_of(request)).delete(name)
+    return Response(status_code=204)
 
 
 @v1.get("/jobs/{job_id}", response_model=JobObject)

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 from anyio import to_thread
 
+from controller.allocator import BudgetInfeasibleError, allocate, smallest_sufficient
+from controller.meta import MetaController
 from controller.planning import BudgetTooSmallError, InputTooLongError, PlannedPrompt, PromptBuilder, plan_batch
 from controller.predict import BatchResult, CalibrationPlan, plan_calibration, predict_batch
 from controller.templates import PromptTemplate, TemplateError
+from controller.training import features_for
 from service.errors import APIError
 from service.pools import TaskPool
 from service.protocol import PredictionObject, PredictRequest, PredictResponse, UsageObject
+from service.serving_controller import load_controller
 from service.serving_tasks import TaskServing, task_template
 from service.state import AppState, Runtime
 
@@ -52,10 +57,11 @@ class PredictServing:
         queries = self._validate(request, template)
         pool = self.state.pools.get(task, template)
         default_k = task.default_k if task.default_k is not None else self.state.settings.default_k
+        controller = load_controller(self.state, task.id) if request.demos == "auto" else None
         k = request.demos if isinstance(request.demos, int) else default_k
-        ks = [k] * len(queries)
+        budget = request.budget.max_prompt_tokens if request.budget else None
         embeddings = None
-        if k > 0 and len(pool.labeled):
+        if (k > 0 or controller is not None) and len(pool.labeled):
             embeddings = runtime.embedder.embed([template.embedding_text(q) for q in queries])
         scorer = runtime.scorer
         max_continuation = max(len(scorer.continuation_ids(template.continuation(v)))
@@ -63,14 +69,34 @@ class PredictServing:
         builder = PromptBuilder(template, task.verbalizers, pool.labeled, scorer.tokenize,
                                 scorer.max_model_len, max_continuation)
         try:
-            planned = plan_batch(builder, queries, embeddings, ks, request.selection, request.seed,
-                                 request.budget.max_prompt_tokens if request.budget else None)
+            if controller is not None and embeddings is not None:
+                planned = self._plan_with_controller(controller, builder, queries, embeddings, task.labels,
+                                                     request, budget)
+            else:
+                planned = plan_batch(builder, queries, embeddings, [k] * len(queries), request.selection,
+                                     request.seed, budget)
         except InputTooLongError as exc:
             raise APIError(413, str(exc), "context_length_exceeded", f"inputs[{exc.index}]") from exc
-        except BudgetTooSmallError as exc:
+        except (BudgetTooSmallError, BudgetInfeasibleError) as exc:
             raise APIError(400, str(exc), "budget_too_small", "budget.max_prompt_tokens") from exc
         calibration = plan_calibration(builder, planned, request.calibration, pool.domain_words, request.seed)
         return builder, planned, calibration, pool, task.labels
+
+    @staticmethod
+    def _plan_with_controller(controller: MetaController, builder: PromptBuilder, queries: list[dict[str, str]],
+                              embeddings: np.ndarray, labels: list[str], request: PredictRequest,
+                              budget: int | None) -> list[PlannedPrompt]:
+        """Each input's count from the meta-controller: its expected accuracy at every candidate count,
+        priced in the real tokens of that input's prompt at that count, spent within the budget if any."""
+        expected = controller.predict_proba(features_for(builder, queries, embeddings, labels))
+        options = [plan_batch(builder, queries, embeddings, [int(k)] * len(queries), request.selection,
+                              request.seed, None) for k in controller.candidate_k_]
+        costs = np.array([[len(option[i].token_ids) for option in options] for i in range(len(queries))])
+        if budget is None:
+            choice = smallest_sufficient(expected, costs, controller.tolerance)
+        else:
+            choice = allocate(expected, costs, budget)
+        return [options[j][i] for i, j in enumerate(choice)]
 
     async def predict(self, name: str, request: PredictRequest) -> PredictResponse:
         runtime = self.state.require_runtime()

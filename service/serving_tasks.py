@@ -13,12 +13,12 @@ def task_template(task: TaskRecord) -> PromptTemplate:
     return PromptTemplate.parse(task.template, task.instruction, task.separator)
 
 
-def task_object(task: TaskRecord, default_k: int) -> TaskObject:
+def task_object(task: TaskRecord, default_k: int, controller: dict | None = None) -> TaskObject:
     return TaskObject(
         name=task.name, labels=task.labels, verbalizers=task.verbalizers, template=task.template,
         instruction=task.instruction, separator=task.separator,
         default_k=task.default_k if task.default_k is not None else default_k,
-        n_examples=task.n_examples, n_labeled=task.n_labeled, controller=None, created_at=task.created_at,
+        n_examples=task.n_examples, n_labeled=task.n_labeled, controller=controller, created_at=task.created_at,
     )
 
 
@@ -67,11 +67,14 @@ class TaskServing:
                            "name_taken", "name") from exc
         return task_object(task, self.state.settings.default_k)
 
+    def describe(self, task: TaskRecord) -> TaskObject:
+        return task_object(task, self.state.settings.default_k, self.state.store.controller_summary(task.id))
+
     def get(self, name: str) -> TaskObject:
-        return task_object(self.get_record(name), self.state.settings.default_k)
+        return self.describe(self.get_record(name))
 
     def list(self) -> list[TaskObject]:
-        return [task_object(t, self.state.settings.default_k) for t in self.state.store.list_tasks()]
+        return [self.describe(t) for t in self.state.store.list_tasks()]
 
     def delete(self, name: str) -> None:
         task = self.get_record(name)

@@ -72,6 +72,16 @@ class ExampleRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=_now)
 
 
+class ControllerRow(Base):
+    """A task's fitted meta-controller: the pickled estimator and its summary (validation figures, metadata)."""
+
+    __tablename__ = "controllers"
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    blob: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    summary: Mapped[dict] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=_now)
+
+
 class JobRow(Base):
     __tablename__ = "jobs"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -227,6 +237,7 @@ class Store:
             if row is None:
                 return False
             session.execute(delete(ExampleRow).where(ExampleRow.task_id == row.id))
+            session.execute(delete(ControllerRow).where(ControllerRow.task_id == row.id))
             session.delete(row)
             return True
 
@@ -314,6 +325,27 @@ class Store:
     def pool_version(self, task_id: int) -> int | None:
         with self._sessions() as session:
             return session.scalar(select(TaskRow.pool_version).where(TaskRow.id == task_id))
+
+    # --- meta-controllers ------------------------------------------------------------------------------
+
+    def save_controller(self, task_id: int, blob: bytes, summary: dict[str, Any]) -> None:
+        """Replace the task's controller in one transaction (the previous one stays until this commits)."""
+        with self._transaction() as session:
+            session.execute(delete(ControllerRow).where(ControllerRow.task_id == task_id))
+            session.add(ControllerRow(task_id=task_id, blob=blob, summary=summary, created_at=_now()))
+
+    def controller_summary(self, task_id: int) -> dict[str, Any] | None:
+        with self._sessions() as session:
+            return session.scalar(select(ControllerRow.summary).where(ControllerRow.task_id == task_id))
+
+    def load_controller(self, task_id: int) -> tuple[bytes, dict[str, Any]] | None:
+        with self._sessions() as session:
+            row = session.get(ControllerRow, task_id)
+            return (row.blob, row.summary) if row else None
+
+    def delete_controller(self, task_id: int) -> bool:
+        with self._transaction() as session:
+            return session.execute(delete(ControllerRow).where(ControllerRow.task_id == task_id)).rowcount > 0
 
     # --- jobs --------------------------------------------------------------------------------------------
 

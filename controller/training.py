@@ -1,0 +1,95 @@
+"""Training data and validation figures for the meta-controller.
+
+Held-back labeled examples are classified at every candidate count, with demonstrations retrieved from the
+rest of the pool; whether each answer was right is the controller's target."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from controller.allocator import smallest_sufficient
+from controller.features import query_features
+from controller.meta import MetaController
+from controller.planning import PromptBuilder, plan_batch
+from controller.predict import plan_calibration, predict_batch
+from controller.retrieval import Selection, cosine_similarities
+from controller.scoring import LabelScorer
+
+MIN_TRAIN_SIZE = 20
+VALIDATION_SHARE = 0.2
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    features: np.ndarray  # (n, n_features)
+    correct: np.ndarray  # (n, K): 1 where the model was right with candidate_k[j] demonstrations
+    prompt_tokens: np.ndarray  # (n, K)
+
+
+def features_for(builder: PromptBuilder, queries: Sequence[dict[str, str]], embeddings: np.ndarray,
+                 labels: Sequence[str]) -> np.ndarray:
+    pool = builder.pool
+    similarities = cosine_similarities(embeddings, pool.embeddings) if len(pool) else np.zeros((len(queries), 0))
+    codes = [labels.index(label) for label in pool.labels]
+    zero_shot_tokens = [len(builder.tokenize(builder.render(q, []))) for q in queries]
+    return query_features(embeddings, similarities, codes, len(labels), zero_shot_tokens)
+
+
+async def collect(
+    builder: PromptBuilder,
+    queries: Sequence[dict[str, str]],
+    embeddings: np.ndarray,
+    gold: Sequence[str],
+    labels: Sequence[str],
+    candidate_k: Sequence[int],
+    selection: Selection,
+    seed: int,
+    scorer: LabelScorer,
+    progress: Callable[[float], None] = lambda _: None,
+    chunk: int = 32,
+) -> TrainingData:
+    """Run the model at every candidate count on the held-back queries (uncalibrated, as served with
+    ``calibration: none``; calibration rarely changes which counts are right)."""
+    n, n_k = len(queries), len(candidate_k)
+    correct = np.zeros((n, n_k), dtype=np.int64)
+    tokens = np.zeros((n, n_k), dtype=np.int64)
+    steps, done = n_k * ((n + chunk - 1) // chunk), 0
+    for j, k in enumerate(candidate_k):
+        for start in range(0, n, chunk):
+            part = slice(start, min(start + chunk, n))
+            planned = plan_batch(builder, queries[part], embeddings[part], [k] * (part.stop - part.start),
+                                 selection, seed, None)
+            result = await predict_batch(builder, planned, plan_calibration(builder, planned, "none"), labels, scorer)
+            correct[part, j] = [p.label == g for p, g in zip(result.predictions, gold[part], strict=True)]
+            tokens[part, j] = [p.prompt_tokens for p in result.predictions]
+            done += 1
+            progress(done / steps)
+    return TrainingData(features=features_for(builder, queries, embeddings, labels), correct=correct,
+                        prompt_tokens=tokens)
+
+
+def validate(data: TrainingData, candidate_k: Sequence[int], seed: int, C: float = 1.0) -> dict:
+    """Fit on 80% of the held-back examples and report, on the other 20%, accuracy and prompt tokens at each
+    fixed count and with the controller choosing per input."""
+    n = len(data.correct)
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * VALIDATION_SHARE)))
+    val, train = order[:n_val], order[n_val:]
+    controller = MetaController(candidate_k=tuple(candidate_k), C=C).fit(data.features[train], data.correct[train])
+    chosen = smallest_sufficient(controller.predict_proba(data.features[val]), data.prompt_tokens[val])
+    rows = np.arange(len(val))
+    fixed = [{"k": int(k), "accuracy": float(data.correct[val, j].mean()),
+              "mean_prompt_tokens": float(data.prompt_tokens[val, j].mean())} for j, k in enumerate(candidate_k)]
+    return {
+        "n_train": int(len(train)),
+        "n_validation": int(len(val)),
+        "fixed": fixed,
+        "controller": {
+            "accuracy": float(data.correct[val][rows, chosen].mean()),
+            "mean_k": float(np.asarray(candidate_k)[chosen].mean()),
+            "mean_prompt_tokens": float(data.prompt_tokens[val][rows, chosen].mean()),
+        },
+    }

@@ -1,0 +1,95 @@
+"""Meta-controller endpoints: train in a background job, describe, delete."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import datetime, timezone
+from importlib.metadata import version
+from typing import Any
+
+import numpy as np
+from anyio import to_thread
+
+from controller.meta import MetaController
+from controller.planning import PromptBuilder
+from controller.pool import LabeledPool
+from controller.training import MIN_TRAIN_SIZE, collect, validate
+from service.errors import APIError
+from service.jobs import ProgressCallback
+from service.protocol import ControllerTrainRequest, JobCreated
+from service.serving_tasks import TaskServing, task_template
+from service.state import AppState
+
+
+def load_controller(state: AppState, task_id: int) -> MetaController | None:
+    stored = state.store.load_controller(task_id)
+    if stored is None:
+        return None
+    return pickle.loads(stored[0])  # written only by this service, never by a client
+
+
+class ControllerServing:
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self.tasks = TaskServing(state)
+
+    async def train(self, name: str, request: ControllerTrainRequest) -> JobCreated:
+        task = await to_thread.run_sync(self.tasks.get_record, name)
+        candidate_k = sorted(set(request.candidate_k))
+        if len(candidate_k) < 2:
+            raise APIError(400, "candidate_k needs at least two distinct counts", "invalid_value", "candidate_k")
+        if candidate_k[-1] > self.state.settings.max_demos:
+            raise APIError(400, f"candidate_k may not exceed {self.state.settings.max_demos}", "invalid_value",
+                           "candidate_k")
+        needed = MIN_TRAIN_SIZE + candidate_k[-1]
+        if task.n_labeled < needed:
+            raise APIError(400, f"training needs at least {needed} labeled examples ({MIN_TRAIN_SIZE} to hold back "
+                           f"and {candidate_k[-1]} to serve as demonstrations); task '{name}' has {task.n_labeled}",
+                           "not_enough_labeled_examples", "train_size")
+        runtime = self.state.require_runtime()
+        train_size = min(request.train_size, task.n_labeled - candidate_k[-1])
+
+        async def body(progress: ProgressCallback) -> dict[str, Any]:
+            rows = await to_thread.run_sync(self.state.store.load_pool, task.id)
+            labeled = [i for i, label in enumerate(rows.labels) if label is not None]
+            order = np.random.default_rng(request.seed).permutation(len(labeled))
+            held = [labeled[i] for i in order[:train_size]]
+            rest = [labeled[i] for i in order[train_size:]]
+            pool = LabeledPool(ids=[rows.ids[i] for i in rest], inputs=[rows.inputs[i] for i in rest],
+                               labels=[rows.labels[i] for i in rest], embeddings=rows.embeddings[rest])
+            template = task_template(task)
+            scorer = runtime.scorer
+            max_continuation = max(len(scorer.continuation_ids(template.continuation(v)))
+                                   for v in task.verbalizers.values())
+            builder = PromptBuilder(template, task.verbalizers, pool, scorer.tokenize, scorer.max_model_len,
+                                    max_continuation)
+            data = await collect(builder, [rows.inputs[i] for i in held], rows.embeddings[held],
+                                 [rows.labels[i] for i in held], task.labels, candidate_k, request.selection,
+                                 request.seed, scorer, lambda f: progress(0.95 * f))
+            figures = validate(data, candidate_k, request.seed)
+            controller = MetaController(candidate_k=tuple(candidate_k)).fit(data.features, data.correct)
+            summary = {
+                "candidate_k": candidate_k, "train_size": train_size, "selection": request.selection,
+                "seed": request.seed, "validation": figures,
+                "created_at": datetime.now(timezone.utc).isoformat(),
+                "metadata": {"model": scorer.model_name, "labels": task.labels,
+                             "scikit_learn": version("scikit-learn"), "pool_version": rows.pool_version},
+            }
+            await to_thread.run_sync(self.state.store.save_controller, task.id, pickle.dumps(controller), summary)
+            return summary
+
+        job = await self.state.jobs.submit("controller", name, body)
+        return JobCreated(job_id=job.id)
+
+    def get(self, name: str) -> dict[str, Any]:
+        task = self.tasks.get_record(name)
+        summary = self.state.store.controller_summary(task.id)
+        if summary is None:
+            raise APIError(404, f"task '{name}' has no fitted controller; train one with POST "
+                           f"/v1/tasks/{name}/controller", "controller_not_found", "name")
+        return summary
+
+    def delete(self, name: str) -> None:
+        task = self.tasks.get_record(name)
+        if not self.state.store.delete_controller(task.id):
+            raise APIError(404, f"task '{name}' has no fitted controller", "controller_not_found", "name")

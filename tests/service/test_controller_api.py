@@ -1,0 +1,94 @@
+"""Meta-controller endpoints on the fake engine: training job, summary, auto counts, budgets, failures."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.config import Settings
+from service.state import Runtime
+from tests.fakes import FakeEmbedder, FakeScorer
+from tests.service.test_api import TASK, assert_error
+
+
+def _examples(n):
+    # The fake model is right when the query names its label: half the inputs do, half need help.
+    out = []
+    for i in range(n):
+        label = "positive" if i % 2 else "negative"
+        text = f"{label} film number {i}" if i % 4 < 2 else f"film number {i} plain"
+        out.append({"id": f"e{i}", "input": text, "label": label})
+    return out
+
+
+def _wait(client, job_id):
+    for _ in range(500):
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def _client(tmp_path, scorer):
+    settings = Settings(data_dir=tmp_path)
+    return TestClient(create_app(settings, runtime=Runtime(scorer=scorer, embedder=FakeEmbedder())))
+
+
+def test_too_few_labeled_examples_is_400_saying_how_many(tmp_path):
+    with _client(tmp_path, FakeScorer()) as c:
+        c.post("/v1/tasks", json=TASK)
+        c.post("/v1/tasks/sent/examples", json={"examples": _examples(10)})
+        response = c.post("/v1/tasks/sent/controller", json={"candidate_k": [0, 2, 4]})
+        assert_error(response, 400, "not_enough_labeled_examples")
+        assert "at least 24" in response.json()["error"]["message"]
+        assert_error(c.post("/v1/tasks/none/controller", json={}), 404)
+        assert_error(c.post("/v1/tasks/sent/controller", json={"candidate_k": [0, 99]}), 400)
+        assert_error(c.get("/v1/tasks/sent/controller"), 404, "controller_not_found")
+
+
+def test_train_use_and_delete_controller(tmp_path):
+    scorer = FakeScorer()
+    with _client(tmp_path, scorer) as c:
+        c.post("/v1/tasks", json=TASK)
+        c.post("/v1/tasks/sent/examples", json={"examples": _examples(80)})
+        started = c.post("/v1/tasks/sent/controller", json={"candidate_k": [0, 1, 2], "train_size": 40})
+        assert started.status_code == 202
+        job = _wait(c, started.json()["job_id"])
+        assert job["status"] == "succeeded" and job["progress"] == 1.0
+        summary = c.get("/v1/tasks/sent/controller").json()
+        assert summary["candidate_k"] == [0, 1, 2] and summary["train_size"] == 40
+        assert [f["k"] for f in summary["validation"]["fixed"]] == [0, 1, 2]
+        assert set(summary["validation"]["controller"]) == {"accuracy", "mean_k", "mean_prompt_tokens"}
+        assert summary["metadata"]["model"] == "fake-model"
+        assert c.get("/v1/tasks/sent").json()["controller"] == summary
+        assert job["result"] == summary
+
+        inputs = ["positive film again", "film again plain", "negative film", "another plain film"]
+        auto = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "calibration": "none"}).json()
+        assert {p["k"] for p in auto["predictions"]} <= {0, 1, 2}
+        fixed = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "demos": 2, "calibration": "none"}).json()
+        budget = (auto["usage"]["prompt_tokens"] + fixed["usage"]["prompt_tokens"]) // 2
+        within = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "calibration": "none",
+                                                        "budget": {"max_prompt_tokens": budget}}).json()
+        assert within["usage"]["prompt_tokens"] <= budget
+        assert_error(c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "budget": {"max_prompt_tokens": 5}}),
+                     400, "budget_too_small")
+
+        # A failing job says why and leaves the previous controller in place.
+        async def broken(prompts, continuations):
+            raise RuntimeError("engine went away")
+
+        scorer.score = broken
+        failed = _wait(c, c.post("/v1/tasks/sent/controller", json={"candidate_k": [0, 4]}).json()["job_id"])
+        assert failed["status"] == "failed" and "engine went away" in failed["error"]["message"]
+        assert c.get("/v1/tasks/sent/controller").json() == summary
+
+    with _client(tmp_path, FakeScorer()) as c:  # survives a restart
+        assert c.get("/v1/tasks/sent/controller").json() == summary
+        assert c.delete("/v1/tasks/sent/controller").status_code == 204
+        assert_error(c.get("/v1/tasks/sent/controller"), 404)
+        assert c.get("/v1/tasks/sent").json()["controller"] is None
+        assert_error(c.delete("/v1/tasks/sent/controller"), 404)
