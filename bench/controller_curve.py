@@ -1,0 +1,161 @@
+"""Accuracy against prompt tokens: fixed demonstration counts versus the meta-controller (issue 3).
+
+    python bench/controller_curve.py --datasets sst2 trec agnews subj --fixed-k 0 1 2 4 8 16 \\
+        --train-size 400 --n-test 200 --budgets 0.3 0.5
+
+For each dataset it creates a task through the HTTP API (pool: shuffled training examples), trains the task's
+meta-controller (candidate counts = --fixed-k), then classifies the test items at every fixed count, with
+`demos: "auto"` and no budget, and with `demos: "auto"` under budgets set as fractions of the best fixed
+count's tokens. It prints a table, writes it with a PNG of the curves under bench/results/, and states the
+token saving at the best fixed count's accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from sklearn.metrics import f1_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_http import REPO, input_of, load, setup_task, start_server  # noqa: E402
+
+
+def run(client: httpx.Client, name: str, template: str, rows: list[dict], batch: int, **predict: object) -> dict:
+    client.post("/v1/admin/reset-prefix-cache").raise_for_status()
+    gold, predicted, tokens, ks = [], [], 0, []
+    began = time.perf_counter()
+    for start in range(0, len(rows), batch):
+        chunk = rows[start:start + batch]
+        body = {"inputs": [input_of(r, template) for r in chunk], "calibration": "none", **predict}
+        budget_per_input = body.pop("budget_per_input", None)
+        if budget_per_input is not None:
+            body["budget"] = {"max_prompt_tokens": int(budget_per_input * len(chunk))}
+        r = client.post(f"/v1/tasks/{name}/predict", json=body)
+        r.raise_for_status()
+        out = r.json()
+        gold += [row["label"] for row in chunk]
+        predicted += [p["label"] for p in out["predictions"]]
+        ks += [p["k"] for p in out["predictions"]]
+        tokens += out["usage"]["prompt_tokens"]
+    n = len(rows)
+    return {"accuracy": sum(g == p for g, p in zip(gold, predicted, strict=True)) / n,
+            "macro_f1": f1_score(gold, predicted, average="macro"), "prompt_tokens_per_input": tokens / n,
+            "mean_k": sum(ks) / n, "wall_s": time.perf_counter() - began}
+
+
+def train(client: httpx.Client, name: str, candidate_k: list[int], train_size: int, seed: int) -> dict:
+    job = client.post(f"/v1/tasks/{name}/controller", json={"candidate_k": candidate_k, "train_size": train_size,
+                                                             "seed": seed})
+    job.raise_for_status()
+    job_id = job.json()["job_id"]
+    while True:
+        state = client.get(f"/v1/jobs/{job_id}").json()
+        if state["status"] in ("succeeded", "failed"):
+            break
+        time.sleep(5)
+    if state["status"] != "succeeded":
+        raise SystemExit(f"controller training failed: {state['error']}")
+    return state["result"]
+
+
+def saving_at_best_fixed(rows: list[dict]) -> str:
+    fixed = [r for r in rows if r["setting"].startswith("k=")]
+    best = max(fixed, key=lambda r: r["accuracy"])
+    candidates = [r for r in rows if r["setting"].startswith("auto") and r["accuracy"] >= best["accuracy"] - 0.01]
+    if not candidates:
+        return f"no controller setting reached {best['accuracy']:.3f} - 0.01 (best fixed: {best['setting']})"
+    cheapest = min(candidates, key=lambda r: r["prompt_tokens_per_input"])
+    saving = 1 - cheapest["prompt_tokens_per_input"] / best["prompt_tokens_per_input"]
+    return (f"best fixed {best['setting']} acc {best['accuracy']:.3f} at {best['prompt_tokens_per_input']:.0f} tok; "
+            f"{cheapest['setting']} acc {cheapest['accuracy']:.3f} at {cheapest['prompt_tokens_per_input']:.0f} tok: "
+            f"{100 * saving:.0f}% fewer tokens")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url")
+    parser.add_argument("--datasets", nargs="+", default=["sst2", "trec", "agnews", "subj"])
+    parser.add_argument("--fixed-k", nargs="+", type=int, default=[0, 1, 2, 4, 8, 16])
+    parser.add_argument("--budgets", nargs="+", type=float, default=[0.3, 0.5],
+                        help="budgets as fractions of the most accurate fixed count's tokens per input")
+    parser.add_argument("--train-size", type=int, default=400)
+    parser.add_argument("--pool-size", type=int, default=1000)
+    parser.add_argument("--n-test", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args()
+
+    proc, url = (None, args.url) if args.url else start_server(tempfile.mkdtemp(prefix="iclctl-"), {})
+    results: list[dict] = []
+    try:
+        with httpx.Client(base_url=url, timeout=7200) as client:
+            for dataset in args.datasets:
+                name, template = setup_task(client, dataset, args.pool_size + args.train_size, args.seed)
+                summary = train(client, name, args.fixed_k, args.train_size, args.seed)
+                test = load(dataset, "test")
+                random.Random(args.seed).shuffle(test)
+                rows = test[:args.n_test]
+                per_dataset = []
+                for k in args.fixed_k:
+                    per_dataset.append({"setting": f"k={k}", **run(client, name, template, rows, args.batch, demos=k)})
+                per_dataset.append({"setting": "auto", **run(client, name, template, rows, args.batch, demos="auto")})
+                best = max((r for r in per_dataset if r["setting"].startswith("k=")), key=lambda r: r["accuracy"])
+                for share in args.budgets:
+                    per_token = share * best["prompt_tokens_per_input"]
+                    per_dataset.append({"setting": f"auto, budget {share:.0%} of best fixed",
+                                        **run(client, name, template, rows, args.batch, demos="auto",
+                                              budget_per_input=per_token)})
+                for r in per_dataset:
+                    r["dataset"] = dataset
+                    print(json.dumps(r), flush=True)
+                results.append({"dataset": dataset, "controller": summary, "rows": per_dataset,
+                                "saving": saving_at_best_fixed(per_dataset)})
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=60)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (args.out / f"controller-{stamp}.json").write_text(json.dumps(results, indent=1))
+    plot(results, args.out / f"controller-{stamp}.png")
+    for item in results:
+        print(f"\n{item['dataset']}: {item['saving']}")
+        print("| setting | accuracy | macro-F1 | prompt tok/input | mean k |\n|---|---|---|---|---|")
+        for r in item["rows"]:
+            print(f"| {r['setting']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['prompt_tokens_per_input']:.0f} "
+                  f"| {r['mean_k']:.2f} |")
+    print(f"\nplot: {args.out / f'controller-{stamp}.png'}")
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 4), squeeze=False)
+    for ax, item in zip(axes[0], results, strict=True):
+        fixed = [r for r in item["rows"] if r["setting"].startswith("k=")]
+        auto = [r for r in item["rows"] if r["setting"].startswith("auto")]
+        ax.plot([r["prompt_tokens_per_input"] for r in fixed], [r["accuracy"] for r in fixed], "o-", label="fixed k")
+        for r in fixed:
+            ax.annotate(r["setting"], (r["prompt_tokens_per_input"], r["accuracy"]), fontsize=7)
+        ax.plot([r["prompt_tokens_per_input"] for r in auto], [r["accuracy"] for r in auto], "s", label="controller")
+        ax.set_title(item["dataset"])
+        ax.set_xlabel("prompt tokens per input")
+        ax.set_ylabel("accuracy")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
