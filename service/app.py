@@ -11,10 +11,11 @@ from contextlib import asynccontextmanager
 
 from anyio import to_thread
 from fastapi import FastAPI, Request, Response
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.middleware.base import RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.config import Settings
-from service.errors import envelope, install_error_handlers
+from service.errors import APIError, envelope, install_error_handlers
 from service.jobs import JobRunner
 from service.pools import PoolCache
 from service.routes import ops, v1
@@ -37,17 +38,53 @@ def start_runtime(settings: Settings) -> Runtime:
     return Runtime(scorer=scorer, embedder=SentenceEmbedder())
 
 
-class BodyLimitMiddleware(BaseHTTPMiddleware):
-    def __init__(self, app: object, max_bytes: int) -> None:
-        super().__init__(app)  # type: ignore[arg-type]
+class BodyLimitMiddleware:
+    """413 for bodies over the limit: at once when Content-Length says so, and while reading a chunked body
+    that has no Content-Length (raised as an APIError, so it answers in the envelope)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
         self.max_bytes = max_bytes
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return envelope(413, f"request body has {length} bytes; the limit is {self.max_bytes}",
-                            "body_too_large")
-        return await call_next(request)
+    def _error(self, size: str) -> APIError:
+        return APIError(413, f"request body has {size} bytes; the limit is {self.max_bytes}", "body_too_large")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length", b"").decode("latin-1")
+        if length.isdigit() and int(length) > self.max_bytes:
+            error = self._error(length)
+            await envelope(error.status, error.message, error.code)(scope, receive, send)
+            return
+        received = 0
+        too_large = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    too_large = True  # the app sees the client go away; we answer for it
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not too_large:
+                await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not too_large:
+                raise
+        if too_large:
+            error = self._error(f"more than {self.max_bytes}")
+            await envelope(error.status, error.message, error.code)(scope, receive, send)
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None,
@@ -105,7 +142,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
     app.include_router(v1)
     app.include_router(ops)
 
-    @app.middleware("http")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+
+    @app.middleware("http")  # added last, so outermost: it counts the body limit's 413s too
     async def record_metrics(request: Request, call_next: RequestResponseEndpoint) -> Response:
         began = time.perf_counter()
         response = await call_next(request)
@@ -117,5 +156,4 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
             state.metrics.latency.labels(request.method, path).observe(time.perf_counter() - began)
         return response
 
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

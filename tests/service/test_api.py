@@ -232,6 +232,16 @@ def test_auth(tmp_path):
 def test_body_too_large(tmp_path):
     with make_client(tmp_path, max_body_bytes=1000) as c:
         assert_error(c.post("/v1/tasks", json={**TASK, "instruction": "x" * 2000}), 413, "body_too_large")
+        body = json.dumps({**TASK, "instruction": "x" * 2000}).encode()
+
+        def chunks():  # no Content-Length: the limit is enforced while reading
+            for i in range(0, len(body), 100):
+                yield body[i:i + 100]
+
+        chunked = c.post("/v1/tasks", content=chunks(), headers={"content-type": "application/json"})
+        assert_error(chunked, 413, "body_too_large")
+        assert c.get("/v1/tasks").json() == {"tasks": []}
+        assert 'status="413"' in c.get("/metrics").text
 
 
 def test_health_models_metrics_jobs(client, task):
