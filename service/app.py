@@ -39,8 +39,8 @@ def start_runtime(settings: Settings) -> Runtime:
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over the limit: at once when Content-Length says so, and while reading a chunked body
-    that has no Content-Length (raised as an APIError, so it answers in the envelope)."""
+    """413 in the error envelope for bodies over the limit: at once when Content-Length says so, and while
+    reading a chunked body that has none (the app then sees a disconnect and its own answer is dropped)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
