@@ -140,6 +140,18 @@ class ControllerTrainRequest(_Strict):
     seed: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] = 0
 
 
+class AnnotationPlanRequest(_Strict):
+    budget: Annotated[StrictInt, Field(ge=1, le=100_000)]
+    method: Literal["votek", "ideal", "random"] = "votek"
+    seed: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] = 0
+
+
+class AnnotationPlan(BaseModel):
+    ids: list[str]
+    method: str
+    elapsed_s: float
+
+
 class JobCreated(BaseModel):
     job_id: str
 

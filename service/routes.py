@@ -10,6 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.errors import APIError
 from service.protocol import (
+    AnnotationPlan,
+    AnnotationPlanRequest,
     ControllerTrainRequest,
     ErrorResponse,
     ExampleList,
@@ -27,6 +29,7 @@ from service.protocol import (
     TaskList,
     TaskObject,
 )
+from service.serving_annotation import AnnotationServing
 from service.serving_controller import ControllerServing
 from service.serving_examples import ExampleServing
 from service.serving_predict import PredictServing
@@ -97,6 +100,11 @@ def patch_example(name: str, example_id: str, body: ExamplePatch, request: Reque
 @v1.post("/tasks/{name}/predict", response_model=PredictResponse)
 async def predict(name: str, body: PredictRequest, request: Request) -> PredictResponse:
     return await PredictServing(state_of(request)).predict(name, body)
+
+
+@v1.post("/tasks/{name}/annotation-plan", response_model=AnnotationPlan)
+def annotation_plan(name: str, body: AnnotationPlanRequest, request: Request) -> AnnotationPlan:
+    return AnnotationServing(state_of(request)).plan(name, body)
 
 
 @v1.post("/tasks/{name}/controller", status_code=202, response_model=JobCreated)

@@ -281,7 +281,8 @@ def test_openapi_describes_the_contract(client):
     paths = client.get("/openapi.json").json()["paths"]
     for path in ["/v1/tasks", "/v1/tasks/{name}", "/v1/tasks/{name}/examples",
                  "/v1/tasks/{name}/examples/{example_id}", "/v1/tasks/{name}/predict",
-                 "/v1/tasks/{name}/controller", "/v1/jobs/{job_id}", "/v1/models", "/health", "/metrics"]:
+                 "/v1/tasks/{name}/controller", "/v1/tasks/{name}/annotation-plan", "/v1/jobs/{job_id}",
+                 "/v1/models", "/health", "/metrics"]:
         assert path in paths
 
 
