@@ -16,7 +16,6 @@ import argparse
 import json
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import httpx
 from sklearn.metrics import f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_http import REPO, input_of, load, setup_task, start_server  # noqa: E402
+from eval_http import REPO, input_of, load, save_results, service, setup_task  # noqa: E402
 
 
 def run(client: httpx.Client, name: str, template: str, rows: list[dict], batch: int, **predict: object) -> dict:
@@ -78,6 +77,26 @@ def saving_at_best_fixed(rows: list[dict]) -> str:
             f"{100 * saving:.0f}% fewer tokens")
 
 
+def run_dataset(client: httpx.Client, dataset: str, args: argparse.Namespace) -> dict:
+    name, template = setup_task(client, dataset, args.pool_size + args.train_size, args.seed)
+    summary = train(client, name, args.fixed_k, args.train_size, args.seed)
+    test = load(dataset, "test")
+    random.Random(args.seed).shuffle(test)
+    rows = test[:args.n_test]
+    per_dataset = [{"setting": f"k={k}", **run(client, name, template, rows, args.batch, demos=k)}
+                   for k in args.fixed_k]
+    per_dataset.append({"setting": "auto", **run(client, name, template, rows, args.batch, demos="auto")})
+    best = max(per_dataset[:len(args.fixed_k)], key=lambda r: r["accuracy"])
+    for share in args.budgets:
+        per_dataset.append({"setting": f"auto, budget {share:.0%} of best fixed",
+                            **run(client, name, template, rows, args.batch, demos="auto",
+                                  budget_per_input=share * best["prompt_tokens_per_input"])})
+    for r in per_dataset:
+        r["dataset"] = dataset
+        print(json.dumps(r), flush=True)
+    return {"dataset": dataset, "controller": summary, "rows": per_dataset, "saving": saving_at_best_fixed(per_dataset)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url")
@@ -93,46 +112,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
 
-    proc, url = (None, args.url) if args.url else start_server(tempfile.mkdtemp(prefix="iclctl-"), {})
     results: list[dict] = []
-    try:
-        with httpx.Client(base_url=url, timeout=7200) as client:
-            for dataset in args.datasets:
-                name, template = setup_task(client, dataset, args.pool_size + args.train_size, args.seed)
-                summary = train(client, name, args.fixed_k, args.train_size, args.seed)
-                test = load(dataset, "test")
-                random.Random(args.seed).shuffle(test)
-                rows = test[:args.n_test]
-                per_dataset = []
-                for k in args.fixed_k:
-                    per_dataset.append({"setting": f"k={k}", **run(client, name, template, rows, args.batch, demos=k)})
-                per_dataset.append({"setting": "auto", **run(client, name, template, rows, args.batch, demos="auto")})
-                best = max((r for r in per_dataset if r["setting"].startswith("k=")), key=lambda r: r["accuracy"])
-                for share in args.budgets:
-                    per_token = share * best["prompt_tokens_per_input"]
-                    per_dataset.append({"setting": f"auto, budget {share:.0%} of best fixed",
-                                        **run(client, name, template, rows, args.batch, demos="auto",
-                                              budget_per_input=per_token)})
-                for r in per_dataset:
-                    r["dataset"] = dataset
-                    print(json.dumps(r), flush=True)
-                results.append({"dataset": dataset, "controller": summary, "rows": per_dataset,
-                                "saving": saving_at_best_fixed(per_dataset)})
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=60)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (args.out / f"controller-{stamp}.json").write_text(json.dumps(results, indent=1))
-    plot(results, args.out / f"controller-{stamp}.png")
+    with service(args.url) as url, httpx.Client(base_url=url, timeout=7200) as client:
+        for dataset in args.datasets:
+            results.append(run_dataset(client, dataset, args))
+    path = save_results(args.out, "controller", results)
+    plot(results, path.with_suffix(".png"))
     for item in results:
         print(f"\n{item['dataset']}: {item['saving']}")
         print("| setting | accuracy | macro-F1 | prompt tok/input | mean k |\n|---|---|---|---|---|")
         for r in item["rows"]:
             print(f"| {r['setting']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['prompt_tokens_per_input']:.0f} "
                   f"| {r['mean_k']:.2f} |")
-    print(f"\nplot: {args.out / f'controller-{stamp}.png'}")
+    print(f"\nresults: {path}, plot: {path.with_suffix('.png')}")
 
 
 def plot(results: list[dict], path: Path) -> None:

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -68,6 +70,27 @@ def start_server(data_dir: str, extra_env: dict[str, str]) -> tuple[subprocess.P
         time.sleep(2)
     proc.terminate()
     raise SystemExit("server did not become healthy in 10 minutes")
+
+
+@contextmanager
+def service(url: str | None) -> Iterator[str]:
+    """The given service's URL, or a fresh `iclserve serve` (temporary data directory) for the block."""
+    if url is not None:
+        yield url
+        return
+    proc, started = start_server(tempfile.mkdtemp(prefix="iclbench-"), {})
+    try:
+        yield started
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def save_results(out: Path, prefix: str, results: list[dict]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=1))
+    return path
 
 
 def input_of(row: dict, template: str) -> str | dict:
@@ -146,36 +169,24 @@ def main() -> None:
         print_table([r for path in args.table for r in read_results(path)])
         return
 
-    proc = None
-    tmp = tempfile.mkdtemp(prefix="iclbench-")
-    url = args.url
-    if url is None:
-        proc, url = start_server(tmp, {})
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     results = []
-    try:
-        with httpx.Client(base_url=url, timeout=3600, headers=headers) as client:
-            model = client.get("/v1/models").json()["data"][0]["id"]
-            for dataset in args.datasets:
-                name, template = setup_task(client, dataset, args.pool_size, args.seed)
-                test = load(dataset, "test")
-                random.Random(args.seed).shuffle(test)
-                rows = test[:args.n_test]
-                for k in args.k:
-                    for selection in (args.selection if k else args.selection[:1]):
-                        for calibration in args.calibration:
-                            result = {"dataset": dataset, "model": model,
-                                      **evaluate(client, name, template, rows, k, selection, calibration,
-                                                 args.batch, args.seed)}
-                            results.append(result)
-                            print(json.dumps(result), flush=True)
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=60)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (args.out / f"eval-{stamp}.json").write_text(json.dumps(results, indent=1))
+    with service(args.url) as url, httpx.Client(base_url=url, timeout=3600, headers=headers) as client:
+        model = client.get("/v1/models").json()["data"][0]["id"]
+        for dataset in args.datasets:
+            name, template = setup_task(client, dataset, args.pool_size, args.seed)
+            test = load(dataset, "test")
+            random.Random(args.seed).shuffle(test)
+            rows = test[:args.n_test]
+            for k in args.k:
+                for selection in (args.selection if k else args.selection[:1]):
+                    for calibration in args.calibration:
+                        result = {"dataset": dataset, "model": model,
+                                  **evaluate(client, name, template, rows, k, selection, calibration,
+                                             args.batch, args.seed)}
+                        results.append(result)
+                        print(json.dumps(result), flush=True)
+    save_results(args.out, "eval", results)
     print_table(results)
 
 
