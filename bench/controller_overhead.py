@@ -3,9 +3,11 @@
     python bench/controller_overhead.py --dataset sst2 --pool-size 1000 --batch 32 256
 
 It times what `demos: "auto"` adds to a request before the engine sees it: the controller's features
-(including one zero-shot tokenization per input), its predicted accuracies, the prompts of every candidate
-count (tokenized, to price each count in real tokens) and the allocator, with the real tokenizer and
-embeddings of the default model. Compare with the engine's time per input in bench/README.md.
+(including one zero-shot tokenization per input), its predicted accuracies, pricing every candidate count
+(demonstrations retrieved per count, tokens estimated from cached per-demonstration counts), the allocator
+and tokenizing the chosen prompts, with the real tokenizer and embeddings of the default model. The last
+column includes building the prompts that any fixed count would also build. Compare with the engine's time
+per input in bench/README.md.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from eval_http import load, manifest_labels  # noqa: E402
 
 from controller.allocator import allocate, smallest_sufficient  # noqa: E402
 from controller.meta import MetaController  # noqa: E402
-from controller.planning import PromptBuilder, plan_batch  # noqa: E402
+from controller.planning import PromptBuilder, plan_rows, select_rows, similarities_for  # noqa: E402
 from controller.pool import LabeledPool  # noqa: E402
 from controller.templates import PromptTemplate  # noqa: E402
 from controller.training import features_for  # noqa: E402
@@ -61,8 +63,8 @@ def main() -> None:
     controller = MetaController(candidate_k=tuple(args.candidate_k)).fit(
         rng.normal(size=(200, pool.embeddings.shape[1] + 6)), rng.integers(0, 2, size=(200, len(args.candidate_k))))
     test = load(args.dataset, "test")
-    print("| batch | features ms/input | predict_proba ms/input | price every count ms/input | allocate ms/input |"
-          " total ms/input |")
+    print("| batch | features ms/input | predict_proba ms/input | price every count ms/input | "
+          "allocate + build chosen prompts ms/input | total ms/input |")
     print("|---|---|---|---|---|---|")
     for batch in args.batch:
         queries = [{"text": r["text"]} for r in test[:batch]]
@@ -74,11 +76,13 @@ def main() -> None:
             t1 = time.perf_counter()
             expected = controller.predict_proba(features)
             t2 = time.perf_counter()
-            options = [plan_batch(builder, queries, embeddings, [k] * batch, "knn", 0, None) for k in args.candidate_k]
-            costs = np.array([[len(o[i].token_ids) for o in options] for i in range(batch)])
+            similarities = similarities_for(builder, batch, embeddings)
+            options = [select_rows(builder, queries, similarities, [k] * batch, "knn", 0) for k in args.candidate_k]
+            costs = np.array([[builder.estimate_tokens(q, o[i]) for o in options] for i, q in enumerate(queries)])
             t3 = time.perf_counter()
             smallest_sufficient(expected, costs)
-            allocate(expected, costs, int(costs[:, 2].sum()))
+            choice = allocate(expected, costs, int(costs[:, 2].sum()))
+            plan_rows(builder, queries, similarities, [options[j][i] for i, j in enumerate(choice)], None)
             t4 = time.perf_counter()
             for key, value in zip(timings, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                 timings[key].append(1000 * value / batch)

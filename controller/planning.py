@@ -63,6 +63,26 @@ class PromptBuilder:
         self.tokenize = tokenize
         # Room left for the longest verbalizer: its tokens are fed after the prompt when scoring.
         self.max_prompt_tokens = max_model_len - max_continuation_tokens
+        self._demo_tokens: dict[int, int] = {}
+        self._separator_tokens: int | None = None
+
+    def estimate_tokens(self, query: Mapping[str, str], demo_rows: Sequence[int]) -> int:
+        """Prompt tokens without tokenizing the whole prompt: the zero-shot prompt plus each demonstration's
+        marginal tokens, measured once per pool row between two separators (as it sits in a prompt)."""
+        sep = self.template.separator
+        context = self.template.template.split("{", 1)[0] or "x"  # what follows a separator: the template's start
+        if self._separator_tokens is None:
+            self._separator_tokens = len(self.tokenize(sep + context))
+        total = len(self.tokenize(self.render(query, [])))
+        for row in demo_rows:
+            cost = self._demo_tokens.get(row)
+            if cost is None:
+                demo = Demo(self.pool.inputs[row], self.verbalizers[self.pool.labels[row]])
+                text = sep + self.template.render_demo(demo) + sep + context
+                cost = len(self.tokenize(text)) - self._separator_tokens
+                self._demo_tokens[row] = cost
+            total += cost
+        return total
 
     def render(self, query: Mapping[str, str], demo_rows: Sequence[int]) -> str:
         demos = [Demo(self.pool.inputs[i], self.verbalizers[self.pool.labels[i]]) for i in demo_rows]
@@ -82,6 +102,37 @@ class PromptBuilder:
             self.fill(planned)
 
 
+def similarities_for(builder: PromptBuilder, n_queries: int, query_embeddings: np.ndarray | None) -> np.ndarray:
+    pool = builder.pool
+    if query_embeddings is not None and len(pool):
+        return cosine_similarities(query_embeddings, pool.embeddings)
+    return np.zeros((n_queries, len(pool)), dtype=np.float32)
+
+
+def select_rows(builder: PromptBuilder, queries: Sequence[Mapping[str, str]], similarities: np.ndarray,
+                ks: Sequence[int], selection: Selection, seed: int) -> list[list[int]]:
+    """Each query's demonstrations (pool rows, prompt order), before any fitting."""
+    rows: list[list[int]] = []
+    for i, (query, k) in enumerate(zip(queries, ks, strict=True)):
+        key = builder.template.embedding_text(query)
+        chosen = select_demos(selection, similarities[i], builder.pool.embeddings, k, seed=seed, key=key) if k else []
+        rows.append([int(r) for r in chosen])
+    return rows
+
+
+def plan_rows(builder: PromptBuilder, queries: Sequence[Mapping[str, str]], similarities: np.ndarray,
+              rows: Sequence[list[int]], max_prompt_tokens: int | None) -> list[PlannedPrompt]:
+    """Render and tokenize prompts with the given demonstrations, fit the window, then the budget."""
+    planned: list[PlannedPrompt] = []
+    for i, (query, demo_rows) in enumerate(zip(queries, rows, strict=True)):
+        item = PlannedPrompt(query=query, demo_rows=list(demo_rows), similarities=similarities[i])
+        builder.fit_window(item, i)
+        planned.append(item)
+    if max_prompt_tokens is not None:
+        fit_budget(builder, planned, max_prompt_tokens)
+    return planned
+
+
 def plan_batch(
     builder: PromptBuilder,
     queries: Sequence[Mapping[str, str]],
@@ -92,21 +143,9 @@ def plan_batch(
     max_prompt_tokens: int | None,
 ) -> list[PlannedPrompt]:
     """Prompts for a batch: retrieve each query's demonstrations, fit the window, then the budget."""
-    pool = builder.pool
-    if query_embeddings is not None and len(pool):
-        similarities = cosine_similarities(query_embeddings, pool.embeddings)
-    else:
-        similarities = np.zeros((len(queries), len(pool)), dtype=np.float32)
-    planned: list[PlannedPrompt] = []
-    for i, (query, k) in enumerate(zip(queries, ks, strict=True)):
-        key = builder.template.embedding_text(query)
-        rows = select_demos(selection, similarities[i], pool.embeddings, k, seed=seed, key=key) if k else []
-        item = PlannedPrompt(query=query, demo_rows=[int(r) for r in rows], similarities=similarities[i])
-        builder.fit_window(item, i)
-        planned.append(item)
-    if max_prompt_tokens is not None:
-        fit_budget(builder, planned, max_prompt_tokens)
-    return planned
+    similarities = similarities_for(builder, len(queries), query_embeddings)
+    rows = select_rows(builder, queries, similarities, ks, selection, seed)
+    return plan_rows(builder, queries, similarities, rows, max_prompt_tokens)
 
 
 def fit_budget(builder: PromptBuilder, planned: list[PlannedPrompt], max_prompt_tokens: int) -> None:

@@ -9,7 +9,16 @@ from anyio import to_thread
 
 from controller.allocator import BudgetInfeasibleError, allocate, smallest_sufficient
 from controller.meta import MetaController
-from controller.planning import BudgetTooSmallError, InputTooLongError, PlannedPrompt, PromptBuilder, plan_batch
+from controller.planning import (
+    BudgetTooSmallError,
+    InputTooLongError,
+    PlannedPrompt,
+    PromptBuilder,
+    plan_batch,
+    plan_rows,
+    select_rows,
+    similarities_for,
+)
 from controller.predict import BatchResult, CalibrationPlan, plan_calibration, predict_batch
 from controller.templates import PromptTemplate, TemplateError
 from controller.training import features_for
@@ -87,16 +96,21 @@ class PredictServing:
                               embeddings: np.ndarray, labels: list[str], request: PredictRequest,
                               budget: int | None) -> list[PlannedPrompt]:
         """Each input's count from the meta-controller: its expected accuracy at every candidate count,
-        priced in the real tokens of that input's prompt at that count, spent within the budget if any."""
+        priced in that input's prompt tokens at that count (estimated from cached per-demonstration counts),
+        spent within the budget if any. Only the chosen prompts are tokenized whole; the window and the
+        budget are then enforced on their exact token counts."""
         expected = controller.predict_proba(features_for(builder, queries, embeddings, labels))
-        options = [plan_batch(builder, queries, embeddings, [int(k)] * len(queries), request.selection,
-                              request.seed, None) for k in controller.candidate_k_]
-        costs = np.array([[len(option[i].token_ids) for option in options] for i in range(len(queries))])
+        similarities = similarities_for(builder, len(queries), embeddings)
+        options = [select_rows(builder, queries, similarities, [int(k)] * len(queries), request.selection,
+                               request.seed) for k in controller.candidate_k_]
+        costs = np.array([[builder.estimate_tokens(q, option[i]) for option in options]
+                          for i, q in enumerate(queries)])
         if budget is None:
             choice = smallest_sufficient(expected, costs, controller.tolerance)
         else:
             choice = allocate(expected, costs, budget)
-        return [options[j][i] for i, j in enumerate(choice)]
+        rows = [options[j][i] for i, j in enumerate(choice)]
+        return plan_rows(builder, queries, similarities, rows, budget)
 
     async def predict(self, name: str, request: PredictRequest) -> PredictResponse:
         runtime = self.state.require_runtime()
