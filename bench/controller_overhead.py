@@ -78,7 +78,8 @@ def main() -> None:
             t2 = time.perf_counter()
             similarities = similarities_for(builder, batch, embeddings)
             options = [select_rows(builder, queries, similarities, [k] * batch, "knn", 0) for k in args.candidate_k]
-            costs = np.array([[builder.estimate_tokens(q, o[i]) for o in options] for i, q in enumerate(queries)])
+            zero_shot = [builder.zero_shot_tokens(q) for q in queries]
+            costs = np.array([[zero_shot[i] + builder.demo_tokens(o[i]) for o in options] for i in range(batch)])
             t3 = time.perf_counter()
             smallest_sufficient(expected, costs)
             choice = allocate(expected, costs, int(costs[:, 2].sum()))

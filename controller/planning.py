@@ -66,14 +66,18 @@ class PromptBuilder:
         self._demo_tokens: dict[int, int] = {}
         self._separator_tokens: int | None = None
 
-    def estimate_tokens(self, query: Mapping[str, str], demo_rows: Sequence[int]) -> int:
-        """Prompt tokens without tokenizing the whole prompt: the zero-shot prompt plus each demonstration's
-        marginal tokens, measured once per pool row between two separators (as it sits in a prompt)."""
+    def zero_shot_tokens(self, query: Mapping[str, str]) -> int:
+        return len(self.tokenize(self.render(query, [])))
+
+    def demo_tokens(self, demo_rows: Sequence[int]) -> int:
+        """What these demonstrations add to a prompt, without tokenizing the prompt: each one's marginal tokens,
+        measured once per pool row between two separators (as it sits in a prompt). Zero-shot tokens plus
+        this is within a token or so of the exact count (merges across separators aside)."""
         sep = self.template.separator
         context = self.template.template.split("{", 1)[0] or "x"  # what follows a separator: the template's start
         if self._separator_tokens is None:
             self._separator_tokens = len(self.tokenize(sep + context))
-        total = len(self.tokenize(self.render(query, [])))
+        total = 0
         for row in demo_rows:
             cost = self._demo_tokens.get(row)
             if cost is None:

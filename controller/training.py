@@ -30,11 +30,12 @@ class TrainingData:
 
 
 def features_for(builder: PromptBuilder, queries: Sequence[dict[str, str]], embeddings: np.ndarray,
-                 labels: Sequence[str]) -> np.ndarray:
+                 labels: Sequence[str], zero_shot_tokens: Sequence[int] | None = None) -> np.ndarray:
     pool = builder.pool
     similarities = cosine_similarities(embeddings, pool.embeddings) if len(pool) else np.zeros((len(queries), 0))
     codes = [labels.index(label) for label in pool.labels]
-    zero_shot_tokens = [len(builder.tokenize(builder.render(q, []))) for q in queries]
+    if zero_shot_tokens is None:
+        zero_shot_tokens = [builder.zero_shot_tokens(q) for q in queries]
     return query_features(embeddings, similarities, codes, len(labels), zero_shot_tokens)
 
 

@@ -99,12 +99,13 @@ class PredictServing:
         priced in that input's prompt tokens at that count (estimated from cached per-demonstration counts),
         spent within the budget if any. Only the chosen prompts are tokenized whole; the window and the
         budget are then enforced on their exact token counts."""
-        expected = controller.predict_proba(features_for(builder, queries, embeddings, labels))
+        zero_shot = [builder.zero_shot_tokens(q) for q in queries]
+        expected = controller.predict_proba(features_for(builder, queries, embeddings, labels, zero_shot))
         similarities = similarities_for(builder, len(queries), embeddings)
         options = [select_rows(builder, queries, similarities, [int(k)] * len(queries), request.selection,
                                request.seed) for k in controller.candidate_k_]
-        costs = np.array([[builder.estimate_tokens(q, option[i]) for option in options]
-                          for i, q in enumerate(queries)])
+        costs = np.array([[zero_shot[i] + builder.demo_tokens(option[i]) for option in options]
+                          for i in range(len(queries))])
         if budget is None:
             choice = smallest_sufficient(expected, costs, controller.tolerance)
         else:
