@@ -11,13 +11,12 @@ import numpy as np
 from anyio import to_thread
 
 from controller.meta import MetaController
-from controller.planning import PromptBuilder
 from controller.pool import LabeledPool
 from controller.training import MIN_TRAIN_SIZE, collect, validate
 from service.errors import APIError
 from service.jobs import ProgressCallback
 from service.protocol import ControllerTrainRequest, JobCreated
-from service.serving_tasks import TaskServing, task_template
+from service.serving_tasks import TaskServing, prompt_builder, task_template
 from service.state import AppState
 
 
@@ -59,10 +58,7 @@ class ControllerServing:
                                labels=[rows.labels[i] for i in rest], embeddings=rows.embeddings[rest])
             template = task_template(task)
             scorer = runtime.scorer
-            max_continuation = max(len(scorer.continuation_ids(template.continuation(v)))
-                                   for v in task.verbalizers.values())
-            builder = PromptBuilder(template, task.verbalizers, pool, scorer.tokenize, scorer.max_model_len,
-                                    max_continuation)
+            builder = prompt_builder(task, template, pool, scorer)
             data = await collect(builder, [rows.inputs[i] for i in held], rows.embeddings[held],
                                  [rows.labels[i] for i in held], task.labels, candidate_k, request.selection,
                                  request.seed, scorer, lambda f: progress(0.95 * f))

@@ -26,7 +26,7 @@ from service.errors import APIError
 from service.pools import TaskPool
 from service.protocol import PredictionObject, PredictRequest, PredictResponse, UsageObject
 from service.serving_controller import load_controller
-from service.serving_tasks import TaskServing, task_template
+from service.serving_tasks import TaskServing, prompt_builder, task_template
 from service.state import AppState, Runtime
 
 logger = logging.getLogger(__name__)
@@ -73,10 +73,7 @@ class PredictServing:
         if (k > 0 or controller is not None) and len(pool.labeled):
             embeddings = runtime.embedder.embed([template.embedding_text(q) for q in queries])
         scorer = runtime.scorer
-        max_continuation = max(len(scorer.continuation_ids(template.continuation(v)))
-                               for v in task.verbalizers.values())
-        builder = PromptBuilder(template, task.verbalizers, pool.labeled, scorer.tokenize,
-                                scorer.max_model_len, max_continuation)
+        builder = prompt_builder(task, template, pool.labeled, scorer)
         try:
             if controller is not None and embeddings is not None:
                 planned = self._plan_with_controller(controller, builder, queries, embeddings, task.labels,

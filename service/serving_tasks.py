@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from controller.planning import PromptBuilder
+from controller.pool import LabeledPool
+from controller.scoring import LabelScorer
 from controller.templates import PromptTemplate, TemplateError
 from service.errors import APIError
 from service.protocol import TaskCreate, TaskObject
@@ -11,6 +14,12 @@ from service.store import NameTakenError, TaskRecord
 
 def task_template(task: TaskRecord) -> PromptTemplate:
     return PromptTemplate.parse(task.template, task.instruction, task.separator)
+
+
+def prompt_builder(task: TaskRecord, template: PromptTemplate, pool: LabeledPool, scorer: LabelScorer) -> PromptBuilder:
+    """The task's prompt builder on this pool, leaving room in the window for its longest verbalizer."""
+    longest = max(len(scorer.continuation_ids(template.continuation(v))) for v in task.verbalizers.values())
+    return PromptBuilder(template, task.verbalizers, pool, scorer.tokenize, scorer.max_model_len, longest)
 
 
 def task_object(task: TaskRecord, default_k: int, controller: dict | None = None) -> TaskObject:
