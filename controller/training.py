@@ -13,9 +13,9 @@ import numpy as np
 from controller.allocator import smallest_sufficient
 from controller.features import query_features
 from controller.meta import MetaController
-from controller.planning import PromptBuilder, plan_batch
+from controller.planning import PromptBuilder, plan_batch, similarities_for
 from controller.predict import plan_calibration, predict_batch
-from controller.retrieval import Selection, cosine_similarities
+from controller.retrieval import Selection
 from controller.scoring import LabelScorer
 
 MIN_TRAIN_SIZE = 20
@@ -30,9 +30,11 @@ class TrainingData:
 
 
 def features_for(builder: PromptBuilder, queries: Sequence[dict[str, str]], embeddings: np.ndarray,
-                 labels: Sequence[str], zero_shot_tokens: Sequence[int] | None = None) -> np.ndarray:
+                 labels: Sequence[str], zero_shot_tokens: Sequence[int] | None = None,
+                 similarities: np.ndarray | None = None) -> np.ndarray:
     pool = builder.pool
-    similarities = cosine_similarities(embeddings, pool.embeddings) if len(pool) else np.zeros((len(queries), 0))
+    if similarities is None:
+        similarities = similarities_for(builder, len(queries), embeddings)
     codes = [labels.index(label) for label in pool.labels]
     if zero_shot_tokens is None:
         zero_shot_tokens = [builder.zero_shot_tokens(q) for q in queries]

@@ -97,8 +97,9 @@ class PredictServing:
         spent within the budget if any. Only the chosen prompts are tokenized whole; the window and the
         budget are then enforced on their exact token counts."""
         zero_shot = [builder.zero_shot_tokens(q) for q in queries]
-        expected = controller.predict_proba(features_for(builder, queries, embeddings, labels, zero_shot))
         similarities = similarities_for(builder, len(queries), embeddings)
+        expected = controller.predict_proba(features_for(builder, queries, embeddings, labels, zero_shot,
+                                                         similarities))
         options = [select_rows(builder, queries, similarities, [int(k)] * len(queries), request.selection,
                                request.seed) for k in controller.candidate_k_]
         costs = np.array([[zero_shot[i] + builder.demo_tokens(option[i]) for option in options]
