@@ -8,6 +8,14 @@ meta-controller (candidate counts = --fixed-k), then classifies the test items a
 `demos: "auto"` and no budget, and with `demos: "auto"` under budgets set as fractions of the best fixed
 count's tokens. It prints a table, writes it with a PNG of the curves under bench/results/, and states the
 token saving at the best fixed count's accuracy.
+
+Transfer to another model: keep the service's data (--data-dir), then run again with --model (a local model
+folder, e.g. one made by `iclserve prepare-model --gguf`) and --reuse-controller, which evaluates the tasks and
+controllers already stored there instead of creating and training them:
+
+    python bench/controller_curve.py --data-dir /tmp/curve --datasets trec sst2
+    python bench/controller_curve.py --data-dir /tmp/curve --datasets trec sst2 --reuse-controller \
+        --model ~/.cache/iclserve/models/gemma-3-270m-q4_k_m
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import httpx
 from sklearn.metrics import f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_http import REPO, input_of, load, save_results, service, setup_task  # noqa: E402
+from eval_http import DEFAULT_TEMPLATE, REPO, TEMPLATES, input_of, load, service, setup_task  # noqa: E402
 
 
 def run(client: httpx.Client, name: str, template: str, rows: list[dict], batch: int, **predict: object) -> dict:
@@ -64,6 +72,11 @@ def train(client: httpx.Client, name: str, candidate_k: list[int], train_size: i
     return state["result"]
 
 
+def save_results(path: Path, results: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
+
+
 def saving_at_best_fixed(rows: list[dict]) -> str:
     fixed = [r for r in rows if r["setting"].startswith("k=")]
     best = max(fixed, key=lambda r: r["accuracy"])
@@ -78,8 +91,15 @@ def saving_at_best_fixed(rows: list[dict]) -> str:
 
 
 def run_dataset(client: httpx.Client, dataset: str, args: argparse.Namespace) -> dict:
-    name, template = setup_task(client, dataset, args.pool_size + args.train_size, args.seed)
-    summary = train(client, name, args.fixed_k, args.train_size, args.seed)
+    if args.reuse_controller:
+        name, template = f"bench-{dataset.replace('_', '-')}", TEMPLATES.get(dataset, DEFAULT_TEMPLATE)
+        stored = client.get(f"/v1/tasks/{name}/controller")
+        if stored.status_code != 200:
+            raise SystemExit(f"--reuse-controller: {stored.json()['error']['message']}")
+        summary = stored.json()
+    else:
+        name, template = setup_task(client, dataset, args.pool_size + args.train_size, args.seed)
+        summary = train(client, name, args.fixed_k, args.train_size, args.seed)
     test = load(dataset, "test")
     random.Random(args.seed).shuffle(test)
     rows = test[:args.n_test]
@@ -94,7 +114,8 @@ def run_dataset(client: httpx.Client, dataset: str, args: argparse.Namespace) ->
     for r in per_dataset:
         r["dataset"] = dataset
         print(json.dumps(r), flush=True)
-    return {"dataset": dataset, "controller": summary, "rows": per_dataset, "saving": saving_at_best_fixed(per_dataset)}
+    return {"dataset": dataset, "model": args.model_id, "controller": summary, "rows": per_dataset,
+            "saving": saving_at_best_fixed(per_dataset)}
 
 
 def main() -> None:
@@ -110,16 +131,23 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--data-dir", type=Path, help="the started service's data directory (default: temporary)")
+    parser.add_argument("--model", help="local model folder the started service serves (default: SmolLM2)")
+    parser.add_argument("--reuse-controller", action="store_true",
+                        help="evaluate the tasks and controllers already in --data-dir; create and train nothing")
     args = parser.parse_args()
 
     results: list[dict] = []
-    with service(args.url) as url, httpx.Client(base_url=url, timeout=7200) as client:
+    with service(args.url, args.data_dir, args.model) as url, httpx.Client(base_url=url, timeout=7200) as client:
+        args.model_id = client.get("/v1/models").json()["data"][0]["id"]
+        path = args.out / f"controller-{args.model_id}-{time.strftime('%Y%m%d-%H%M%S')}.json"
         for dataset in args.datasets:
             results.append(run_dataset(client, dataset, args))
-    path = save_results(args.out, "controller", results)
-    plot(results, path.with_suffix(".png"))
+            save_results(path, results)  # after each dataset, so a long run that is cut short keeps what it did
+            plot(results, path.with_suffix(".png"))
     for item in results:
-        print(f"\n{item['dataset']}: {item['saving']}")
+        trained_with = item["controller"]["metadata"]["model"]
+        print(f"\n{item['dataset']} on {item['model']} (controller trained with {trained_with}): {item['saving']}")
         print("| setting | accuracy | macro-F1 | prompt tok/input | mean k |\n|---|---|---|---|---|")
         for r in item["rows"]:
             print(f"| {r['setting']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['prompt_tokens_per_input']:.0f} "
@@ -141,7 +169,7 @@ def plot(results: list[dict], path: Path) -> None:
         for r in fixed:
             ax.annotate(r["setting"], (r["prompt_tokens_per_input"], r["accuracy"]), fontsize=7)
         ax.plot([r["prompt_tokens_per_input"] for r in auto], [r["accuracy"] for r in auto], "s", label="controller")
-        ax.set_title(item["dataset"])
+        ax.set_title(f"{item['dataset']} ({item['model']})", fontsize=9)
         ax.set_xlabel("prompt tokens per input")
         ax.set_ylabel("accuracy")
         ax.legend()

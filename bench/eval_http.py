@@ -52,7 +52,7 @@ def free_port() -> int:
 
 def start_server(data_dir: str, extra_env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    log = open(Path(data_dir) / "server.log", "w")  # noqa: SIM115
+    log = open(Path(data_dir) / "server.log", "a")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--data-dir", data_dir],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **extra_env},
@@ -73,12 +73,16 @@ def start_server(data_dir: str, extra_env: dict[str, str]) -> tuple[subprocess.P
 
 
 @contextmanager
-def service(url: str | None) -> Iterator[str]:
-    """The given service's URL, or a fresh `iclserve serve` (temporary data directory) for the block."""
+def service(url: str | None, data_dir: Path | None = None, model: str | None = None) -> Iterator[str]:
+    """The given service's URL, or an `iclserve serve` for the block: on `data_dir` (default: a temporary
+    directory) and serving `model` (a local model folder; default: the service's default model)."""
     if url is not None:
         yield url
         return
-    proc, started = start_server(tempfile.mkdtemp(prefix="iclbench-"), {})
+    if data_dir is None:
+        data_dir = Path(tempfile.mkdtemp(prefix="iclbench-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    proc, started = start_server(str(data_dir), {"ICL_MODEL": model} if model else {})
     try:
         yield started
     finally:

@@ -75,10 +75,12 @@ def allocate(expected_accuracy: np.ndarray, costs: np.ndarray, budget: int) -> n
     return np.array([hulls[i][position[i]] for i in range(n)], dtype=np.int64)
 
 
-def smallest_sufficient(expected_accuracy: np.ndarray, costs: np.ndarray, tolerance: float = 0.0) -> np.ndarray:
-    """Without a budget: for each input, the cheapest candidate expected to be as accurate as its best one
-    (within ``tolerance``)."""
+def smallest_sufficient(expected_accuracy: np.ndarray, costs: np.ndarray, tolerance: float = 0.0,
+                        reference: int | None = None) -> np.ndarray:
+    """Without a budget: for each input, the cheapest candidate expected to be as accurate (within
+    ``tolerance``) as candidate ``reference``, or as its own best candidate when no reference is given."""
     p = np.asarray(expected_accuracy, dtype=np.float64)
     c = np.asarray(costs, dtype=np.float64)
-    good = p >= p.max(axis=1, keepdims=True) - tolerance
+    target = p.max(axis=1, keepdims=True) if reference is None else p[:, reference:reference + 1]
+    good = p >= target - tolerance
     return np.where(good, c, np.inf).argmin(axis=1)

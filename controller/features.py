@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 N_NEIGHBOURS = 8
+N_SCALAR_FEATURES = 6  # the columns after the embedding
 
 
 def query_features(
@@ -22,7 +23,7 @@ def query_features(
     n = len(query_embeddings)
     codes = np.asarray(pool_label_codes, dtype=np.int64)
     m = min(N_NEIGHBOURS, similarities.shape[1]) if similarities.ndim == 2 else 0
-    extra = np.zeros((n, 6), dtype=np.float64)
+    extra = np.zeros((n, N_SCALAR_FEATURES), dtype=np.float64)
     extra[:, 0] = np.log1p(np.asarray(query_tokens, dtype=np.float64))
     if m:
         top = np.argsort(-similarities, axis=1, kind="stable")[:, :m]

@@ -11,12 +11,14 @@ from collections.abc import Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
+from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from controller.allocator import allocate, smallest_sufficient
+from controller.features import N_SCALAR_FEATURES
 
 
 class MetaController(BaseEstimator):
@@ -27,13 +29,28 @@ class MetaController(BaseEstimator):
     candidate_k : the demonstration counts the controller chooses among.
     C : inverse regularisation strength of each count's logistic regression.
     tolerance : without a budget, an input gets the smallest count whose expected accuracy is within this
-        much of its best count's.
+        much of the reference count's: the count most accurate on the training examples. (Comparing with each
+        input's own best count instead compares with the largest of several noisy estimates, which favours
+        large counts; bench/controller_offline.py measured it spending more tokens than the best fixed count.)
+    embedding_dims : principal components of the input's embedding kept as features (None: the whole
+        embedding; 0: none, the neighbourhood and length features only). The last ``N_SCALAR_FEATURES``
+        columns of X are those; the columns before them are the embedding.
     """
 
-    def __init__(self, candidate_k: Sequence[int] = (0, 1, 2, 4, 8), C: float = 1.0, tolerance: float = 0.0) -> None:
+    def __init__(self, candidate_k: Sequence[int] = (0, 1, 2, 4, 8), C: float = 1.0, tolerance: float = 0.02,
+                 embedding_dims: int | None = 8) -> None:
         self.candidate_k = candidate_k
         self.C = C
         self.tolerance = tolerance
+        self.embedding_dims = embedding_dims
+
+    def _reduce(self, X: np.ndarray) -> np.ndarray:
+        if getattr(self, "embedding_dims", None) is None:  # also controllers pickled before the option existed
+            return X
+        scalars = X[:, -N_SCALAR_FEATURES:]
+        if self.pca_ is None:
+            return scalars
+        return np.hstack([self.pca_.transform(X[:, :-N_SCALAR_FEATURES]), scalars])
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> MetaController:
         """X: (n, n_features) features; Y: (n, len(candidate_k)), 1 where the model was right at that count."""
@@ -42,6 +59,12 @@ class MetaController(BaseEstimator):
         if Y.shape[1] != len(self.candidate_k):
             raise ValueError(f"Y has {Y.shape[1]} columns, one per candidate count {list(self.candidate_k)} expected")
         self.candidate_k_ = np.asarray(self.candidate_k, dtype=np.int64)
+        self.pca_: PCA | None = None
+        dims = self.embedding_dims
+        if dims:
+            self.pca_ = PCA(n_components=min(dims, X.shape[1] - N_SCALAR_FEATURES, len(X)), random_state=0)
+            self.pca_.fit(X[:, :-N_SCALAR_FEATURES])
+        X = self._reduce(X)
         template = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=2000))
         self.models_: list[object] = []
         for column in Y.T:
@@ -52,10 +75,18 @@ class MetaController(BaseEstimator):
         self.train_accuracy_ = Y.mean(axis=0)
         return self
 
+    def choose(self, expected: np.ndarray, costs: np.ndarray, budget: int | None = None) -> np.ndarray:
+        """Index into ``candidate_k`` per input, from ``predict_proba``'s output and each option's cost: within
+        ``budget`` when given, otherwise the cheapest count expected to be as good as the reference count."""
+        if budget is not None:
+            return allocate(expected, costs, budget)
+        reference = int(np.argmax(self.train_accuracy_)) if hasattr(self, "train_accuracy_") else None
+        return smallest_sufficient(expected, costs, self.tolerance, reference)
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """(n, len(candidate_k)) expected accuracy of each count for each input."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False)
+        X = self._reduce(validate_data(self, X, reset=False))
         columns = [np.full(len(X), m) if isinstance(m, float) else m.predict_proba(X)[:, 1] for m in self.models_]
         return np.stack(columns, axis=1)
 
@@ -65,5 +96,4 @@ class MetaController(BaseEstimator):
         p = self.predict_proba(X)
         if costs is None:
             costs = np.broadcast_to(self.candidate_k_.astype(np.float64), p.shape)
-        choice = smallest_sufficient(p, costs, self.tolerance) if budget is None else allocate(p, costs, budget)
-        return self.candidate_k_[choice]
+        return self.candidate_k_[self.choose(p, costs, budget)]

@@ -8,12 +8,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from controller.calibration import (
-    DOMAIN_SAMPLES,
+    DEFAULT_DOMAIN,
+    BiasCache,
     Calibration,
+    DomainSettings,
     DomainWords,
     apply_bias,
     content_free_queries,
     estimate_bias,
+    pool_biases,
 )
 from controller.planning import PlannedPrompt, PromptBuilder
 from controller.scoring import LabelScorer, normalise_label_logprobs
@@ -32,7 +35,8 @@ class Prediction:
 @dataclass(frozen=True)
 class Usage:
     prompt_tokens: int  # prompts of the inputs
-    calibration_tokens: int  # prompts spent estimating label bias
+    calibration_tokens: int  # tokens the engine computed to estimate label bias (prefix-cache hits excluded)
+    calibration_cached_tokens: int  # calibration prompts' tokens served from the prefix cache
     total_tokens: int  # every token the engine was given (label continuations included)
     cached_tokens: int  # of total_tokens, served from vLLM's prefix cache
 
@@ -43,25 +47,25 @@ class BatchResult:
     usage: Usage
 
 
-def calibration_queries(
-    calibration: Calibration, fields: Sequence[str], domain_words: DomainWords | None, seed: int
-) -> list[dict[str, str]]:
-    if calibration == "contextual":
-        return content_free_queries(fields)
-    if calibration == "domain":
-        if domain_words is None or domain_words.empty:
-            # No in-domain text to draw from yet: fall back to content-free inputs rather than skip calibrating.
-            return content_free_queries(fields)
-        return domain_words.sample(DOMAIN_SAMPLES, seed)
-    return []
+DemoSet = tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class CalibrationPlan:
-    """The calibration prompts of a batch: one bias estimate per distinct demonstration set."""
+    """The calibration prompts of a batch: bias estimates per distinct demonstration set."""
 
-    demo_sets: list[tuple[int, ...]]
+    demo_sets: list[DemoSet]
     prompts: list[tuple[int, list[int]]]  # (index into demo_sets, token ids)
+    cached: dict[int, np.ndarray]  # demo_sets index -> bias estimate found in the cache
+    pooling: float = 0.0
+    cache_keys: dict[int, tuple] | None = None  # demo_sets index -> key to store a new estimate under
+
+
+def _domain_sets(demo_sets: Sequence[DemoSet], max_sets: int | None) -> list[int]:
+    """Which sets to calibrate: all, or ``max_sets`` spread evenly over the batch's order."""
+    if max_sets is None or len(demo_sets) <= max_sets:
+        return list(range(len(demo_sets)))
+    return sorted({int(i) for i in np.linspace(0, len(demo_sets) - 1, max_sets).round()})
 
 
 def plan_calibration(
@@ -70,18 +74,58 @@ def plan_calibration(
     calibration: Calibration,
     domain_words: DomainWords | None = None,
     seed: int = 0,
+    domain: DomainSettings = DEFAULT_DOMAIN,
+    cache: BiasCache | None = None,
 ) -> CalibrationPlan:
-    """Render and tokenize the calibration prompts (CPU work: run it off the event loop)."""
-    queries = calibration_queries(calibration, builder.template.fields, domain_words, seed)
-    # Inputs that share demonstrations share a bias estimate.
-    demo_sets = list(dict.fromkeys(tuple(p.demo_rows) for p in planned)) if queries else []
+    """Render and tokenize the calibration prompts (CPU work: run it off the event loop).
+
+    Inputs that share demonstrations share an estimate. Contextual calibration uses the three content-free
+    inputs under every set. Domain calibration draws ``domain.samples`` strings per set, seeded by the request
+    seed and the set itself (reproducible whatever else is in the batch); without in-domain text yet it falls
+    back to content-free inputs rather than skip calibrating."""
+    if calibration == "none":
+        return CalibrationPlan(demo_sets=[], prompts=[], cached={})
+    demo_sets: list[DemoSet] = list(dict.fromkeys(tuple(p.demo_rows) for p in planned))
+    fields = builder.template.fields
+    use_domain = calibration == "domain" and domain_words is not None and not domain_words.empty
+    settings = domain if use_domain else DomainSettings(samples=len(content_free_queries(fields)))
+    chosen = _domain_sets(demo_sets, settings.max_sets) if use_domain else list(range(len(demo_sets)))
+    cached: dict[int, np.ndarray] = {}
+    keys: dict[int, tuple] = {}
     prompts: list[tuple[int, list[int]]] = []
-    for set_index, rows in enumerate(demo_sets):
+    for set_index in chosen:
+        rows = demo_sets[set_index]
+        key = (calibration, settings.samples, seed if use_domain else None, rows)
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None:
+            cached[set_index] = hit
+            continue
+        keys[set_index] = key
+        assert domain_words is not None or not use_domain
+        queries = (domain_words.sample(settings.samples, [seed, *rows]) if use_domain and domain_words
+                   else content_free_queries(fields))
         for query in queries:
             ids = builder.tokenize(builder.render(query, rows))
             if len(ids) <= builder.max_prompt_tokens:  # a random-word string may not fit beside long demos
                 prompts.append((set_index, ids))
-    return CalibrationPlan(demo_sets=demo_sets, prompts=prompts)
+    return CalibrationPlan(demo_sets=demo_sets, prompts=prompts, cached=cached,
+                           pooling=settings.pooling if use_domain else 0.0, cache_keys=keys)
+
+
+def estimate_biases(calibration: CalibrationPlan, distributions: Sequence[np.ndarray],
+                    cache: BiasCache | None = None) -> dict[DemoSet, np.ndarray]:
+    """Each demonstration set's bias from its calibration prompts' label distributions (or the cache), then
+    pooled across the batch as the plan says."""
+    own: dict[int, np.ndarray] = dict(calibration.cached)
+    for set_index in dict.fromkeys(j for j, _ in calibration.prompts):
+        dists = [d for (j, _), d in zip(calibration.prompts, distributions, strict=True) if j == set_index]
+        own[set_index] = estimate_bias(np.stack(dists))
+        if cache is not None and calibration.cache_keys and set_index in calibration.cache_keys:
+            cache.put(calibration.cache_keys[set_index], own[set_index])
+    if calibration.pooling == 0.0 and len(own) == len(calibration.demo_sets):
+        return {calibration.demo_sets[j]: bias for j, bias in own.items()}
+    pooled = pool_biases(own, range(len(calibration.demo_sets)), calibration.pooling)
+    return {calibration.demo_sets[j]: bias for j, bias in pooled.items()}
 
 
 async def predict_batch(
@@ -90,6 +134,7 @@ async def predict_batch(
     calibration: CalibrationPlan,
     labels: Sequence[str],
     scorer: LabelScorer,
+    cache: BiasCache | None = None,
 ) -> BatchResult:
     """Label distributions for planned prompts, calibrated against the bias of each distinct demonstration set."""
     continuations = [builder.template.continuation(builder.verbalizers[label]) for label in labels]
@@ -98,12 +143,7 @@ async def predict_batch(
     main = await scorer.score([p.token_ids for p in planned], continuations)
     calib = await scorer.score([ids for _, ids in calibration.prompts], continuations) if calibration.prompts else []
 
-    biases: dict[tuple[int, ...], np.ndarray] = {}
-    for set_index, rows in enumerate(calibration.demo_sets):
-        dists = [normalise_label_logprobs(s.label_logprobs)
-                 for (j, _), s in zip(calibration.prompts, calib, strict=True) if j == set_index]
-        if dists:
-            biases[rows] = estimate_bias(np.stack(dists))
+    biases = estimate_biases(calibration, [normalise_label_logprobs(s.label_logprobs) for s in calib], cache)
 
     predictions: list[Prediction] = []
     for item, result in zip(planned, main, strict=True):
@@ -123,7 +163,8 @@ async def predict_batch(
     scored = [*main, *calib]
     usage = Usage(
         prompt_tokens=sum(s.prompt_tokens for s in main),
-        calibration_tokens=sum(s.prompt_tokens for s in calib),
+        calibration_tokens=sum(s.computed_tokens for s in calib),
+        calibration_cached_tokens=sum(s.cached_tokens for s in calib),
         total_tokens=sum(s.computed_tokens + s.cached_tokens for s in scored),
         cached_tokens=sum(s.cached_tokens for s in scored),
     )

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.allocator import smallest_sufficient
 from controller.features import query_features
 from controller.meta import MetaController
 from controller.planning import PromptBuilder, plan_batch, similarities_for
@@ -82,7 +81,7 @@ def validate(data: TrainingData, candidate_k: Sequence[int], seed: int, C: float
     n_val = max(1, int(round(n * VALIDATION_SHARE)))
     val, train = order[:n_val], order[n_val:]
     controller = MetaController(candidate_k=tuple(candidate_k), C=C).fit(data.features[train], data.correct[train])
-    chosen = smallest_sufficient(controller.predict_proba(data.features[val]), data.prompt_tokens[val])
+    chosen = controller.choose(controller.predict_proba(data.features[val]), data.prompt_tokens[val])
     rows = np.arange(len(val))
     fixed = [{"k": int(k), "accuracy": float(data.correct[val, j].mean()),
               "mean_prompt_tokens": float(data.prompt_tokens[val, j].mean())} for j, k in enumerate(candidate_k)]

@@ -23,13 +23,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--dtype")
     serve.add_argument("--max-model-len", type=int)
     serve.add_argument("--log-level")
-    prepare = commands.add_parser("prepare-model", help="convert the default model once, then exit")
+    prepare = commands.add_parser("prepare-model", help="convert the default model (or --gguf) once, then exit")
     prepare.add_argument("--model-cache", type=Path)
+    prepare.add_argument("--gguf", type=Path, help="convert this local GGUF file instead; serve the printed folder "
+                         "with --model or ICL_MODEL")
     return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "gguf") and v is not None}
     return Settings(**overrides)
 
 
@@ -38,9 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "prepare-model":
-        from service.model_files import ensure_default_model
+        from service.model_files import ensure_default_model, ensure_gguf_model
 
-        print(ensure_default_model(settings.model_cache))
+        if args.gguf is not None:
+            print(ensure_gguf_model(args.gguf.expanduser(), settings.model_cache))
+        else:
+            print(ensure_default_model(settings.model_cache))
         return 0
 
     import uvicorn

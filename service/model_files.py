@@ -72,6 +72,16 @@ def ensure_default_model(cache_dir: Path) -> Path:
     return convert_gguf(packaged_gguf(), out_dir)
 
 
+def ensure_gguf_model(gguf_path: Path, cache_dir: Path) -> Path:
+    """A local GGUF file's converted folder, named after the file, converting it on first use."""
+    if not gguf_path.is_file():
+        raise ModelNotAvailableError(f"{gguf_path} is not a file")
+    out_dir = cache_dir / gguf_path.name.removesuffix(".gguf")
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    return convert_gguf(gguf_path, out_dir)
+
+
 def resolve_model(model: str | None, cache_dir: Path) -> Path:
     if model:
         path = Path(model).expanduser()

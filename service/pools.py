@@ -5,11 +5,11 @@ Replicas share only the database; the version check makes a replica notice examp
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from controller.calibration import DomainWords
+from controller.calibration import BiasCache, DomainWords
 from controller.pool import LabeledPool
 from controller.templates import PromptTemplate
 from service.store import Store, TaskRecord
@@ -19,6 +19,8 @@ from service.store import Store, TaskRecord
 class TaskPool:
     labeled: LabeledPool
     domain_words: DomainWords
+    # Label-bias estimates by demonstration set: valid while this pool version is (rows are their keys).
+    biases: BiasCache = field(default_factory=BiasCache)
 
 
 class PoolCache:

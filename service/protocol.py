@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from controller.calibration import DEFAULT_DOMAIN, DomainSettings
+
 TASK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 EXAMPLE_ID_PATTERN = r"^[^/\x00]{1,128}$"  # usable as a path segment
 
@@ -98,12 +100,33 @@ class Budget(_Strict):
     max_prompt_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
 
 
+class DomainCalibrationOptions(_Strict):
+    """How `calibration: "domain"` spends engine time (defaults: the service's cheap default)."""
+
+    samples: Annotated[StrictInt, Field(ge=1, le=64)] = Field(
+        default=DEFAULT_DOMAIN.samples, description="Random in-domain strings per calibrated demonstration set.")
+    pooling: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=DEFAULT_DOMAIN.pooling,
+        description="Weight of the batch-wide estimate in each demonstration set's bias; 0 = the set's own only.")
+    max_sets: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        default=DEFAULT_DOMAIN.max_sets,
+        description="Demonstration sets calibrated per request; the others get the batch-wide estimate. "
+                    "null = every set.")
+
+    def settings(self) -> DomainSettings:
+        return DomainSettings(samples=self.samples, pooling=self.pooling, max_sets=self.max_sets)
+
+
 class PredictRequest(_Strict):
     inputs: Annotated[list[InputValue], Field(min_length=1)]
     demos: Literal["auto"] | Annotated[StrictInt, Field(ge=0)] = "auto"
     selection: Literal["knn", "random", "diverse"] = "knn"
     budget: Budget | None = None
     calibration: Literal["domain", "contextual", "none"] = "domain"
+    domain_calibration: Literal["default", "reference"] | DomainCalibrationOptions = Field(
+        default="default",
+        description='"reference": 20 strings under every demonstration set, as Fei et al. (2023) run it; '
+                    '"default": the cheap settings measured in bench/calibration.py; or explicit options.')
     include_prompt: bool = False
     seed: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] = Field(
         default=0, description="Seed of random selection and of domain-context sampling.")
@@ -121,7 +144,10 @@ class PredictionObject(BaseModel):
 
 class UsageObject(BaseModel):
     prompt_tokens: int
-    calibration_tokens: int
+    calibration_tokens: int = Field(description="Tokens the engine computed to estimate label bias (prefix-cache "
+                                    "hits excluded).")
+    calibration_cached_tokens: int = Field(
+        default=0, description="Calibration prompts' tokens served from the prefix cache instead.")
     total_tokens: int
     cached_tokens: int = Field(description="Of total_tokens, those served from vLLM's prefix cache.")
 

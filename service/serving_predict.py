@@ -7,7 +7,8 @@ import logging
 import numpy as np
 from anyio import to_thread
 
-from controller.allocator import BudgetInfeasibleError, allocate, smallest_sufficient
+from controller.allocator import BudgetInfeasibleError
+from controller.calibration import DEFAULT_DOMAIN, REFERENCE_DOMAIN, DomainSettings
 from controller.meta import MetaController
 from controller.planning import (
     BudgetTooSmallError,
@@ -31,6 +32,15 @@ from service.state import AppState, Runtime
 
 logger = logging.getLogger(__name__)
 
+
+
+def domain_settings(request: PredictRequest) -> DomainSettings:
+    options = request.domain_calibration
+    if options == "reference":
+        return REFERENCE_DOMAIN
+    if options == "default":
+        return DEFAULT_DOMAIN
+    return options.settings()
 
 class PredictServing:
     def __init__(self, state: AppState) -> None:
@@ -85,7 +95,8 @@ class PredictServing:
             raise APIError(413, str(exc), "context_length_exceeded", f"inputs[{exc.index}]") from exc
         except (BudgetTooSmallError, BudgetInfeasibleError) as exc:
             raise APIError(400, str(exc), "budget_too_small", "budget.max_prompt_tokens") from exc
-        calibration = plan_calibration(builder, planned, request.calibration, pool.domain_words, request.seed)
+        calibration = plan_calibration(builder, planned, request.calibration, pool.domain_words, request.seed,
+                                       domain_settings(request), pool.biases)
         return builder, planned, calibration, pool, task.labels
 
     @staticmethod
@@ -104,10 +115,7 @@ class PredictServing:
                                request.seed) for k in controller.candidate_k_]
         costs = np.array([[zero_shot[i] + builder.demo_tokens(option[i]) for option in options]
                           for i in range(len(queries))])
-        if budget is None:
-            choice = smallest_sufficient(expected, costs, controller.tolerance)
-        else:
-            choice = allocate(expected, costs, budget)
+        choice = controller.choose(expected, costs, budget)
         rows = [options[j][i] for i, j in enumerate(choice)]
         return plan_rows(builder, queries, similarities, rows, budget)
 
@@ -116,7 +124,7 @@ class PredictServing:
         builder, planned, calibration, pool, labels = await to_thread.run_sync(self._plan, name, request, runtime)
         with self.state.admit(len(planned) + len(calibration.prompts)):
             try:
-                result = await predict_batch(builder, planned, calibration, labels, runtime.scorer)
+                result = await predict_batch(builder, planned, calibration, labels, runtime.scorer, pool.biases)
             except Exception as exc:  # the request was valid and fully checked: what failed is the engine
                 logger.exception("scoring failed")
                 raise APIError(503, f"the engine failed to score this request ({type(exc).__name__}); retry "
@@ -135,6 +143,7 @@ class PredictServing:
             ],
             usage=UsageObject(
                 prompt_tokens=result.usage.prompt_tokens, calibration_tokens=result.usage.calibration_tokens,
+                calibration_cached_tokens=result.usage.calibration_cached_tokens,
                 total_tokens=result.usage.total_tokens, cached_tokens=result.usage.cached_tokens,
             ),
         )

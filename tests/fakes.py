@@ -16,8 +16,11 @@ from controller.scoring import ScoredPrompt
 class FakeScorer:
     model_name = "fake-model"
 
-    def __init__(self, max_model_len: int = 512) -> None:
+    def __init__(self, max_model_len: int = 512, prefix_cache: bool = False) -> None:
         self.max_model_len = max_model_len
+        # Like vLLM's prefix cache, without blocks: a prompt's longest shared prefix with any earlier prompt
+        # is served from the cache (all but its last token).
+        self.prefix_cache = prefix_cache
         self.vocab: dict[str, int] = {}
         self.calls: list[list[int]] = []
         self.healthy = True
@@ -42,9 +45,21 @@ class FakeScorer:
             words = self.decode(prompt)
             query = words[self._query_start(words):]
             logprobs = [float(sum(w in query for w in c.split())) - 0.1 * i for i, c in enumerate(continuations)]
-            out.append(ScoredPrompt(label_logprobs=logprobs, prompt_tokens=len(prompt), computed_tokens=len(prompt),
-                                    cached_tokens=0))
+            cached = self._cached_prefix(prompt) if self.prefix_cache else 0
+            out.append(ScoredPrompt(label_logprobs=logprobs, prompt_tokens=len(prompt),
+                                    computed_tokens=len(prompt) - cached, cached_tokens=cached))
         return out
+
+    def _cached_prefix(self, prompt: list[int]) -> int:
+        best = 0
+        for earlier in self.calls[:-1]:
+            shared = 0
+            for a, b in zip(earlier, prompt, strict=False):
+                if a != b:
+                    break
+                shared += 1
+            best = max(best, shared)
+        return min(best, len(prompt) - 1)
 
     @staticmethod
     def _query_start(words: list[str]) -> int:

@@ -1,0 +1,199 @@
+"""Label-bias calibration: what each mode buys (macro-F1, accuracy) and what it costs (engine tokens and time).
+
+    python bench/calibration.py --datasets sst2 trec agnews rte tweet_eval_hate poem_sentiment \\
+        --selection knn random --k 4 8 --seeds 0 1 2 --n-test 100 \\
+        --modes none contextual reference default
+
+Modes: `none`, `contextual`, `reference` (domain-context calibration as Fei et al. run it: 20 strings per
+demonstration set), `default` (the service's default domain settings), or `domain:m=M,p=P,s=S` (M strings per
+set, pooling weight P, at most S sets calibrated per batch; s=all for every set).
+
+Each seed draws its own pool (--pool-size training examples), test items, random demonstrations and random
+strings. Inputs go in batches of --batch, as requests would; domain strings come from the pool's and the test
+items' inputs (a task's labeled and unlabeled examples). With `--scorer vllm` (default) every mode runs on an
+empty prefix cache and its engine time is measured; with `--scorer transformers` (e.g. `--device cuda` on a
+machine without vLLM) each distinct prompt is scored once and only quality and token counts are reported.
+`--table FILE...` prints the summary of earlier results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inprocess import REPO, Embeddings, add_engine_arguments, labeled_pool, make_scorer, run, task_data  # noqa: E402
+
+from controller.calibration import DEFAULT_DOMAIN, REFERENCE_DOMAIN, DomainSettings, DomainWords  # noqa: E402
+from controller.planning import plan_batch  # noqa: E402
+from controller.predict import plan_calibration, predict_batch  # noqa: E402
+
+
+def parse_mode(mode: str) -> tuple[str, DomainSettings]:
+    if mode in ("none", "contextual"):
+        return mode, DEFAULT_DOMAIN
+    if mode == "reference":
+        return "domain", REFERENCE_DOMAIN
+    if mode == "default":
+        return "domain", DEFAULT_DOMAIN
+    if mode.startswith("domain:"):
+        fields = dict(part.split("=") for part in mode.removeprefix("domain:").split(","))
+        max_sets = fields.get("s", "all")
+        return "domain", DomainSettings(samples=int(fields.get("m", 20)), pooling=float(fields.get("p", 0.0)),
+                                        max_sets=None if max_sets == "all" else int(max_sets))
+    raise SystemExit(f"unknown mode {mode!r}")
+
+
+async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out: Path, results: list[dict]) -> None:
+    began = time.perf_counter()
+    for seed in args.seeds:  # seeds outermost: a run cut short by --time-limit-s still covers every dataset
+        for dataset in args.datasets:
+            data = task_data(dataset, args.pool_size, args.n_test, seed)
+            texts = [data.template.embedding_text(data.query(r)) for r in data.pool_rows + data.test_rows]
+            vectors = embeddings.get(dataset, texts)
+            pool = labeled_pool(data, data.pool_rows, vectors[:len(data.pool_rows)])
+            query_vectors = vectors[len(data.pool_rows):]
+            queries = [data.query(r) for r in data.test_rows]
+            gold = [r["label"] for r in data.test_rows]
+            words = DomainWords.from_inputs([*pool.inputs, *queries], data.template.fields)
+            builder = data.builder(scorer, pool)
+            for selection in args.selection:
+                for k in args.k:
+                    batches = [plan_batch(builder, queries[start:start + args.batch],
+                                          query_vectors[start:start + args.batch],
+                                          [k] * len(queries[start:start + args.batch]), selection, seed, None)
+                               for start in range(0, len(queries), args.batch)]
+                    for mode in args.modes:
+                        if args.time_limit_s and time.perf_counter() - began > args.time_limit_s:
+                            print("time limit reached", flush=True)
+                            return
+                        calibration, settings = parse_mode(mode)
+                        await scorer.reset_prefix_cache()
+                        predicted: list[str] = []
+                        usage: dict[str, int] = defaultdict(int)
+                        engine_s = 0.0
+                        for planned in batches:
+                            plan = plan_calibration(builder, planned, calibration, words, seed, settings)
+                            t0 = time.perf_counter()
+                            result = await predict_batch(builder, planned, plan, data.labels, scorer)
+                            engine_s += time.perf_counter() - t0
+                            predicted += [p.label for p in result.predictions]
+                            for field, value in vars(result.usage).items():
+                                usage[field] += value
+                            usage["calibration_prompts"] += len(plan.prompts)
+                        n = len(queries)
+                        row = {
+                            "dataset": dataset, "seed": seed, "selection": selection, "k": k, "mode": mode,
+                            "settings": vars(settings) if calibration == "domain" else None,
+                            "scorer": args.scorer, "model": scorer.model_name, "n": n,
+                            "accuracy": float(np.mean([p == g for p, g in zip(predicted, gold, strict=True)])),
+                            "macro_f1": float(f1_score(gold, predicted, average="macro", labels=data.labels)),
+                            "prompt_tokens_per_input": usage["prompt_tokens"] / n,
+                            "calibration_prompts_per_input": usage["calibration_prompts"] / n,
+                            "calibration_computed_tokens_per_input": usage["calibration_tokens"] / n,
+                            "computed_tokens_per_input": (usage["total_tokens"] - usage["cached_tokens"]) / n,
+                            "engine_ms_per_input": 1000 * engine_s / n if args.scorer == "vllm" else None,
+                        }
+                        results.append(row)
+                        print(json.dumps(row), flush=True)
+                        out.write_text(json.dumps(results, indent=1))
+
+
+def summarise(results: list[dict]) -> None:
+    """Mean over seeds per (dataset, selection, k, mode), then each mode's gain over none and extra engine
+    time, and the share of the reference's macro-F1 gain each mode keeps."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in results:
+        groups[(r["dataset"], r["selection"], r["k"], r["mode"])].append(r)
+    modes = list(dict.fromkeys(r["mode"] for r in results))
+    print("\n| dataset | selection | k | mode | seeds | macro-F1 | accuracy | calib prompts/input | "
+          "computed tok/input | engine ms/input |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    means: dict[tuple, dict[str, float | None]] = {}
+    for key, rows in groups.items():
+        times = [r["engine_ms_per_input"] for r in rows if r["engine_ms_per_input"] is not None]
+        m = {"f1": statistics.mean(r["macro_f1"] for r in rows), "acc": statistics.mean(r["accuracy"] for r in rows),
+             "calib": statistics.mean(r["calibration_prompts_per_input"] for r in rows),
+             "computed": statistics.mean(r["computed_tokens_per_input"] for r in rows),
+             "ms": statistics.median(times) if times else None}
+        means[key] = m
+        ms = f"{m['ms']:.0f}" if m["ms"] is not None else "-"
+        print(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {len(rows)} | {m['f1']:.3f} | {m['acc']:.3f} | "
+              f"{m['calib']:.1f} | {m['computed']:.0f} | {ms} |")
+    configs = sorted({key[:3] for key in means if (*key[:3], "none") in means})
+    print("\nOver all dataset/selection/k configurations (means of per-configuration seed means):\n")
+    print("| mode | macro-F1 | gain over none | share of reference gain | extra computed tokens | "
+          "extra engine time |")
+    print("|---|---|---|---|---|---|")
+    ref_gain = _mean([means[(*c, "reference")]["f1"] - means[(*c, "none")]["f1"] for c in configs
+                      if (*c, "reference") in means])
+    for mode in modes:
+        have = [c for c in configs if (*c, mode) in means]
+        if not have:
+            continue
+        f1 = _mean([means[(*c, mode)]["f1"] for c in have])
+        gain = _mean([means[(*c, mode)]["f1"] - means[(*c, "none")]["f1"] for c in have])
+        tokens = _ratio([means[(*c, mode)]["computed"] for c in have], [means[(*c, "none")]["computed"] for c in have])
+        timed = [c for c in have if means[(*c, mode)]["ms"] is not None]
+        extra_time = _ratio([means[(*c, mode)]["ms"] for c in timed], [means[(*c, "none")]["ms"] for c in timed])
+        share = f"{gain / ref_gain:.0%}" if ref_gain else "-"
+        print(f"| {mode} | {f1:.3f} | {gain:+.3f} | {share} | {tokens} | {extra_time} |")
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.mean(values) if values else 0.0
+
+
+def _ratio(values: list, baseline: list) -> str:
+    """Total over total, as extra percent; '-' without figures."""
+    if not values or not sum(baseline):
+        return "-"
+    return f"{100 * (sum(values) / sum(baseline) - 1):+.0f}%"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["sst2", "trec", "agnews", "rte", "tweet_eval_hate",
+                                                          "poem_sentiment"])
+    parser.add_argument("--selection", nargs="+", default=["knn", "random"])
+    parser.add_argument("--k", nargs="+", type=int, default=[4, 8])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--modes", nargs="+", default=["none", "contextual", "reference", "default"])
+    parser.add_argument("--n-test", type=int, default=100)
+    parser.add_argument("--pool-size", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--time-limit-s", type=float, help="stop starting new configurations after this long")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--table", type=Path, nargs="+", help="only summarise earlier results")
+    add_engine_arguments(parser)
+    args = parser.parse_args()
+    if args.table:
+        summarise([r for path in args.table for r in json.loads(path.read_text())])
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"calibration-{args.scorer}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    results: list[dict] = []
+
+    async def go() -> None:
+        scorer = make_scorer(args)
+        try:
+            await evaluate(args, scorer, Embeddings(args.cache, args.embeddings), out, results)
+        finally:
+            if hasattr(scorer, "shutdown"):
+                scorer.shutdown()
+
+    run(go())
+    summarise(results)
+    print(f"\nresults: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Shared pieces of the in-process benchmarks (calibration, annotation): the ICL library driven directly, on
+vLLM (as the service runs it) or on a transformers model (for a GPU machine without vLLM).
+
+Embeddings are cached per dataset under --cache (``emb-<dataset>.npz``, text -> vector), so a machine without
+the embedding model can run from a cache made elsewhere (``--embeddings cache-only``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import random
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_http import DEFAULT_TEMPLATE, TEMPLATES, load, manifest_labels  # noqa: E402
+
+from controller.planning import PromptBuilder  # noqa: E402
+from controller.pool import LabeledPool  # noqa: E402
+from controller.scoring import LabelScorer, ScoredPrompt  # noqa: E402
+from controller.templates import PromptTemplate  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scorer", choices=["vllm", "transformers"], default="vllm",
+                        help="vllm: the service's engine (times are measured); transformers: same scores without "
+                             "vLLM (e.g. on a GPU machine), identical prompts evaluated once")
+    parser.add_argument("--device", default="cpu", help="transformers scorer's device")
+    parser.add_argument("--model", help="local model folder (default: the service's default model)")
+    parser.add_argument("--cache", type=Path, default=REPO / ".benchcache", help="embedding cache folder")
+    parser.add_argument("--embeddings", choices=["compute", "cache-only"], default="compute")
+
+
+def make_scorer(args: argparse.Namespace) -> Any:
+    if args.scorer == "transformers":
+        model_dir = Path(args.model) if args.model else default_model_dir()
+        from service.transformers_scorer import TransformersScorer
+
+        if args.device.startswith("cuda"):
+            import torch
+
+            torch.backends.cuda.matmul.allow_tf32 = True  # ~1e-3 on log-probabilities; reported with results
+        return MemoScorer(TransformersScorer(model_dir, device=args.device, max_batch_tokens=131_072))
+    from service.config import Settings
+    from service.engine import VllmScorer
+
+    settings = Settings()
+    return VllmScorer.start(Path(args.model) if args.model else default_model_dir(), settings)
+
+
+def default_model_dir() -> Path:
+    from service.config import Settings
+    from service.model_files import resolve_model
+
+    settings = Settings()
+    return resolve_model(settings.model, settings.model_cache)
+
+
+class MemoScorer:
+    """Scores each distinct (prompt, continuations) once: configurations that share prompts (the inputs under
+    every calibration mode, a set's first strings in every mode) cost one evaluation. Times are meaningless."""
+
+    def __init__(self, scorer: Any) -> None:
+        self._scorer = scorer
+        self._memo: dict[tuple, ScoredPrompt] = {}
+        self.max_model_len = scorer.max_model_len
+        self.model_name = scorer.model_name
+        self.tokenize = scorer.tokenize
+        self.continuation_ids = scorer.continuation_ids
+
+    async def score(self, prompts: Sequence[list[int]], continuations: Sequence[str]) -> list[ScoredPrompt]:
+        conts = tuple(continuations)
+        missing = list(dict.fromkeys(tuple(p) for p in prompts if (tuple(p), conts) not in self._memo))
+        if missing:
+            for key, scored in zip(missing, await self._scorer.score([list(m) for m in missing], conts), strict=True):
+                self._memo[(key, conts)] = scored
+        return [self._memo[(tuple(p), conts)] for p in prompts]
+
+    async def reset_prefix_cache(self) -> None:
+        return None
+
+
+class Embeddings:
+    """Sentence embeddings by text, cached per dataset."""
+
+    def __init__(self, cache: Path, mode: str) -> None:
+        self._cache, self._mode = cache, mode
+        self._embedder: Any = None
+
+    def _path(self, dataset: str) -> Path:
+        return self._cache / f"emb-{dataset}.npz"
+
+    def get(self, dataset: str, texts: Sequence[str]) -> np.ndarray:
+        path = self._path(dataset)
+        known: dict[str, np.ndarray] = {}
+        if path.is_file():
+            with np.load(path) as data:
+                known = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
+        missing = [t for t in dict.fromkeys(texts) if _key(t) not in known]
+        if missing:
+            if self._mode == "cache-only":
+                raise SystemExit(f"{len(missing)} texts of {dataset} are not in {path}; run once with "
+                                 "--embeddings compute where the embedding model is installed")
+            if self._embedder is None:
+                from service.embedder import SentenceEmbedder
+
+                self._embedder = SentenceEmbedder()
+            vectors = self._embedder.embed(missing)
+            known.update({_key(t): v.astype(np.float16) for t, v in zip(missing, vectors, strict=True)})
+            self._cache.mkdir(parents=True, exist_ok=True)
+            np.savez(path, keys=np.array(list(known)), vectors=np.stack(list(known.values())))
+        out = np.stack([known[_key(t)] for t in texts]).astype(np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def _key(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+@dataclass
+class TaskData:
+    """One dataset as a task: template, labels, a labeled pool and test queries with gold labels."""
+
+    dataset: str
+    template: PromptTemplate
+    labels: list[str]
+    pool_rows: list[dict]
+    test_rows: list[dict]
+
+    def query(self, row: dict) -> dict[str, str]:
+        return {f: str(row[f]) for f in self.template.fields}
+
+    def builder(self, scorer: LabelScorer, pool: LabeledPool) -> PromptBuilder:
+        verbalizers = {label: label for label in self.labels}
+        longest = max(len(scorer.continuation_ids(self.template.continuation(v))) for v in verbalizers.values())
+        return PromptBuilder(self.template, verbalizers, pool, scorer.tokenize, scorer.max_model_len, longest)
+
+
+def task_data(dataset: str, pool_size: int, n_test: int, seed: int) -> TaskData:
+    template = PromptTemplate.parse(TEMPLATES.get(dataset, DEFAULT_TEMPLATE))
+    train, test = load(dataset, "train"), load(dataset, "test")
+    random.Random(seed).shuffle(train)
+    random.Random(seed).shuffle(test)
+    return TaskData(dataset, template, manifest_labels(dataset), train[:pool_size], test[:n_test])
+
+
+def labeled_pool(data: TaskData, rows: Sequence[dict], embeddings: np.ndarray, prefix: str = "") -> LabeledPool:
+    return LabeledPool(ids=[f"{prefix}{i}" for i in range(len(rows))], inputs=[data.query(r) for r in rows],
+                       labels=[r["label"] for r in rows], embeddings=embeddings)
+
+
+def run(coro: Any) -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return asyncio.run(coro)

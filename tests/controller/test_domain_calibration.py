@@ -1,0 +1,128 @@
+"""Domain-context calibration's cheap settings: strings per set, pooling, calibrated sets, the bias cache,
+and calibration tokens counted as computed."""
+
+import numpy as np
+import pytest
+
+from controller.calibration import (
+    REFERENCE_DOMAIN,
+    BiasCache,
+    DomainSettings,
+    DomainWords,
+    pool_biases,
+)
+from controller.planning import PromptBuilder, plan_batch
+from controller.pool import LabeledPool
+from controller.predict import plan_calibration, predict_batch
+from controller.templates import PromptTemplate
+from tests.fakes import FakeEmbedder, FakeScorer
+
+TEMPLATE = PromptTemplate.parse("Input: {text}\nLabel: {label}")
+LABELS = ["positive", "negative"]
+TEXTS = [f"{w} film number {i}" for i, w in enumerate(["great", "awful", "fun", "boring", "nice", "bad"] * 3)]
+POOL_LABELS = [LABELS[i % 2] for i in range(len(TEXTS))]
+WORDS = DomainWords.from_inputs([{"text": t} for t in TEXTS], ["text"])
+
+
+def _setup(prefix_cache: bool = False):
+    embedder, scorer = FakeEmbedder(), FakeScorer(prefix_cache=prefix_cache)
+    pool = LabeledPool(ids=[f"e{i}" for i in range(len(TEXTS))], inputs=[{"text": t} for t in TEXTS],
+                       labels=POOL_LABELS, embeddings=embedder.embed(TEXTS))
+    builder = PromptBuilder(TEMPLATE, {label: label for label in LABELS}, pool, scorer.tokenize, 512, 1)
+    queries = [{"text": f"query {w} {i}"} for i, w in enumerate(["great", "awful", "fun", "boring"] * 3)]
+    planned = plan_batch(builder, queries, embedder.embed([q["text"] for q in queries]), [3] * len(queries),
+                         "random", 0, None)
+    return builder, scorer, planned
+
+
+def test_pool_biases_shrinks_toward_the_log_mean_and_fills_missing_sets():
+    own = {"a": np.array([0.8, 0.2]), "b": np.array([0.2, 0.8])}
+    assert np.allclose(pool_biases(own, ["a", "b"], 0.0)["a"], [0.8, 0.2])
+    full = pool_biases(own, ["a", "b", "c"], 1.0)
+    for key in "abc":  # the geometric mean of 0.8/0.2 and 0.2/0.8 is uniform
+        assert np.allclose(full[key], [0.5, 0.5])
+    half = pool_biases(own, ["a"], 0.5)["a"]  # sqrt(0.8)/sqrt(0.2) = 2: 2/3 against 1/3
+    assert np.allclose(half, [2 / 3, 1 / 3])
+    assert pool_biases({}, ["a"], 0.5) == {}
+
+
+def test_settings_reject_nonsense():
+    with pytest.raises(ValueError):
+        DomainSettings(samples=0)
+    with pytest.raises(ValueError):
+        DomainSettings(pooling=1.5)
+    with pytest.raises(ValueError):
+        DomainSettings(max_sets=0)
+
+
+def test_reference_draws_twenty_strings_per_set_and_each_set_its_own():
+    builder, _, planned = _setup()
+    plan = plan_calibration(builder, planned, "domain", WORDS, seed=1, domain=REFERENCE_DOMAIN)
+    assert len(plan.demo_sets) == len(planned)  # random demonstrations per input: every set distinct
+    assert len(plan.prompts) == 20 * len(plan.demo_sets)
+    queries = [tuple(ids[-8:]) for i, ids in plan.prompts if i in (0, 1)]  # the strings and what follows
+    assert len(set(queries)) > 20  # two sets do not share their strings
+
+
+def test_strings_depend_on_the_seed_and_the_set_not_on_the_rest_of_the_batch():
+    builder, _, planned = _setup()
+    settings = DomainSettings(samples=2)
+    whole = plan_calibration(builder, planned, "domain", WORDS, seed=1, domain=settings)
+    alone = plan_calibration(builder, planned[3:4], "domain", WORDS, seed=1, domain=settings)
+    index = whole.demo_sets.index(tuple(planned[3].demo_rows))
+    assert [ids for i, ids in whole.prompts if i == index] == [ids for _, ids in alone.prompts]
+    other_seed = plan_calibration(builder, planned[3:4], "domain", WORDS, seed=2, domain=settings)
+    assert [ids for _, ids in other_seed.prompts] != [ids for _, ids in alone.prompts]
+    # The first string of twenty is the string of one: fewer samples are a prefix of more.
+    one = plan_calibration(builder, planned[3:4], "domain", WORDS, seed=1, domain=DomainSettings(samples=1))
+    assert one.prompts[0][1] == alone.prompts[0][1]
+
+
+async def test_max_sets_calibrates_a_few_sets_and_pools_for_the_rest():
+    builder, scorer, planned = _setup()
+    settings = DomainSettings(samples=1, pooling=1.0, max_sets=3)
+    plan = plan_calibration(builder, planned, "domain", WORDS, seed=0, domain=settings)
+    assert len(plan.prompts) == 3
+    assert sorted({i for i, _ in plan.prompts}) == [0, 6, 11]  # spread over the batch
+    result = await predict_batch(builder, planned, plan, LABELS, scorer)
+    biases = {tuple(p.demo_rows): np.array(list(p.probs.values())) / np.array(list(p.uncalibrated_probs.values()))
+              for p in result.predictions}
+    ratios = [b / b.sum() for b in biases.values()]
+    for r in ratios[1:]:  # pooling 1: every set divided by the same bias
+        assert np.allclose(r, ratios[0])
+    assert not np.allclose(ratios[0], [0.5, 0.5])
+
+
+async def test_bias_cache_skips_sets_already_estimated_with_the_same_answer():
+    builder, scorer, planned = _setup()
+    cache = BiasCache()
+    settings = DomainSettings(samples=2)
+    first = await predict_batch(builder, planned, plan_calibration(builder, planned, "domain", WORDS, 0, settings,
+                                                                   cache), LABELS, scorer, cache)
+    assert len(cache) == len(planned)
+    again = plan_calibration(builder, planned, "domain", WORDS, 0, settings, cache)
+    assert again.prompts == [] and len(again.cached) == len(planned)
+    second = await predict_batch(builder, planned, again, LABELS, scorer, cache)
+    assert [p.probs for p in second.predictions] == [p.probs for p in first.predictions]
+    assert second.usage.calibration_tokens == 0
+    # Another seed draws other strings: not the same estimate.
+    assert plan_calibration(builder, planned, "domain", WORDS, 1, settings, cache).prompts
+
+
+def test_bias_cache_drops_the_least_recently_used():
+    cache = BiasCache(max_entries=2)
+    cache.put("a", np.ones(2))
+    cache.put("b", np.ones(2))
+    assert cache.get("a") is not None
+    cache.put("c", np.ones(2))
+    assert cache.get("b") is None and cache.get("a") is not None and len(cache) == 2
+
+
+async def test_calibration_tokens_count_computed_tokens_and_cache_hits_apart():
+    builder, scorer, planned = _setup(prefix_cache=True)
+    plan = plan_calibration(builder, planned, "domain", WORDS, 0, DomainSettings(samples=3))
+    result = await predict_batch(builder, planned, plan, LABELS, scorer)
+    sent = sum(len(ids) for _, ids in plan.prompts)
+    assert result.usage.calibration_cached_tokens > 0  # the demonstrations were read from the input's prompt
+    assert result.usage.calibration_tokens + result.usage.calibration_cached_tokens == sent
+    assert result.usage.calibration_tokens < sent / 2
