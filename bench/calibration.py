@@ -81,7 +81,8 @@ async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out
                         usage: dict[str, int] = defaultdict(int)
                         engine_s = 0.0
                         for planned in batches:
-                            plan = plan_calibration(builder, planned, calibration, words, seed, settings)
+                            plan = plan_calibration(builder, planned, calibration, words, seed, settings,
+                                                    selection=selection)
                             t0 = time.perf_counter()
                             result = await predict_batch(builder, planned, plan, data.labels, scorer)
                             engine_s += time.perf_counter() - t0

@@ -1,74 +1,161 @@
-"""Compare meta-controller variants offline on the data of `bench/controller_data.py` (no engine needed).
+"""Accuracy against prompt tokens, fixed counts versus the meta-controller, on the data of
+`bench/controller_data.py` (issue 3). No engine is needed: the model's answer at every count is known for
+every test item, so any choice of counts is scored exactly.
 
-    python bench/controller_offline.py bench/results/controller-data/*.npz
+    python bench/controller_offline.py bench/results/controller-data/{trec,sst2,cr,subj}-SmolLM2-135M-Instruct.npz
+    # the same controllers (trained on SmolLM2's answers) choosing counts for another model's test answers:
+    python bench/controller_offline.py bench/results/controller-data/*-SmolLM2-135M-Instruct.npz \\
+        --apply-to gemma-3-270m-q4_k_m
+    # hyperparameter grid (embedding components, C, tolerance):
+    python bench/controller_offline.py FILES --grid
 
-Each variant is fitted on a file's held-back "train" examples and applied to its "test" items, whose
-correctness at every count is known, so a choice of counts is scored exactly: accuracy and mean prompt tokens
-without a budget (smallest count expected to be as good as the best) and under budgets (fractions of the best
-fixed count's tokens). The token saving is read at the best fixed count's accuracy less one point.
+The controller (the service's defaults) is fitted on a file's held-back "train" examples, as the service's
+training job fits it, and chooses counts for the "test" items: without a budget, and under budgets set as
+fractions of the best fixed count's tokens. Prints a Markdown table, writes it as JSON with a PNG of the
+curves under --out, and states the token saving at the best fixed count's accuracy less one point.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from controller.allocator import allocate, smallest_sufficient  # noqa: E402
 from controller.meta import MetaController  # noqa: E402
 
-BUDGET_SHARES = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
+REPO = Path(__file__).resolve().parents[1]
+BUDGET_SHARES = (0.25, 0.5, 0.75, 1.0)
 
 
-def evaluate(p: np.ndarray, correct: np.ndarray, tokens: np.ndarray, tolerance: float,
-             budget: float | None) -> tuple[float, float]:
-    if budget is None:
-        choice = smallest_sufficient(p, tokens, tolerance)
-    elif budget * len(p) < tokens.min(axis=1).sum():
-        return float("nan"), float("nan")  # below the zero-shot prompts' cost
-    else:
-        choice = allocate(p, tokens, int(budget * len(p)))
-    rows = np.arange(len(p))
-    return float(correct[rows, choice].mean()), float(tokens[rows, choice].mean())
+def score(choice: np.ndarray, correct: np.ndarray, tokens: np.ndarray) -> dict:
+    rows = np.arange(len(choice))
+    return {"accuracy": float(correct[rows, choice].mean()),
+            "prompt_tokens_per_input": float(tokens[rows, choice].mean())}
+
+
+def curve(controller: MetaController, features: np.ndarray, correct: np.ndarray, tokens: np.ndarray,
+          ks: list[int]) -> list[dict]:
+    rows = [{"setting": f"k={k}", **score(np.full(len(correct), j), correct, tokens), "mean_k": k}
+            for j, k in enumerate(ks)]
+    best = max(rows, key=lambda r: (r["accuracy"], -r["prompt_tokens_per_input"]))
+    p = controller.predict_proba(features)
+    settings: list[tuple[str, int | None]] = [("auto", None)]
+    settings += [(f"auto, budget {share:.0%} of best fixed", int(share * best["prompt_tokens_per_input"] * len(p)))
+                 for share in BUDGET_SHARES]
+    for name, budget in settings:
+        if budget is not None and budget < tokens.min(axis=1).sum():
+            continue  # less than the zero-shot prompts cost
+        choice = controller.choose(p, tokens, budget)
+        rows.append({"setting": name, **score(choice, correct, tokens),
+                     "mean_k": float(np.asarray(ks)[choice].mean())})
+    return rows
+
+
+def saving_at_best_fixed(rows: list[dict]) -> dict:
+    fixed = [r for r in rows if r["setting"].startswith("k=")]
+    best = max(fixed, key=lambda r: (r["accuracy"], -r["prompt_tokens_per_input"]))
+    ok = [r for r in rows if r["setting"].startswith("auto") and r["accuracy"] >= best["accuracy"] - 0.01]
+    out = {"best_fixed": best["setting"], "best_fixed_accuracy": best["accuracy"],
+           "best_fixed_tokens": best["prompt_tokens_per_input"], "saving": None, "setting": None}
+    if ok:
+        cheapest = min(ok, key=lambda r: r["prompt_tokens_per_input"])
+        out.update(saving=1 - cheapest["prompt_tokens_per_input"] / best["prompt_tokens_per_input"],
+                   setting=cheapest["setting"], accuracy=cheapest["accuracy"])
+    return out
+
+
+def grid(path: Path, dims_options: list[int], cs: list[float], tolerances: list[float]) -> None:
+    d = np.load(path)
+    ks = d["candidate_k"].tolist()
+    print(f"\n## {path.stem}")
+    for dims in dims_options:
+        for C in cs:
+            for tol in tolerances:
+                controller = MetaController(candidate_k=ks, C=C, tolerance=tol, embedding_dims=dims)
+                controller.fit(d["train_features"], d["train_correct"])
+                rows = curve(controller, d["test_features"], d["test_correct"], d["test_prompt_tokens"], ks)
+                auto = " ".join(f"{r['setting'].replace('auto, budget ', '').replace(' of best fixed', '')}:"
+                                f"{r['accuracy']:.3f}@{r['prompt_tokens_per_input']:.0f}"
+                                for r in rows if r["setting"].startswith("auto"))
+                s = saving_at_best_fixed(rows)
+                saving = f"{s['saving']:.0%}" if s["saving"] is not None else "none"
+                print(f"dims {dims:3d} C {C:<5} tol {tol:<4} | {auto} | saving at best-1pt {saving}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("files", type=Path, nargs="+")
-    parser.add_argument("--C", type=float, nargs="+", default=[1.0, 0.1, 0.01])
-    parser.add_argument("--embedding-dims", type=int, nargs="+", default=[384, 16, 0],
-                        help="embedding components kept as features (0: the neighbourhood features only)")
+    parser.add_argument("files", type=Path, nargs="+", help="controller_data.py outputs (with a train split)")
+    parser.add_argument("--apply-to", help="model whose test answers (DATASET-MODEL.npz beside each file) the "
+                                           "controller chooses counts for")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--grid", action="store_true")
+    parser.add_argument("--embedding-dims", type=int, nargs="+", default=[384, 16, 8, 0])
+    parser.add_argument("--C", type=float, nargs="+", default=[1.0, 0.1])
     parser.add_argument("--tolerance", type=float, nargs="+", default=[0.0, 0.02, 0.05])
     args = parser.parse_args()
+    if args.grid:
+        for path in args.files:
+            grid(path, args.embedding_dims, args.C, args.tolerance)
+        return
+
+    results = []
     for path in args.files:
+        dataset, trained_on = path.stem.split("-", 1)
         d = np.load(path)
         ks = d["candidate_k"].tolist()
-        Xtr, Ytr, Xte, Yte, Tte = (d["train_features"], d["train_correct"], d["test_features"], d["test_correct"],
-                                   d["test_prompt_tokens"].astype(np.float64))
-        fixed = [(float(Yte[:, j].mean()), float(Tte[:, j].mean())) for j in range(len(ks))]
-        best_j = max(range(len(ks)), key=lambda j: (fixed[j][0], -fixed[j][1]))
-        best_acc, best_tok = fixed[best_j]
-        print(f"\n## {path.stem}: train {len(Xtr)}, test {len(Xte)}")
-        print("fixed: " + ", ".join(f"k={k} {a:.3f}@{t:.0f}" for k, (a, t) in zip(ks, fixed, strict=True)))
-        print(f"best fixed k={ks[best_j]}: {best_acc:.3f} at {best_tok:.0f} tokens; oracle (cheapest right count): "
-              f"{Yte.max(axis=1).mean():.3f}")
-        for dims in args.embedding_dims:
-            for C in args.C:
-                controller = MetaController(candidate_k=ks, C=C, embedding_dims=dims).fit(Xtr, Ytr)
-                p = controller.predict_proba(Xte)
-                cells = []
-                for tol in args.tolerance:
-                    acc, tok = evaluate(p, Yte, Tte, tol, None)
-                    cells.append(f"tol {tol}: {acc:.3f}@{tok:.0f}")
-                curve = [evaluate(p, Yte, Tte, 0.0, share * best_tok) for share in BUDGET_SHARES]
-                ok = [(tok, acc) for acc, tok in curve if acc >= best_acc - 0.01]
-                saving = f"{1 - min(ok)[0] / best_tok:.0%}" if ok else "none"
-                budget_cells = " ".join(f"{s:.0%}:{a:.3f}" for s, (a, _) in zip(BUDGET_SHARES, curve, strict=True))
-                print(f"dims {dims:3d} C {C:<5} | " + " | ".join(cells) + f" | budgets {budget_cells} | "
-                      f"saving at best-1pt: {saving}")
+        controller = MetaController(candidate_k=ks).fit(d["train_features"], d["train_correct"])
+        test = np.load(path.with_name(f"{dataset}-{args.apply_to}.npz")) if args.apply_to else d
+        rows = curve(controller, test["test_features"], test["test_correct"], test["test_prompt_tokens"], ks)
+        results.append({"dataset": dataset, "controller_trained_on": trained_on,
+                        "model": args.apply_to or trained_on, "n_train": len(d["train_correct"]),
+                        "n_test": len(test["test_correct"]), "rows": rows, "saving": saving_at_best_fixed(rows)})
+    print_table(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"controller-offline-{args.apply_to or 'same-model'}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=1))
+    plot(results, out.with_suffix(".png"))
+    print(f"\nresults: {out}\nplot: {out.with_suffix('.png')}")
+
+
+def print_table(results: list[dict]) -> None:
+    for item in results:
+        s = item["saving"]
+        best = f"{s['best_fixed']} ({s['best_fixed_accuracy']:.3f} at {s['best_fixed_tokens']:.0f} tokens)"
+        verdict = (f"{s['saving']:.0%} fewer tokens than {best} with `{s['setting']}` ({s['accuracy']:.3f})"
+                   if s["saving"] is not None else f"no controller setting within 1 point of {best}")
+        print(f"\n{item['dataset']} on {item['model']} (controller trained on {item['controller_trained_on']}, "
+              f"{item['n_train']} held-back examples; {item['n_test']} test items): {verdict}")
+        print("| setting | accuracy | prompt tok/input | mean k |\n|---|---|---|---|")
+        for r in item["rows"]:
+            print(f"| {r['setting']} | {r['accuracy']:.3f} | {r['prompt_tokens_per_input']:.0f} | {r['mean_k']:.2f} |")
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 4), squeeze=False)
+    for ax, item in zip(axes[0], results, strict=True):
+        fixed = [r for r in item["rows"] if r["setting"].startswith("k=")]
+        auto = [r for r in item["rows"] if r["setting"].startswith("auto")]
+        ax.plot([r["prompt_tokens_per_input"] for r in fixed], [r["accuracy"] for r in fixed], "o-", label="fixed k")
+        for r in fixed:
+            ax.annotate(r["setting"], (r["prompt_tokens_per_input"], r["accuracy"]), fontsize=7)
+        ax.plot([r["prompt_tokens_per_input"] for r in auto], [r["accuracy"] for r in auto], "s", label="controller")
+        ax.set_xscale("log")
+        ax.set_title(f"{item['dataset']} ({item['model']})", fontsize=9)
+        ax.set_xlabel("prompt tokens per input")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

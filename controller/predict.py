@@ -19,6 +19,7 @@ from controller.calibration import (
     pool_biases,
 )
 from controller.planning import PlannedPrompt, PromptBuilder
+from controller.retrieval import Selection
 from controller.scoring import LabelScorer, normalise_label_logprobs
 
 
@@ -59,6 +60,7 @@ class CalibrationPlan:
     cached: dict[int, np.ndarray]  # demo_sets index -> bias estimate found in the cache
     pooling: float = 0.0
     cache_keys: dict[int, tuple] | None = None  # demo_sets index -> key to store a new estimate under
+    targets: list[int] | None = None  # demo_sets indices that get a bias (own or pooled); None: every set
 
 
 def _domain_sets(demo_sets: Sequence[DemoSet], max_sets: int | None) -> list[int]:
@@ -76,13 +78,15 @@ def plan_calibration(
     seed: int = 0,
     domain: DomainSettings = DEFAULT_DOMAIN,
     cache: BiasCache | None = None,
+    selection: Selection | None = None,
 ) -> CalibrationPlan:
     """Render and tokenize the calibration prompts (CPU work: run it off the event loop).
 
     Inputs that share demonstrations share an estimate. Contextual calibration uses the three content-free
     inputs under every set. Domain calibration draws ``domain.samples`` strings per set, seeded by the request
     seed and the set itself (reproducible whatever else is in the batch); without in-domain text yet it falls
-    back to content-free inputs rather than skip calibrating."""
+    back to content-free inputs rather than skip calibrating. With ``selection="knn"`` and settings that leave
+    kNN demonstrations alone, only prompts without demonstrations are calibrated."""
     if calibration == "none":
         return CalibrationPlan(demo_sets=[], prompts=[], cached={})
     demo_sets: list[DemoSet] = list(dict.fromkeys(tuple(p.demo_rows) for p in planned))
@@ -90,6 +94,11 @@ def plan_calibration(
     use_domain = calibration == "domain" and domain_words is not None and not domain_words.empty
     settings = domain if use_domain else DomainSettings(samples=len(content_free_queries(fields)))
     chosen = _domain_sets(demo_sets, settings.max_sets) if use_domain else list(range(len(demo_sets)))
+    if use_domain and selection == "knn" and not settings.calibrate_knn:
+        chosen = [j for j in chosen if not demo_sets[j]]
+        targets = chosen
+    else:
+        targets = list(range(len(demo_sets)))
     cached: dict[int, np.ndarray] = {}
     keys: dict[int, tuple] = {}
     prompts: list[tuple[int, list[int]]] = []
@@ -109,7 +118,7 @@ def plan_calibration(
             if len(ids) <= builder.max_prompt_tokens:  # a random-word string may not fit beside long demos
                 prompts.append((set_index, ids))
     return CalibrationPlan(demo_sets=demo_sets, prompts=prompts, cached=cached,
-                           pooling=settings.pooling if use_domain else 0.0, cache_keys=keys)
+                           pooling=settings.pooling if use_domain else 0.0, cache_keys=keys, targets=targets)
 
 
 def estimate_biases(calibration: CalibrationPlan, distributions: Sequence[np.ndarray],
@@ -122,9 +131,10 @@ def estimate_biases(calibration: CalibrationPlan, distributions: Sequence[np.nda
         own[set_index] = estimate_bias(np.stack(dists))
         if cache is not None and calibration.cache_keys and set_index in calibration.cache_keys:
             cache.put(calibration.cache_keys[set_index], own[set_index])
-    if calibration.pooling == 0.0 and len(own) == len(calibration.demo_sets):
-        return {calibration.demo_sets[j]: bias for j, bias in own.items()}
-    pooled = pool_biases(own, range(len(calibration.demo_sets)), calibration.pooling)
+    targets = range(len(calibration.demo_sets)) if calibration.targets is None else calibration.targets
+    if calibration.pooling == 0.0 and all(j in own for j in targets):
+        return {calibration.demo_sets[j]: own[j] for j in targets}
+    pooled = pool_biases(own, targets, calibration.pooling)
     return {calibration.demo_sets[j]: bias for j, bias in pooled.items()}
 
 

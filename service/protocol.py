@@ -101,7 +101,8 @@ class Budget(_Strict):
 
 
 class DomainCalibrationOptions(_Strict):
-    """How `calibration: "domain"` spends engine time (defaults: the service's cheap default)."""
+    """How `calibration: "domain"` spends engine time. Unset fields take the default settings' values, except
+    ``calibrate_knn``: options given explicitly calibrate kNN demonstrations unless told not to."""
 
     samples: Annotated[StrictInt, Field(ge=1, le=64)] = Field(
         default=DEFAULT_DOMAIN.samples, description="Random in-domain strings per calibrated demonstration set.")
@@ -113,8 +114,11 @@ class DomainCalibrationOptions(_Strict):
         description="Demonstration sets calibrated per request; the others get the batch-wide estimate. "
                     "null = every set.")
 
+    calibrate_knn: bool = Field(default=True, description="Also calibrate kNN-retrieved demonstrations.")
+
     def settings(self) -> DomainSettings:
-        return DomainSettings(samples=self.samples, pooling=self.pooling, max_sets=self.max_sets)
+        return DomainSettings(samples=self.samples, pooling=self.pooling, max_sets=self.max_sets,
+                              calibrate_knn=self.calibrate_knn)
 
 
 class PredictRequest(_Strict):

@@ -96,7 +96,7 @@ class PredictServing:
         except (BudgetTooSmallError, BudgetInfeasibleError) as exc:
             raise APIError(400, str(exc), "budget_too_small", "budget.max_prompt_tokens") from exc
         calibration = plan_calibration(builder, planned, request.calibration, pool.domain_words, request.seed,
-                                       domain_settings(request), pool.biases)
+                                       domain_settings(request), pool.biases, request.selection)
         return builder, planned, calibration, pool, task.labels
 
     @staticmethod

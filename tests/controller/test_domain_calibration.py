@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from controller.calibration import (
+    DEFAULT_DOMAIN,
     REFERENCE_DOMAIN,
     BiasCache,
     DomainSettings,
@@ -126,3 +127,22 @@ async def test_calibration_tokens_count_computed_tokens_and_cache_hits_apart():
     assert result.usage.calibration_cached_tokens > 0  # the demonstrations were read from the input's prompt
     assert result.usage.calibration_tokens + result.usage.calibration_cached_tokens == sent
     assert result.usage.calibration_tokens < sent / 2
+
+
+async def test_default_leaves_knn_demonstrations_uncalibrated_but_not_zero_shot_prompts():
+    builder, scorer, _ = _setup()
+    embedder = FakeEmbedder()
+    queries = [{"text": "query great 1"}, {"text": "query awful 2"}, {"text": "query fun 3"}]
+    vectors = embedder.embed([q["text"] for q in queries])
+    knn = plan_batch(builder, queries, vectors, [3, 3, 0], "knn", 0, None)
+    plan = plan_calibration(builder, knn, "domain", WORDS, 0, DEFAULT_DOMAIN, selection="knn")
+    assert {plan.demo_sets[i] for i, _ in plan.prompts} == {()}  # only the zero-shot prompt's (empty) set
+    assert len(plan.prompts) == DEFAULT_DOMAIN.samples
+    result = await predict_batch(builder, knn, plan, LABELS, scorer)
+    assert result.predictions[0].probs == result.predictions[0].uncalibrated_probs
+    assert result.predictions[2].probs != result.predictions[2].uncalibrated_probs
+    # The same prompts with random demonstrations, or the reference settings, calibrate every set.
+    random_plan = plan_calibration(builder, knn, "domain", WORDS, 0, DEFAULT_DOMAIN, selection="random")
+    assert len(random_plan.prompts) == DEFAULT_DOMAIN.samples * len(random_plan.demo_sets)
+    reference = plan_calibration(builder, knn, "domain", WORDS, 0, REFERENCE_DOMAIN, selection="knn")
+    assert len(reference.prompts) == 20 * len(reference.demo_sets)

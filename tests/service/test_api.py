@@ -171,8 +171,30 @@ def test_predict_defaults_use_task_default_k_and_domain_calibration(client, task
     body = client.post("/v1/tasks/sent/predict", json={"inputs": ["great fun"]}).json()
     assert body["predictions"][0]["k"] == 4  # all four labeled examples
     assert body["predictions"][0]["prompt"] is None
-    assert body["usage"]["calibration_tokens"] > 0
-    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["calibration_tokens"]
+    # kNN demonstrations are left uncalibrated by the default domain settings...
+    assert body["usage"]["calibration_tokens"] == 0
+    assert body["predictions"][0]["probs"] == body["predictions"][0]["uncalibrated_probs"]
+    # ...random ones get two strings per demonstration set, the reference twenty.
+    usage = {}
+    for options in ("default", "reference"):
+        out = client.post("/v1/tasks/sent/predict", json={"inputs": ["great fun"], "selection": "random",
+                                                          "domain_calibration": options}).json()
+        usage[options] = out["usage"]
+        assert out["usage"]["total_tokens"] == (out["usage"]["prompt_tokens"] + out["usage"]["calibration_tokens"]
+                                                + out["usage"]["calibration_cached_tokens"])
+        assert out["predictions"][0]["probs"] != out["predictions"][0]["uncalibrated_probs"]
+    assert usage["default"]["calibration_tokens"] > 0
+    assert usage["reference"]["calibration_tokens"] > 5 * usage["default"]["calibration_tokens"]
+    explicit = client.post("/v1/tasks/sent/predict", json={
+        "inputs": ["great fun"], "domain_calibration": {"samples": 3, "pooling": 0.5, "max_sets": None}}).json()
+    assert explicit["usage"]["calibration_tokens"] > 0  # explicit options calibrate kNN sets too
+
+
+@pytest.mark.parametrize("options", [{"samples": 0}, {"pooling": 2}, {"max_sets": 0}, {"extra": 1}, "fast"])
+def test_predict_rejects_bad_domain_calibration_options(client, task, options):
+    r = client.post("/v1/tasks/sent/predict", json={"inputs": ["great fun"], "domain_calibration": options})
+    assert r.status_code in (400, 422)
+    assert r.json()["error"]["param"].startswith("domain_calibration")
 
 
 def test_predict_budget(client, task):
