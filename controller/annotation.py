@@ -8,6 +8,10 @@
   the expected number of examples reached under the independent-cascade model, the first pick being the
   node of largest out-degree. The expectation is estimated on fixed Monte Carlo samples of live edges
   (common random numbers, so greedy steps compare like with like), with reachability as bitsets.
+- two-stage vote-k (the reference's "votek"): vote-k picks a first few (10); the model, prompted with
+  those as demonstrations, classifies every other example; ranked least confident first, the first 90% of
+  the pool is split into as many equal buckets as picks remain, and each bucket gives its highest vote score.
+  The engine work sits between the two stages (``votek_first_stage``, ``votek_second_stage``).
 - random: a seeded sample.
 All return pool row indices in selection order.
 """
@@ -45,15 +49,20 @@ def knn_graph(embeddings: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.nda
     return neighbours, sims
 
 
+def _votes(embeddings: np.ndarray, k: int) -> sparse.csr_matrix:
+    """votes_for[j, i] = 1 when i votes for j (j is among i's k nearest)."""
+    n = len(embeddings)
+    neighbours, _ = knn_graph(embeddings, k)
+    kk = neighbours.shape[1]
+    votes = sparse.csr_matrix((np.ones(n * kk), (np.repeat(np.arange(n), kk), neighbours.ravel())), shape=(n, n))
+    return votes.T.tocsr()
+
+
 def votek(embeddings: np.ndarray, budget: int, k: int = VOTEK_K) -> list[int]:
     n = len(embeddings)
     budget = min(budget, n)
-    neighbours, _ = knn_graph(embeddings, k)
-    kk = neighbours.shape[1]
-    # votes[i, j] = 1 when i votes for j (j is among i's k nearest).
-    votes = sparse.csr_matrix((np.ones(n * kk), (np.repeat(np.arange(n), kk), neighbours.ravel())), shape=(n, n))
-    votes_for = votes.T.tocsr()
-    n_votes = np.asarray(votes.sum(axis=0)).ravel()
+    votes_for = _votes(embeddings, k)
+    n_votes = np.asarray(votes_for.sum(axis=1)).ravel()
     times = np.zeros(n)  # how many picked examples each voter has voted for
     picked = np.zeros(n, dtype=bool)
     order: list[int] = []
@@ -69,6 +78,54 @@ def votek(embeddings: np.ndarray, budget: int, k: int = VOTEK_K) -> list[int]:
         order.append(best)
         picked[best] = True
         times[votes_for[best].indices] += 1
+    return order
+
+
+TWO_STAGE_FIRST = 10  # the reference's first-stage size (its --batch_size)
+
+
+def votek_first_stage(embeddings: np.ndarray, budget: int, k: int = VOTEK_K) -> list[int]:
+    """The examples to label before asking the model anything: vote-k's first picks."""
+    return votek(embeddings, min(budget, TWO_STAGE_FIRST), k)
+
+
+def votek_second_stage(embeddings: np.ndarray, first: list[int], confidence: np.ndarray, budget: int,
+                       k: int = VOTEK_K, seed: int = 0) -> list[int]:
+    """The remaining picks, given the model's confidence in its answer for every example (demonstrations: the
+    first picks, labeled). Ranked least confident first, the first 90% of the pool is cut into
+    ``budget - len(first)`` equal buckets; each gives its example of highest vote score, voters discounted by
+    10^-s for the s picks so far they voted for. Buckets too small to fill the budget: the rest at random."""
+    n = len(embeddings)
+    budget = min(budget, n)
+    order = list(first)
+    remaining = budget - len(order)
+    if remaining <= 0:
+        return order[:budget]
+    votes_for = _votes(embeddings, k)
+    picked = np.zeros(n, dtype=bool)
+    picked[order] = True
+    times = np.zeros(n)
+    for j in order:
+        times[votes_for[j].indices] += 1
+    score_order = np.where(picked, np.inf, np.asarray(confidence, dtype=np.float64))
+    ranked = np.argsort(score_order, kind="stable")  # least confident first, picked ones last
+    width = int(n * 0.9 / remaining)
+    t = 0
+    while len(order) < budget and width > 0 and t * width < n:
+        bucket = ranked[t * width:(t + 1) * width]
+        bucket = bucket[~picked[bucket]]
+        t += 1
+        if not len(bucket):
+            continue
+        weight = np.where(picked, 0.0, 10.0 ** -times)
+        scores = votes_for[bucket] @ weight
+        best = int(bucket[int(np.argmax(scores))])  # ties: the first in confidence order, as the reference
+        order.append(best)
+        picked[best] = True
+        times[votes_for[best].indices] += 1
+    if len(order) < budget:
+        rest = np.flatnonzero(~picked)
+        order += [int(i) for i in np.random.default_rng(seed).choice(rest, budget - len(order), replace=False)]
     return order
 
 

@@ -172,8 +172,10 @@ class ControllerTrainRequest(_Strict):
 
 class AnnotationPlanRequest(_Strict):
     budget: Annotated[StrictInt, Field(ge=1, le=100_000)]
-    method: Literal["votek", "ideal", "random"] = "votek"
+    method: Literal["votek", "ideal", "random", "votek_two_stage"] = "votek"
     seed: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] = 0
+    confidence_demos: Annotated[StrictInt, Field(ge=1, le=64)] = Field(
+        default=8, description="votek_two_stage: nearest labeled examples in each confidence prompt.")
 
 
 class AnnotationPlan(BaseModel):

@@ -102,9 +102,13 @@ async def predict(name: str, body: PredictRequest, request: Request) -> PredictR
     return await PredictServing(state_of(request)).predict(name, body)
 
 
-@v1.post("/tasks/{name}/annotation-plan", response_model=AnnotationPlan)
-def annotation_plan(name: str, body: AnnotationPlanRequest, request: Request) -> AnnotationPlan:
-    return AnnotationServing(state_of(request)).plan(name, body)
+@v1.post("/tasks/{name}/annotation-plan", response_model=AnnotationPlan,
+         responses={202: {"model": JobCreated, "description": "two-stage vote-k or a large pool: a job"}})
+async def annotation_plan(name: str, body: AnnotationPlanRequest, request: Request) -> AnnotationPlan | JSONResponse:
+    plan = await AnnotationServing(state_of(request)).plan(name, body)
+    if isinstance(plan, JobCreated):
+        return JSONResponse(plan.model_dump(), status_code=202)
+    return plan
 
 
 @v1.post("/tasks/{name}/controller", status_code=202, response_model=JobCreated)

@@ -1,14 +1,28 @@
-"""Annotation plans: which unlabeled examples of a task's pool to label first."""
+"""Annotation plans: which unlabeled examples of a task's pool to label first.
+
+Embedding-only methods answer at once unless the pool is large; two-stage vote-k runs the model over the
+pool, so it always runs as a job (202), like large pools."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from controller.annotation import ideal, random_selection, votek
+import numpy as np
+from anyio import to_thread
+
+from controller.annotation import ideal, random_selection, votek, votek_second_stage
+from controller.planning import plan_batch
+from controller.pool import LabeledPool
+from controller.predict import plan_calibration, predict_batch
 from service.errors import APIError
-from service.protocol import AnnotationPlan, AnnotationPlanRequest
-from service.serving_tasks import TaskServing
+from service.jobs import ProgressCallback
+from service.protocol import AnnotationPlan, AnnotationPlanRequest, JobCreated
+from service.serving_tasks import TaskServing, prompt_builder, task_template
 from service.state import AppState
+from service.store import PoolRows, TaskRecord
+
+CONFIDENCE_CHUNK = 64
 
 
 class AnnotationServing:
@@ -16,14 +30,39 @@ class AnnotationServing:
         self.state = state
         self.tasks = TaskServing(state)
 
-    def plan(self, name: str, request: AnnotationPlanRequest) -> AnnotationPlan:
-        """Runs in a worker thread (sync route): a pool of 10,000 takes a few seconds."""
+    async def plan(self, name: str, request: AnnotationPlanRequest) -> AnnotationPlan | JobCreated:
+        task, rows, unlabeled = await to_thread.run_sync(self._load, name, request)
+        if request.method == "votek_two_stage":
+            runtime = self.state.require_runtime()  # 503 now rather than a failed job later
+
+            async def two_stage(progress: ProgressCallback) -> dict[str, Any]:
+                plan = await self._two_stage(task, rows, unlabeled, request, runtime, progress)
+                return plan.model_dump()
+
+            return JobCreated(job_id=(await self.state.jobs.submit("annotation", name, two_stage)).id)
+        if len(unlabeled) > self.state.settings.annotation_sync_max:
+
+            async def large(progress: ProgressCallback) -> dict[str, Any]:
+                return (await to_thread.run_sync(self._select, rows, unlabeled, request)).model_dump()
+
+            return JobCreated(job_id=(await self.state.jobs.submit("annotation", name, large)).id)
+        return await to_thread.run_sync(self._select, rows, unlabeled, request)
+
+    def _load(self, name: str, request: AnnotationPlanRequest) -> tuple[TaskRecord, PoolRows, list[int]]:
         task = self.tasks.get_record(name)
         rows = self.state.store.load_pool(task.id)
         unlabeled = [i for i, label in enumerate(rows.labels) if label is None]
         if not unlabeled:
             raise APIError(400, f"task '{name}' has no unlabeled examples to choose from; add examples without a "
                            "label first", "no_unlabeled_examples", "name")
+        if request.method == "votek_two_stage" and len(unlabeled) == len(rows.labels):
+            raise APIError(400, "two-stage vote-k prompts the model with labeled examples, and task "
+                           f"'{name}' has none: label the picks of method 'votek' with a budget of 10 first, then "
+                           "ask again", "not_enough_labeled_examples", "method")
+        return task, rows, unlabeled
+
+    @staticmethod
+    def _select(rows: PoolRows, unlabeled: list[int], request: AnnotationPlanRequest) -> AnnotationPlan:
         began = time.perf_counter()
         embeddings = rows.embeddings[unlabeled]
         if request.method == "votek":
@@ -33,4 +72,31 @@ class AnnotationServing:
         else:
             picks = random_selection(len(unlabeled), request.budget, request.seed)
         return AnnotationPlan(ids=[rows.ids[unlabeled[i]] for i in picks], method=request.method,
+                              elapsed_s=time.perf_counter() - began)
+
+    async def _two_stage(self, task: TaskRecord, rows: PoolRows, unlabeled: list[int],
+                         request: AnnotationPlanRequest, runtime: Any, progress: ProgressCallback) -> AnnotationPlan:
+        """The task's labeled examples are the first stage: the model, prompted with the nearest of them,
+        classifies every unlabeled example; vote-k then picks across confidence buckets."""
+        began = time.perf_counter()
+        labeled = [i for i, label in enumerate(rows.labels) if label is not None]
+        pool = LabeledPool(ids=[rows.ids[i] for i in labeled], inputs=[rows.inputs[i] for i in labeled],
+                           labels=[rows.labels[i] for i in labeled], embeddings=rows.embeddings[labeled])
+        builder = prompt_builder(task, task_template(task), pool, runtime.scorer)
+        k = min(request.confidence_demos, len(labeled))
+        confidence = np.full(len(rows.ids), np.inf)
+        for start in range(0, len(unlabeled), CONFIDENCE_CHUNK):
+            part = unlabeled[start:start + CONFIDENCE_CHUNK]
+            planned = await to_thread.run_sync(lambda part=part: plan_batch(
+                builder, [rows.inputs[i] for i in part], rows.embeddings[part], [k] * len(part), "knn",
+                request.seed, None))
+            result = await predict_batch(builder, planned, plan_calibration(builder, planned, "none"), task.labels,
+                                         runtime.scorer)
+            for i, prediction in zip(part, result.predictions, strict=True):
+                confidence[i] = float(np.log(max(prediction.probs.values())))
+            progress(0.95 * min(start + CONFIDENCE_CHUNK, len(unlabeled)) / len(unlabeled))
+        order = await to_thread.run_sync(lambda: votek_second_stage(
+            rows.embeddings, labeled, confidence, len(labeled) + request.budget, seed=request.seed))
+        picks = order[len(labeled):]
+        return AnnotationPlan(ids=[rows.ids[i] for i in picks], method=request.method,
                               elapsed_s=time.perf_counter() - began)
