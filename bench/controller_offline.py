@@ -140,6 +140,7 @@ def plot(results: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 4), squeeze=False)
     for ax, item in zip(axes[0], results, strict=True):
@@ -150,6 +151,11 @@ def plot(results: list[dict], path: Path) -> None:
             ax.annotate(r["setting"], (r["prompt_tokens_per_input"], r["accuracy"]), fontsize=7)
         ax.plot([r["prompt_tokens_per_input"] for r in auto], [r["accuracy"] for r in auto], "s", label="controller")
         ax.set_xscale("log")
+        ticks = [t for t in (8, 16, 32, 64, 128, 256, 512, 1024)
+                 if min(r["prompt_tokens_per_input"] for r in fixed) / 2 <= t <= 2 * max(r["prompt_tokens_per_input"]
+                                                                                         for r in fixed)]
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(f"{item['dataset']} ({item['model']})", fontsize=9)
         ax.set_xlabel("prompt tokens per input")
         ax.set_ylabel("accuracy")

@@ -1,0 +1,175 @@
+"""Selective annotation: which examples to label, judged by the accuracy they buy (issue 5).
+
+    python bench/annotation.py --datasets sst2 trec agnews subj --seeds 0 1 2 --pool-size 3000 \\
+        --budgets 18 100 --methods random votek ideal votek_two_stage --n-test 100
+
+For each dataset and seed: a pool of --pool-size unlabeled training examples; each method picks --budgets
+of them (timed); the picks get their true labels and become the demonstration pool; the test items are
+classified with kNN demonstrations (k = min(--k, budget)), without calibration and with domain-context
+calibration (2 strings per demonstration set, kNN sets included). Two-stage vote-k labels vote-k's first 10,
+prompts the model with the nearest of them to score its confidence on the whole pool, then picks the rest
+across confidence buckets (`controller.annotation`); its selection time includes that engine work.
+`--scorer transformers --device cuda` runs where a GPU but no vLLM is available. `--table FILE...` prints the
+summary of earlier results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inprocess import REPO, Embeddings, add_engine_arguments, labeled_pool, make_scorer, run, task_data  # noqa: E402
+
+from controller.annotation import ideal, random_selection, votek, votek_first_stage, votek_second_stage  # noqa: E402
+from controller.calibration import DomainSettings, DomainWords  # noqa: E402
+from controller.planning import plan_batch  # noqa: E402
+from controller.predict import plan_calibration, predict_batch  # noqa: E402
+
+CALIBRATED = DomainSettings(samples=2, calibrate_knn=True)
+
+
+async def classify(builder, queries, vectors, labels, k: int, calibration: str, words, seed: int, scorer,
+                   batch: int) -> list[str]:
+    predicted: list[str] = []
+    for start in range(0, len(queries), batch):
+        planned = plan_batch(builder, queries[start:start + batch], vectors[start:start + batch],
+                             [k] * len(queries[start:start + batch]), "knn", seed, None)
+        plan = plan_calibration(builder, planned, calibration, words, seed, CALIBRATED, selection="knn")
+        result = await predict_batch(builder, planned, plan, labels, scorer)
+        predicted += [p.label for p in result.predictions]
+    return predicted
+
+
+async def two_stage(data, pool_rows, pool_vectors, budget: int, args, scorer, seed: int) -> list[int]:
+    """Vote-k's first picks get their labels; the model, prompted with the nearest of them, scores its
+    confidence on the rest of the pool; the second stage picks across confidence buckets."""
+    first = votek_first_stage(pool_vectors, budget)
+    labeled = labeled_pool(data, [pool_rows[i] for i in first], pool_vectors[first])
+    builder = data.builder(scorer, labeled)
+    confidence = np.full(len(pool_rows), np.inf)
+    rest = [i for i in range(len(pool_rows)) if i not in set(first)]
+    k = min(args.confidence_demos, len(first))
+    for start in range(0, len(rest), args.batch):
+        part = rest[start:start + args.batch]
+        planned = plan_batch(builder, [data.query(pool_rows[i]) for i in part], pool_vectors[part], [k] * len(part),
+                             "knn", seed, None)
+        result = await predict_batch(builder, planned, plan_calibration(builder, planned, "none"), data.labels,
+                                     scorer)
+        confidence[part] = [np.log(max(p.probs.values())) for p in result.predictions]
+    return votek_second_stage(pool_vectors, first, confidence, budget, seed=seed)
+
+
+async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out: Path, results: list[dict]) -> None:
+    for seed in args.seeds:
+        for dataset in args.datasets:
+            data = task_data(dataset, args.pool_size, args.n_test, seed)
+            pool_rows = data.pool_rows
+            texts = [data.template.embedding_text(data.query(r)) for r in pool_rows + data.test_rows]
+            vectors = embeddings.get(dataset, texts)
+            pool_vectors, test_vectors = vectors[:len(pool_rows)], vectors[len(pool_rows):]
+            queries = [data.query(r) for r in data.test_rows]
+            gold = [r["label"] for r in data.test_rows]
+            words = DomainWords.from_inputs([data.query(r) for r in pool_rows] + queries, data.template.fields)
+            for budget in args.budgets:
+                for method in args.methods:
+                    began = time.perf_counter()
+                    if method == "votek":
+                        picks = votek(pool_vectors, budget)
+                    elif method == "ideal":
+                        picks = ideal(pool_vectors, budget, seed=seed)
+                    elif method == "random":
+                        picks = random_selection(len(pool_rows), budget, seed)
+                    else:
+                        picks = await two_stage(data, pool_rows, pool_vectors, budget, args, scorer, seed)
+                    selection_s = time.perf_counter() - began
+                    labeled = labeled_pool(data, [pool_rows[i] for i in picks], pool_vectors[picks])
+                    builder = data.builder(scorer, labeled)
+                    k = min(args.k, budget)
+                    for calibration in ("none", "domain"):
+                        predicted = await classify(builder, queries, test_vectors, data.labels, k, calibration,
+                                                   words, seed, scorer, args.batch)
+                        row = {"dataset": dataset, "seed": seed, "budget": budget, "method": method, "k": k,
+                               "calibration": calibration, "selection_s": selection_s, "n": len(queries),
+                               "model": scorer.model_name, "scorer": args.scorer,
+                               "labels_covered": len({pool_rows[i]["label"] for i in picks}),
+                               "accuracy": float(np.mean([p == g for p, g in zip(predicted, gold, strict=True)])),
+                               "macro_f1": float(f1_score(gold, predicted, average="macro", labels=data.labels))}
+                        results.append(row)
+                        print(json.dumps(row), flush=True)
+                        out.write_text(json.dumps(results, indent=1))
+
+
+def summarise(results: list[dict]) -> None:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in results:
+        groups[(r["budget"], r["calibration"], r["method"], r["dataset"])].append(r)
+    datasets = sorted({r["dataset"] for r in results})
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    print("\nAccuracy (mean over seeds; selection time in seconds, median):\n")
+    print("| budget | calibration | method | seeds | " + " | ".join(datasets) + " | mean | relative to random | "
+          "selection s |")
+    print("|---|---|---|---|" + "---|" * len(datasets) + "---|---|---|")
+    for budget in sorted({r["budget"] for r in results}):
+        for calibration in ("none", "domain"):
+            base = None
+            for method in methods:
+                cells = [groups.get((budget, calibration, method, d)) for d in datasets]
+                if not any(cells):
+                    continue
+                accs = [statistics.mean(r["accuracy"] for r in c) if c else float("nan") for c in cells]
+                mean = float(np.nanmean(accs))
+                base = mean if method == "random" else base
+                rel = f"{100 * (mean / base - 1):+.1f}%" if base and method != "random" else "-"
+                secs = statistics.median(r["selection_s"] for c in cells if c for r in c)
+                seeds = min(len(c) for c in cells if c)
+                print(f"| {budget} | {calibration} | {method} | {seeds} | " + " | ".join(f"{a:.3f}" for a in accs)
+                      + f" | {mean:.3f} | {rel} | {secs:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["sst2", "trec", "agnews", "subj"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--budgets", nargs="+", type=int, default=[18, 100])
+    parser.add_argument("--methods", nargs="+", default=["random", "votek", "ideal", "votek_two_stage"],
+                        choices=["random", "votek", "ideal", "votek_two_stage"])
+    parser.add_argument("--pool-size", type=int, default=3000)
+    parser.add_argument("--n-test", type=int, default=100)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--confidence-demos", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--table", type=Path, nargs="+")
+    add_engine_arguments(parser)
+    args = parser.parse_args()
+    if args.table:
+        summarise([r for path in args.table for r in json.loads(path.read_text())])
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"annotation-{args.scorer}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    results: list[dict] = []
+
+    async def go() -> None:
+        scorer = make_scorer(args)
+        try:
+            await evaluate(args, scorer, Embeddings(args.cache, args.embeddings), out, results)
+        finally:
+            if hasattr(scorer, "shutdown"):
+                scorer.shutdown()
+
+    run(go())
+    summarise(results)
+    print(f"\nresults: {out}")
+
+
+if __name__ == "__main__":
+    main()
