@@ -108,6 +108,19 @@ async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out
                         out.write_text(json.dumps(results, indent=1))
 
 
+def derived_default(rows: list[dict], random_mode: str) -> list[dict]:
+    """The default's rows from older runs: it leaves kNN demonstrations uncalibrated (so equals `none`) and
+    calibrates other demonstrations with the same strings as ``random_mode`` (same samples, seeds and sets)."""
+    if DEFAULT_DOMAIN.calibrate_knn or parse_mode(random_mode)[1] != DomainSettings(
+            samples=DEFAULT_DOMAIN.samples, pooling=DEFAULT_DOMAIN.pooling, max_sets=DEFAULT_DOMAIN.max_sets):
+        raise SystemExit(f"{random_mode} is not what the current default does outside kNN")
+    out = []
+    for r in rows:
+        if (r["selection"] == "knn" and r["mode"] == "none") or (r["selection"] != "knn" and r["mode"] == random_mode):
+            out.append({**r, "mode": "default (derived)"})
+    return out
+
+
 def summarise(results: list[dict]) -> None:
     """Mean over seeds per (dataset, selection, k, mode), then each mode's gain over none and extra engine
     time, and the share of the reference's macro-F1 gain each mode keeps."""
@@ -174,10 +187,16 @@ def main() -> None:
     parser.add_argument("--time-limit-s", type=float, help="stop starting new configurations after this long")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--table", type=Path, nargs="+", help="only summarise earlier results")
+    parser.add_argument("--derive-default", metavar="MODE",
+                        help="with --table: add the rows the current default would give, from runs made before it "
+                             "existed (kNN rows of `none`, other rows of MODE, e.g. domain:m=2,p=0,s=all)")
     add_engine_arguments(parser)
     args = parser.parse_args()
     if args.table:
-        summarise([r for path in args.table for r in json.loads(path.read_text())])
+        rows = [r for path in args.table for r in json.loads(path.read_text())]
+        if args.derive_default:
+            rows += derived_default(rows, args.derive_default)
+        summarise(rows)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"calibration-{args.scorer}-{time.strftime('%Y%m%d-%H%M%S')}.json"

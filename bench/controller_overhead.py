@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_http import load, manifest_labels  # noqa: E402
 
-from controller.allocator import allocate, smallest_sufficient  # noqa: E402
 from controller.meta import MetaController  # noqa: E402
 from controller.planning import PromptBuilder, plan_rows, select_rows, similarities_for  # noqa: E402
 from controller.pool import LabeledPool  # noqa: E402
@@ -81,8 +80,8 @@ def main() -> None:
             zero_shot = [builder.zero_shot_tokens(q) for q in queries]
             costs = np.array([[zero_shot[i] + builder.demo_tokens(o[i]) for o in options] for i in range(batch)])
             t3 = time.perf_counter()
-            smallest_sufficient(expected, costs)
-            choice = allocate(expected, costs, int(costs[:, 2].sum()))
+            controller.choose(expected, costs)
+            choice = controller.choose(expected, costs, int(costs[:, 2].sum()))
             plan_rows(builder, queries, similarities, [options[j][i] for i, j in enumerate(choice)], None)
             t4 = time.perf_counter()
             for key, value in zip(timings, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):

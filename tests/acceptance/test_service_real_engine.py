@@ -80,19 +80,26 @@ async def test_calibration_modes_concurrency_and_prompt(tmp_path, runtime, pool_
         await _setup(client, pool_rows)
         texts = [r["text"] for r in test_rows[:4]]
 
-        async def ask(calibration: str, selection: str = "knn") -> dict:
+        async def ask(calibration: str, selection: str = "knn", **extra: object) -> dict:
             r = await client.post("/v1/tasks/sst2/predict", json={
                 "inputs": texts, "demos": 2, "selection": selection, "calibration": calibration,
-                "include_prompt": True})
+                "include_prompt": True, **extra})
             assert r.status_code == 200, r.text
             return r.json()
 
         # Concurrent requests share the engine and are batched together.
-        none, contextual, domain, random_sel, diverse = await asyncio.gather(
-            ask("none"), ask("contextual"), ask("domain"), ask("none", "random"), ask("none", "diverse"))
+        none, contextual, domain, random_sel, diverse, default_domain = await asyncio.gather(
+            ask("none"), ask("contextual"), ask("domain", domain_calibration="reference"), ask("none", "random"),
+            ask("none", "diverse"), ask("domain"))
         assert none["usage"]["calibration_tokens"] == 0
         assert contextual["usage"]["calibration_tokens"] > 0
         assert domain["usage"]["calibration_tokens"] > contextual["usage"]["calibration_tokens"]
+        # Calibration prompts read their demonstrations from the prefix cache: counted apart from computed ones.
+        assert domain["usage"]["calibration_cached_tokens"] > 0
+        # The default leaves kNN demonstrations uncalibrated.
+        assert default_domain["usage"]["calibration_tokens"] == 0
+        assert [p["probs"] for p in default_domain["predictions"]] == [p["uncalibrated_probs"]
+                                                                      for p in default_domain["predictions"]]
         for body in (contextual, domain):
             for p, raw in zip(body["predictions"], none["predictions"], strict=True):
                 assert abs(sum(p["probs"].values()) - 1) < 1e-6
