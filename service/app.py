@@ -97,8 +97,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = await to_thread.run_sync(Store, settings.resolved_database_url)
         await to_thread.run_sync(store.fail_unfinished_jobs, "the service restarted while this job ran")
-        state = AppState(settings=settings, store=store, pools=PoolCache(store), jobs=JobRunner(store),
-                         runtime=runtime)
+        pools = PoolCache(store, recent_queries=settings.domain_recent_queries)
+        state = AppState(settings=settings, store=store, pools=pools, jobs=JobRunner(store), runtime=runtime)
         app.state.icl = state
         owned: list[Runtime] = []
         starter: asyncio.Task[None] | None = None

@@ -5,6 +5,7 @@ Replicas share only the database; the version check makes a replica notice examp
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,13 +20,31 @@ from service.store import Store, TaskRecord
 class TaskPool:
     labeled: LabeledPool
     domain_words: DomainWords
+    inputs: list[dict[str, str]] = field(default_factory=list)  # every example's input, labeled or not
     # Label-bias estimates by demonstration set: valid while this pool version is (rows are their keys).
     biases: BiasCache = field(default_factory=BiasCache)
+    # The latest queries, when ICL_DOMAIN_RECENT_QUERIES asks for them in domain-context strings.
+    recent: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=0))
+    _recent_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def remember(self, queries: list[dict[str, str]]) -> None:
+        if self.recent.maxlen:
+            with self._recent_lock:
+                self.recent.extend(queries)
+
+    def words_with_recent(self, fields: list[str]) -> DomainWords:
+        """Random in-domain words from the task's inputs and its recent queries."""
+        with self._recent_lock:
+            recent = list(self.recent)
+        if not recent:
+            return self.domain_words
+        return DomainWords.from_inputs([*self.inputs, *recent], fields)
 
 
 class PoolCache:
-    def __init__(self, store: Store, max_tasks: int = 64) -> None:
+    def __init__(self, store: Store, max_tasks: int = 64, recent_queries: int = 0) -> None:
         self._store = store
+        self._recent_queries = recent_queries
         self._lock = threading.Lock()
         # Keyed by id and creation time: SQLite may give a re-created task the id of a deleted one.
         self._entries: dict[tuple[int, object], tuple[int, TaskPool]] = {}
@@ -51,6 +70,8 @@ class PoolCache:
             ),
             # Random in-domain words come from every input of the task, labeled or not.
             domain_words=DomainWords.from_inputs(rows.inputs, template.fields),
+            inputs=list(rows.inputs),
+            recent=deque(maxlen=self._recent_queries),
         )
         with self._lock:
             if len(self._entries) >= self._max_tasks:

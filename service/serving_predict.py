@@ -95,7 +95,9 @@ class PredictServing:
             raise APIError(413, str(exc), "context_length_exceeded", f"inputs[{exc.index}]") from exc
         except (BudgetTooSmallError, BudgetInfeasibleError) as exc:
             raise APIError(400, str(exc), "budget_too_small", "budget.max_prompt_tokens") from exc
-        calibration = plan_calibration(builder, planned, request.calibration, pool.domain_words, request.seed,
+        words = pool.words_with_recent(template.fields) if request.calibration == "domain" else pool.domain_words
+        pool.remember(queries)  # bounded; nothing unless ICL_DOMAIN_RECENT_QUERIES is set
+        calibration = plan_calibration(builder, planned, request.calibration, words, request.seed,
                                        domain_settings(request), pool.biases, request.selection)
         return builder, planned, calibration, pool, task.labels
 

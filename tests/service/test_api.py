@@ -364,3 +364,26 @@ async def test_admission_control_answers_429_when_busy(tmp_path):
         gate.set()
         assert (await first).status_code == 200
         assert app.state.icl.inflight_prompts == 0
+
+
+def test_domain_strings_can_draw_on_recent_queries(tmp_path):
+    """With ICL_DOMAIN_RECENT_QUERIES, words of earlier queries appear in later calibration prompts."""
+    with make_client(tmp_path, domain_recent_queries=4) as c:
+        c.post("/v1/tasks", json=TASK)
+        c.post("/v1/tasks/sent/examples", json={"examples": EXAMPLES})
+        body = {"inputs": ["zebra"], "selection": "random", "calibration": "domain",
+                "domain_calibration": {"samples": 40}, "include_prompt": True}
+        scorer = c.app.state.icl.runtime.scorer
+        c.post("/v1/tasks/sent/predict", json=body)
+        first = len(scorer.calls)
+        c.post("/v1/tasks/sent/predict", json={**body, "inputs": ["quokka"]})
+        later = [scorer.decode(ids) for ids in scorer.calls[first:]]
+        assert any("zebra" in words for words in later)  # an earlier query's word, drawn into a random string
+    with make_client(tmp_path / "off") as c:  # off by default
+        c.post("/v1/tasks", json=TASK)
+        c.post("/v1/tasks/sent/examples", json={"examples": EXAMPLES})
+        c.post("/v1/tasks/sent/predict", json={**body, "inputs": ["zebra"]})
+        scorer = c.app.state.icl.runtime.scorer
+        first = len(scorer.calls)
+        c.post("/v1/tasks/sent/predict", json={**body, "inputs": ["quokka"]})
+        assert not any("zebra" in scorer.decode(ids) for ids in scorer.calls[first:])
