@@ -27,7 +27,14 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inprocess import REPO, Embeddings, add_engine_arguments, labeled_pool, make_scorer, run, task_data  # noqa: E402
+from inprocess import (  # noqa: E402
+    REPO,
+    Embeddings,
+    add_engine_arguments,
+    labeled_pool,
+    run_benchmark,
+    task_data,
+)
 
 from controller.annotation import ideal, random_selection, votek, votek_first_stage, votek_second_stage  # noqa: E402
 from controller.calibration import DomainSettings, DomainWords  # noqa: E402
@@ -154,22 +161,7 @@ def main() -> None:
     if args.table:
         summarise([r for path in args.table for r in json.loads(path.read_text())])
         return
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"annotation-{args.scorer}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    results: list[dict] = []
-
-    async def go() -> None:
-        scorer = make_scorer(args)
-        try:
-            await evaluate(args, scorer, Embeddings(args.cache, args.embeddings), out, results)
-        finally:
-            if hasattr(scorer, "shutdown"):
-                scorer.shutdown()
-
-    run(go())
-    summarise(results)
-    print(f"\nresults: {out}")
-
+    run_benchmark(args, "annotation", evaluate, summarise)
 
 if __name__ == "__main__":
     main()

@@ -31,6 +31,7 @@ import httpx
 from sklearn.metrics import f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from controller_offline import plot  # noqa: E402
 from eval_http import DEFAULT_TEMPLATE, REPO, TEMPLATES, input_of, load, service, setup_task  # noqa: E402
 
 
@@ -153,28 +154,6 @@ def main() -> None:
             print(f"| {r['setting']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['prompt_tokens_per_input']:.0f} "
                   f"| {r['mean_k']:.2f} |")
     print(f"\nresults: {path}, plot: {path.with_suffix('.png')}")
-
-
-def plot(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 4), squeeze=False)
-    for ax, item in zip(axes[0], results, strict=True):
-        fixed = [r for r in item["rows"] if r["setting"].startswith("k=")]
-        auto = [r for r in item["rows"] if r["setting"].startswith("auto")]
-        ax.plot([r["prompt_tokens_per_input"] for r in fixed], [r["accuracy"] for r in fixed], "o-", label="fixed k")
-        for r in fixed:
-            ax.annotate(r["setting"], (r["prompt_tokens_per_input"], r["accuracy"]), fontsize=7)
-        ax.plot([r["prompt_tokens_per_input"] for r in auto], [r["accuracy"] for r in auto], "s", label="controller")
-        ax.set_title(f"{item['dataset']} ({item['model']})", fontsize=9)
-        ax.set_xlabel("prompt tokens per input")
-        ax.set_ylabel("accuracy")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

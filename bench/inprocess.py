@@ -12,7 +12,8 @@ import hashlib
 import os
 import random
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,3 +163,25 @@ def labeled_pool(data: TaskData, rows: Sequence[dict], embeddings: np.ndarray, p
 def run(coro: Any) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return asyncio.run(coro)
+
+
+def run_benchmark(args: argparse.Namespace, name: str,
+                  evaluate: Callable[[argparse.Namespace, Any, Embeddings, Path, list[dict]], Awaitable[None]],
+                  summarise: Callable[[list[dict]], None]) -> None:
+    """Start the scorer, let ``evaluate`` append result rows (and rewrite ``out`` as it goes, so a run cut
+    short keeps what it did), stop the scorer, print the summary."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"{name}-{args.scorer}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    results: list[dict] = []
+
+    async def go() -> None:
+        scorer = make_scorer(args)
+        try:
+            await evaluate(args, scorer, Embeddings(args.cache, args.embeddings), out, results)
+        finally:
+            if hasattr(scorer, "shutdown"):
+                scorer.shutdown()
+
+    run(go())
+    summarise(results)
+    print(f"\nresults: {out}")

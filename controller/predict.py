@@ -110,7 +110,6 @@ def plan_calibration(
             cached[set_index] = hit
             continue
         keys[set_index] = key
-        assert domain_words is not None or not use_domain
         queries = (domain_words.sample(settings.samples, [seed, *rows]) if use_domain and domain_words
                    else content_free_queries(fields))
         for query in queries:
