@@ -135,20 +135,27 @@ def summarise(results: list[dict]) -> None:
     for r in results:
         groups[(r["dataset"], r["selection"], r["k"], r["mode"])].append(r)
     modes = list(dict.fromkeys(r["mode"] for r in results))
-    print("\n| dataset | selection | k | mode | seeds | macro-F1 | accuracy | calib prompts/input | "
-          "computed tok/input | engine ms/input |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
     means: dict[tuple, dict[str, float | None]] = {}
     for key, rows in groups.items():
         times = [r["engine_ms_per_input"] for r in rows if r["engine_ms_per_input"] is not None]
-        m = {"f1": statistics.mean(r["macro_f1"] for r in rows), "acc": statistics.mean(r["accuracy"] for r in rows),
-             "calib": statistics.mean(r["calibration_prompts_per_input"] for r in rows),
-             "computed": statistics.mean(r["computed_tokens_per_input"] for r in rows),
-             "ms": statistics.median(times) if times else None}
-        means[key] = m
-        ms = f"{m['ms']:.0f}" if m["ms"] is not None else "-"
-        print(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {len(rows)} | {m['f1']:.3f} | {m['acc']:.3f} | "
-              f"{m['calib']:.1f} | {m['computed']:.0f} | {ms} |")
+        means[key] = {"f1": statistics.mean(r["macro_f1"] for r in rows),
+                      "acc": statistics.mean(r["accuracy"] for r in rows),
+                      "calib": statistics.mean(r["calibration_prompts_per_input"] for r in rows),
+                      "computed": statistics.mean(r["computed_tokens_per_input"] for r in rows),
+                      "ms": statistics.median(times) if times else None, "seeds": len(rows)}
+    for metric, title, fmt in (("f1", "macro-F1", "{:.3f}"), ("acc", "accuracy", "{:.3f}"),
+                               ("ms", "engine ms/input (median over seeds)", "{:.0f}")):
+        if all(m[metric] is None for m in means.values()):
+            continue
+        print(f"\n{title}, mean over seeds (seeds in brackets):\n")
+        print("| dataset | selection | k | " + " | ".join(modes) + " |")
+        print("|---|---|---|" + "---|" * len(modes))
+        for config in sorted({key[:3] for key in means}):
+            cells = []
+            for mode in modes:
+                m = means.get((*config, mode))
+                cells.append("-" if m is None or m[metric] is None else fmt.format(m[metric]) + f" ({m['seeds']})")
+            print(f"| {config[0]} | {config[1]} | {config[2]} | " + " | ".join(cells) + " |")
     configs = sorted({key[:3] for key in means if (*key[:3], "none") in means})
     print("\nOver all dataset/selection/k configurations (means of per-configuration seed means):\n")
     print("| mode | macro-F1 | gain over none | share of reference gain | extra computed tokens | "
@@ -203,7 +210,7 @@ def main() -> None:
         rows = [r for path in args.table for r in json.loads(path.read_text())]
         if args.derive_default:
             rows += derived_default(rows, args.derive_default)
-        summarise(rows)
+        summarise([r for r in rows if r["mode"] in args.modes or r["mode"] == "default (derived)"])
         return
     run_benchmark(args, "calibration", evaluate, summarise)
 
