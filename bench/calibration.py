@@ -158,11 +158,13 @@ def summarise(results: list[dict]) -> None:
             print(f"| {config[0]} | {config[1]} | {config[2]} | " + " | ".join(cells) + " |")
     configs = sorted({key[:3] for key in means if (*key[:3], "none") in means})
     print("\nOver all dataset/selection/k configurations (means of per-configuration seed means):\n")
-    print("| mode | macro-F1 | gain over none | share of reference gain | extra computed tokens | "
-          "extra engine time |")
-    print("|---|---|---|---|---|---|")
-    ref_gain = _mean([means[(*c, "reference")]["f1"] - means[(*c, "none")]["f1"] for c in configs
-                      if (*c, "reference") in means])
+    print("| mode | configurations | macro-F1 | gain over none | share of reference gain (where both ran) | "
+          "extra computed tokens | extra engine time (total over total) |")
+    print("|---|---|---|---|---|---|---|")
+
+    def gain_of(mode: str, over: list[tuple]) -> float:
+        return _mean([means[(*c, mode)]["f1"] - means[(*c, "none")]["f1"] for c in over])
+
     for mode in modes:
         have = [c for c in configs if (*c, mode) in means]
         if not have:
@@ -172,8 +174,10 @@ def summarise(results: list[dict]) -> None:
         tokens = _ratio([means[(*c, mode)]["computed"] for c in have], [means[(*c, "none")]["computed"] for c in have])
         timed = [c for c in have if means[(*c, mode)]["ms"] is not None]
         extra_time = _ratio([means[(*c, mode)]["ms"] for c in timed], [means[(*c, "none")]["ms"] for c in timed])
-        share = f"{gain / ref_gain:.0%}" if ref_gain else "-"
-        print(f"| {mode} | {f1:.3f} | {gain:+.3f} | {share} | {tokens} | {extra_time} |")
+        both = [c for c in have if (*c, "reference") in means]
+        ref_gain = gain_of("reference", both)
+        share = f"{gain_of(mode, both) / ref_gain:.0%} of {len(both)}" if both and ref_gain else "-"
+        print(f"| {mode} | {len(have)} | {f1:.3f} | {gain:+.3f} | {share} | {tokens} | {extra_time} |")
 
 
 def _mean(values: list[float]) -> float:
