@@ -7,14 +7,16 @@
 Either way the calibrated distribution is ``p / bias``, renormalised.
 
 The reference domain setting costs 20 extra prompts per demonstration set, which with per-input demonstrations
-is 20 per input. ``DomainSettings`` makes it cheaper: fewer strings per set (each set draws its own, so a batch
-still sees many), estimates pooled across the batch's sets (the domain's bias is largely shared; pooling trades
-a set's own noisy estimate for the batch's), and at most ``max_sets`` sets calibrated per batch. Estimates are
-cached per demonstration set (``BiasCache``), so a repeated set costs nothing.
+is 20 per input. ``DomainSettings`` can make it cheaper: fewer strings per set (each set draws its own), leaving
+kNN-retrieved demonstrations uncalibrated, estimates pooled across the batch's sets, at most ``max_sets`` sets
+calibrated per batch. bench/calibration.py measured which keep the gain (bench/README.md): 2 strings per set
+and no calibration of kNN demonstrations did; pooling did not (each set's own bias is what calibration
+corrects). Estimates are cached per demonstration set (``BiasCache``), so a repeated set costs nothing.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -131,18 +133,21 @@ class BiasCache:
     def __init__(self, max_entries: int = 20_000) -> None:
         self._entries: OrderedDict[Hashable, np.ndarray] = OrderedDict()
         self._max = max_entries
+        self._lock = threading.Lock()  # planning threads read while the event loop writes
 
     def get(self, key: Hashable) -> np.ndarray | None:
-        bias = self._entries.get(key)
-        if bias is not None:
-            self._entries.move_to_end(key)
-        return bias
+        with self._lock:
+            bias = self._entries.get(key)
+            if bias is not None:
+                self._entries.move_to_end(key)
+            return bias
 
     def put(self, key: Hashable, bias: np.ndarray) -> None:
-        self._entries[key] = bias
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        with self._lock:
+            self._entries[key] = bias
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._entries)
