@@ -113,7 +113,6 @@ class DomainCalibrationOptions(_Strict):
         default=DEFAULT_DOMAIN.max_sets,
         description="Demonstration sets calibrated per request; the others get the batch-wide estimate. "
                     "null = every set.")
-
     calibrate_knn: bool = Field(default=True, description="Also calibrate kNN-retrieved demonstrations.")
 
     def settings(self) -> DomainSettings:

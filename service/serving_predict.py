@@ -33,7 +33,6 @@ from service.state import AppState, Runtime
 logger = logging.getLogger(__name__)
 
 
-
 def domain_settings(request: PredictRequest) -> DomainSettings:
     options = request.domain_calibration
     if options == "reference":
@@ -41,6 +40,7 @@ def domain_settings(request: PredictRequest) -> DomainSettings:
     if options == "default":
         return DEFAULT_DOMAIN
     return options.settings()
+
 
 class PredictServing:
     def __init__(self, state: AppState) -> None:
