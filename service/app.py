@@ -96,9 +96,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = await to_thread.run_sync(Store, settings.resolved_database_url)
-        await to_thread.run_sync(store.fail_unfinished_jobs, "the service restarted while this job ran")
         pools = PoolCache(store, recent_queries=settings.domain_recent_queries)
-        state = AppState(settings=settings, store=store, pools=pools, jobs=JobRunner(store), runtime=runtime)
+        jobs = JobRunner(store)
+        jobs.start()  # its first beat fails jobs a dead process left unfinished
+        state = AppState(settings=settings, store=store, pools=pools, jobs=jobs, runtime=runtime)
         app.state.icl = state
         owned: list[Runtime] = []
         starter: asyncio.Task[None] | None = None

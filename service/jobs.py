@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from anyio import to_thread
@@ -17,16 +18,38 @@ ProgressCallback = Callable[[float], None]
 JobBody = Callable[[ProgressCallback], Awaitable[dict[str, Any]]]
 
 
+INTERRUPTED = "the process running this job stopped before it finished"
+
+
 class JobRunner:
-    def __init__(self, store: Store) -> None:
+    """Runs jobs in this process. Every ``heartbeat_s`` it marks its jobs alive in the store and fails jobs
+    nobody has marked for ``stale_after_s`` (their process died), so replicas sharing a database leave each
+    other's running jobs alone."""
+
+    def __init__(self, store: Store, heartbeat_s: float = 15.0, stale_after_s: float = 60.0) -> None:
         self._store = store
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._heartbeat_s = heartbeat_s
+        self._stale_after = timedelta(seconds=stale_after_s)
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._heartbeat = asyncio.create_task(self._beat(), name="job heartbeat")
+
+    async def _beat(self) -> None:
+        while True:
+            try:
+                await to_thread.run_sync(self._store.touch_jobs, list(self._tasks))
+                await to_thread.run_sync(self._store.fail_stale_jobs, self._stale_after, INTERRUPTED)
+            except Exception:  # a database hiccup must not stop the heartbeat for good
+                logger.exception("job heartbeat failed")
+            await asyncio.sleep(self._heartbeat_s)
 
     async def submit(self, kind: str, task_name: str | None, body: JobBody) -> JobRecord:
         job = await to_thread.run_sync(self._store.create_job, kind, task_name)
         task = asyncio.create_task(self._run(job.id, body), name=f"job {job.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[job.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
         return job
 
     async def _run(self, job_id: str, body: JobBody) -> None:
@@ -40,6 +63,10 @@ class JobRunner:
         await to_thread.run_sync(self._update, job_id, {"status": "running"})
         try:
             result = await body(progress)
+        except asyncio.CancelledError:  # the service is stopping: say so now rather than after a missed beat
+            self._update(job_id, {"status": "failed", "error": {"message": "the service stopped while this job ran",
+                                                                 "type": "job_interrupted"}})
+            raise
         except Exception as exc:  # a failed job reports why instead of vanishing
             logger.exception("job %s failed", job_id)
             await to_thread.run_sync(self._update, job_id, {
@@ -51,6 +78,7 @@ class JobRunner:
         self._store.update_job(job_id, **values)
 
     async def shutdown(self) -> None:
-        for task in list(self._tasks):
+        tasks = [*self._tasks.values(), *([self._heartbeat] if self._heartbeat else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)

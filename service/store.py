@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -373,10 +373,21 @@ class Store:
                 return None
             return JobRecord(row.id, row.kind, row.task_name, row.status, row.progress, row.result, row.error)
 
-    def fail_unfinished_jobs(self, reason: str) -> None:
-        """Jobs that were queued or running when the process stopped will never finish: say so."""
+    def touch_jobs(self, job_ids: list[str]) -> None:
+        """Heartbeat of the jobs this process runs: their ``updated_at`` says they are alive."""
+        if not job_ids:
+            return
         with self._transaction() as session:
-            session.execute(
-                update(JobRow).where(JobRow.status.in_(("queued", "running")))
+            session.execute(update(JobRow).where(JobRow.id.in_(job_ids), JobRow.status.in_(("queued", "running")))
+                            .values(updated_at=_now()))
+
+    def fail_stale_jobs(self, stale_after: timedelta, reason: str) -> int:
+        """Unfinished jobs whose runner has not been heard of for ``stale_after`` died with their process
+        (any replica's): say so. Jobs other live replicas run keep beating and are left alone."""
+        cutoff = _now() - stale_after
+        with self._transaction() as session:
+            result = session.execute(
+                update(JobRow).where(JobRow.status.in_(("queued", "running")), JobRow.updated_at < cutoff)
                 .values(status="failed", error={"message": reason, "type": "job_interrupted"}, updated_at=_now())
             )
+            return int(result.rowcount or 0)

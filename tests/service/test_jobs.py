@@ -1,4 +1,5 @@
 import asyncio
+from datetime import timedelta
 
 from service.jobs import JobRunner
 from service.store import Store
@@ -48,5 +49,41 @@ async def test_failed_job_says_why_and_restart_fails_unfinished(tmp_path):
     assert failed.error == {"message": "needs 20 labeled examples, has 3", "type": "ValueError"}
 
     stuck = store.create_job("demo", None)
-    store.fail_unfinished_jobs("restarted")
-    assert store.get_job(stuck.id).status == "failed"
+    assert store.fail_stale_jobs(timedelta(hours=1), "died") == 0  # heard of just now
+    assert store.get_job(stuck.id).status == "queued"
+    assert store.fail_stale_jobs(timedelta(0), "died") == 1
+    assert store.get_job(stuck.id).error == {"message": "died", "type": "job_interrupted"}
+
+
+async def test_replicas_keep_each_others_jobs_alive_and_fail_orphans(tmp_path):
+    """Two runners on one database: each one's heartbeat keeps its own job running while the other sweeps;
+    a job nobody runs (its process died) is failed once it has not been heard of for stale_after_s."""
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    replicas = [JobRunner(store, heartbeat_s=0.05, stale_after_s=0.3) for _ in range(2)]
+    for runner in replicas:
+        runner.start()
+    gate = asyncio.Event()
+
+    async def slow(progress):
+        await gate.wait()
+        return {}
+
+    job = await replicas[0].submit("demo", None, slow)
+    orphan = store.create_job("demo", None)
+    await asyncio.sleep(1.0)  # over three stale periods
+    assert store.get_job(job.id).status == "running"
+    assert store.get_job(orphan.id).status == "failed"
+    gate.set()
+    await _wait(store, job.id, "succeeded")
+    # A job still running when its service stops is failed at once, not left for the sweep.
+    again = await replicas[1].submit("demo", None, _forever)
+    await _wait(store, again.id, "running")
+    for runner in replicas:
+        await runner.shutdown()
+    assert store.get_job(again.id).status == "failed"
+    assert store.get_job(again.id).error["message"] == "the service stopped while this job ran"
+
+
+async def _forever(progress):
+    await asyncio.Event().wait()
+    return {}

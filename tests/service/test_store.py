@@ -70,3 +70,20 @@ def test_service_state_survives_restart(url, tmp_path):
     with client() as c:
         assert c.get("/v1/tasks/t").json()["n_labeled"] == 1
         assert c.get("/v1/tasks/t/examples").json()["examples"][0]["id"] == "e1"
+
+
+def test_stale_jobs_are_failed_and_live_ones_kept(url):
+    from datetime import timedelta
+
+    store = Store(url)
+    alive, dead = store.create_job("demo", None), store.create_job("demo", None)
+    store.update_job(alive.id, status="running")
+    store.touch_jobs([alive.id])
+    assert store.fail_stale_jobs(timedelta(minutes=5), "died") == 0
+    assert store.fail_stale_jobs(timedelta(0), "died") == 2  # nothing beats for them here
+    assert store.get_job(dead.id).status == "failed" and store.get_job(alive.id).status == "failed"
+    finished = store.create_job("demo", None)
+    store.update_job(finished.id, status="succeeded", result={})
+    assert store.fail_stale_jobs(timedelta(0), "died") == 0  # finished jobs are never touched
+    assert store.get_job(finished.id).status == "succeeded"
+    store.close()
