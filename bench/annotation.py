@@ -127,15 +127,19 @@ def summarise(results: list[dict]) -> None:
     print("|---|---|---|---|" + "---|" * len(datasets) + "---|---|---|")
     for budget in sorted({r["budget"] for r in results}):
         for calibration in ("none", "domain"):
-            base = None
+            base: list[float] | None = None
             for method in methods:
                 cells = [groups.get((budget, calibration, method, d)) for d in datasets]
                 if not any(cells):
                     continue
                 accs = [statistics.mean(r["accuracy"] for r in c) if c else float("nan") for c in cells]
                 mean = float(np.nanmean(accs))
-                base = mean if method == "random" else base
-                rel = f"{100 * (mean / base - 1):+.1f}%" if base and method != "random" else "-"
+                if method == "random":
+                    base = accs
+                # Relative to random on the same datasets (a method may have run on fewer).
+                same = [(a, b) for a, b in zip(accs, base or [], strict=False) if not np.isnan(a) and not np.isnan(b)]
+                rel = (f"{100 * (sum(a for a, _ in same) / sum(b for _, b in same) - 1):+.1f}%"
+                       if same and method != "random" else "-")
                 secs = statistics.median(r["selection_s"] for c in cells if c for r in c)
                 seeds = min(len(c) for c in cells if c)
                 print(f"| {budget} | {calibration} | {method} | {seeds} | " + " | ".join(f"{a:.3f}" for a in accs)
