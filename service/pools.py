@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,7 +14,7 @@ import numpy as np
 from controller.calibration import BiasCache, DomainWords
 from controller.pool import LabeledPool
 from controller.templates import PromptTemplate
-from service.store import Store, TaskRecord
+from service.store import PoolRows, Store, TaskRecord
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,20 @@ class TaskPool:
         return DomainWords.from_inputs([*self.inputs, *recent], fields)
 
 
+def labeled_rows(rows: PoolRows) -> list[int]:
+    return [i for i, label in enumerate(rows.labels) if label is not None]
+
+
+def pool_of(rows: PoolRows, indices: Sequence[int]) -> LabeledPool:
+    """The demonstration pool made of these (labeled) rows, in their order."""
+    indices = list(indices)
+    dim = rows.embeddings.shape[-1] if rows.embeddings.ndim == 2 else 0  # a task without examples has none
+    embeddings = rows.embeddings[indices] if indices else np.zeros((0, dim), dtype=np.float32)
+    return LabeledPool(ids=[rows.ids[i] for i in indices], inputs=[rows.inputs[i] for i in indices],
+                       labels=[rows.labels[i] for i in indices],  # type: ignore[misc]
+                       embeddings=embeddings)
+
+
 class PoolCache:
     def __init__(self, store: Store, max_tasks: int = 64, recent_queries: int = 0) -> None:
         self._store = store
@@ -57,17 +72,8 @@ class PoolCache:
             if hit is not None and hit[0] == version:
                 return hit[1]
         rows = self._store.load_pool(task.id)
-        labeled = [i for i, label in enumerate(rows.labels) if label is not None]
-        embeddings = rows.embeddings[labeled] if labeled else np.zeros((0, rows.embeddings.shape[-1] if
-                                                                         rows.embeddings.ndim == 2 else 0),
-                                                                        dtype=np.float32)
         pool = TaskPool(
-            labeled=LabeledPool(
-                ids=[rows.ids[i] for i in labeled],
-                inputs=[rows.inputs[i] for i in labeled],
-                labels=[rows.labels[i] for i in labeled],  # type: ignore[misc]
-                embeddings=embeddings,
-            ),
+            labeled=pool_of(rows, labeled_rows(rows)),
             # Random in-domain words come from every input of the task, labeled or not.
             domain_words=DomainWords.from_inputs(rows.inputs, template.fields),
             inputs=list(rows.inputs),

@@ -13,10 +13,10 @@ from anyio import to_thread
 
 from controller.annotation import ideal, random_selection, votek, votek_second_stage
 from controller.planning import plan_batch
-from controller.pool import LabeledPool
 from controller.predict import plan_calibration, predict_batch
 from service.errors import APIError
 from service.jobs import ProgressCallback
+from service.pools import labeled_rows, pool_of
 from service.protocol import AnnotationPlan, AnnotationPlanRequest, JobCreated
 from service.serving_tasks import TaskServing, prompt_builder, task_template
 from service.state import AppState
@@ -79,10 +79,8 @@ class AnnotationServing:
         """The task's labeled examples are the first stage: the model, prompted with the nearest of them,
         classifies every unlabeled example; vote-k then picks across confidence buckets."""
         began = time.perf_counter()
-        labeled = [i for i, label in enumerate(rows.labels) if label is not None]
-        pool = LabeledPool(ids=[rows.ids[i] for i in labeled], inputs=[rows.inputs[i] for i in labeled],
-                           labels=[rows.labels[i] for i in labeled], embeddings=rows.embeddings[labeled])
-        builder = prompt_builder(task, task_template(task), pool, runtime.scorer)
+        labeled = labeled_rows(rows)
+        builder = prompt_builder(task, task_template(task), pool_of(rows, labeled), runtime.scorer)
         k = min(request.confidence_demos, len(labeled))
         confidence = np.full(len(rows.ids), np.inf)
         for start in range(0, len(unlabeled), CONFIDENCE_CHUNK):

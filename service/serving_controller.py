@@ -11,10 +11,10 @@ import numpy as np
 from anyio import to_thread
 
 from controller.meta import MetaController
-from controller.pool import LabeledPool
 from controller.training import MIN_TRAIN_SIZE, collect, validate
 from service.errors import APIError
 from service.jobs import ProgressCallback
+from service.pools import labeled_rows, pool_of
 from service.protocol import ControllerTrainRequest, JobCreated
 from service.serving_tasks import TaskServing, prompt_builder, task_template
 from service.state import AppState
@@ -50,12 +50,10 @@ class ControllerServing:
 
         async def body(progress: ProgressCallback) -> dict[str, Any]:
             rows = await to_thread.run_sync(self.state.store.load_pool, task.id)
-            labeled = [i for i, label in enumerate(rows.labels) if label is not None]
+            labeled = labeled_rows(rows)
             order = np.random.default_rng(request.seed).permutation(len(labeled))
             held = [labeled[i] for i in order[:train_size]]
-            rest = [labeled[i] for i in order[train_size:]]
-            pool = LabeledPool(ids=[rows.ids[i] for i in rest], inputs=[rows.inputs[i] for i in rest],
-                               labels=[rows.labels[i] for i in rest], embeddings=rows.embeddings[rest])
+            pool = pool_of(rows, [labeled[i] for i in order[train_size:]])
             template = task_template(task)
             scorer = runtime.scorer
             builder = prompt_builder(task, template, pool, scorer)
