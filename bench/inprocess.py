@@ -142,9 +142,7 @@ class TaskData:
         return {f: str(row[f]) for f in self.template.fields}
 
     def builder(self, scorer: LabelScorer, pool: LabeledPool) -> PromptBuilder:
-        verbalizers = {label: label for label in self.labels}
-        longest = max(len(scorer.continuation_ids(self.template.continuation(v))) for v in verbalizers.values())
-        return PromptBuilder(self.template, verbalizers, pool, scorer.tokenize, scorer.max_model_len, longest)
+        return PromptBuilder.for_scorer(self.template, {label: label for label in self.labels}, pool, scorer)
 
 
 def task_data(dataset: str, pool_size: int, n_test: int, seed: int) -> TaskData:

@@ -9,6 +9,7 @@ import numpy as np
 
 from controller.pool import LabeledPool
 from controller.retrieval import Selection, cosine_similarities, select_demos
+from controller.scoring import LabelScorer
 from controller.templates import Demo, PromptTemplate
 
 
@@ -65,6 +66,13 @@ class PromptBuilder:
         self.max_prompt_tokens = max_model_len - max_continuation_tokens
         self._demo_tokens: dict[int, int] = {}
         self._separator_tokens: int | None = None
+
+    @classmethod
+    def for_scorer(cls, template: PromptTemplate, verbalizers: Mapping[str, str], pool: LabeledPool,
+                   scorer: LabelScorer) -> PromptBuilder:
+        """A builder on this scorer's tokenizer and window, leaving room for the longest verbalizer."""
+        longest = max(len(scorer.continuation_ids(template.continuation(v))) for v in verbalizers.values())
+        return cls(template, verbalizers, pool, scorer.tokenize, scorer.max_model_len, longest)
 
     def zero_shot_tokens(self, query: Mapping[str, str]) -> int:
         return len(self.tokenize(self.render(query, [])))

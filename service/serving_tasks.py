@@ -18,8 +18,7 @@ def task_template(task: TaskRecord) -> PromptTemplate:
 
 def prompt_builder(task: TaskRecord, template: PromptTemplate, pool: LabeledPool, scorer: LabelScorer) -> PromptBuilder:
     """The task's prompt builder on this pool, leaving room in the window for its longest verbalizer."""
-    longest = max(len(scorer.continuation_ids(template.continuation(v))) for v in task.verbalizers.values())
-    return PromptBuilder(template, task.verbalizers, pool, scorer.tokenize, scorer.max_model_len, longest)
+    return PromptBuilder.for_scorer(template, task.verbalizers, pool, scorer)
 
 
 def task_object(task: TaskRecord, default_k: int, controller: dict | None = None) -> TaskObject:
