@@ -36,7 +36,14 @@ from inprocess import (  # noqa: E402
     task_data,
 )
 
-from controller.annotation import ideal, random_selection, votek, votek_first_stage, votek_second_stage  # noqa: E402
+from controller.annotation import (  # noqa: E402
+    ideal,
+    model_confidence,
+    random_selection,
+    votek,
+    votek_first_stage,
+    votek_second_stage,
+)
 from controller.calibration import DomainSettings, DomainWords  # noqa: E402
 from controller.planning import plan_batch  # noqa: E402
 from controller.predict import plan_calibration, predict_batch  # noqa: E402
@@ -61,17 +68,12 @@ async def two_stage(data, pool_rows, pool_vectors, budget: int, args, scorer, se
     confidence on the rest of the pool; the second stage picks across confidence buckets."""
     first = votek_first_stage(pool_vectors, budget)
     labeled = labeled_pool(data, [pool_rows[i] for i in first], pool_vectors[first])
-    builder = data.builder(scorer, labeled)
     confidence = np.full(len(pool_rows), np.inf)
-    rest = [i for i in range(len(pool_rows)) if i not in set(first)]
-    k = min(args.confidence_demos, len(first))
-    for start in range(0, len(rest), args.batch):
-        part = rest[start:start + args.batch]
-        planned = plan_batch(builder, [data.query(pool_rows[i]) for i in part], pool_vectors[part], [k] * len(part),
-                             "knn", seed, None)
-        result = await predict_batch(builder, planned, plan_calibration(builder, planned, "none"), data.labels,
-                                     scorer)
-        confidence[part] = [np.log(max(p.probs.values())) for p in result.predictions]
+    picked = set(first)
+    rest = [i for i in range(len(pool_rows)) if i not in picked]
+    confidence[rest] = await model_confidence(data.builder(scorer, labeled), [data.query(pool_rows[i]) for i in rest],
+                                              pool_vectors[rest], data.labels, min(args.confidence_demos, len(first)),
+                                              seed, scorer, chunk=args.batch)
     return votek_second_stage(pool_vectors, first, confidence, budget, seed=seed)
 
 

@@ -18,9 +18,15 @@ All return pool row indices in selection order.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+
 import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
+
+from controller.planning import PromptBuilder, plan_batch
+from controller.predict import plan_calibration, predict_batch
+from controller.scoring import LabelScorer
 
 VOTEK_K = 150
 IDEAL_K = 10
@@ -127,6 +133,22 @@ def votek_second_stage(embeddings: np.ndarray, first: list[int], confidence: np.
         rest = np.flatnonzero(~picked)
         order += [int(i) for i in np.random.default_rng(seed).choice(rest, budget - len(order), replace=False)]
     return order
+
+
+async def model_confidence(builder: PromptBuilder, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray,
+                           labels: Sequence[str], k: int, seed: int, scorer: LabelScorer, chunk: int = 64,
+                           progress: Callable[[float], None] = lambda _: None) -> np.ndarray:
+    """Two-stage vote-k's engine work: for each query, the log-probability of the model's own answer when
+    prompted with its k nearest labeled examples (uncalibrated). Low means unsure."""
+    out = np.zeros(len(queries))
+    for start in range(0, len(queries), chunk):
+        part = slice(start, min(start + chunk, len(queries)))
+        planned = plan_batch(builder, queries[part], embeddings[part], [k] * (part.stop - part.start), "knn", seed,
+                             None)
+        result = await predict_batch(builder, planned, plan_calibration(builder, planned, "none"), labels, scorer)
+        out[part] = [np.log(max(p.probs.values())) for p in result.predictions]
+        progress(part.stop / len(queries))
+    return out
 
 
 def _live_edge_reach(neighbours: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:

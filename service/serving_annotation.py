@@ -11,9 +11,7 @@ from typing import Any
 import numpy as np
 from anyio import to_thread
 
-from controller.annotation import ideal, random_selection, votek, votek_second_stage
-from controller.planning import plan_batch
-from controller.predict import plan_calibration, predict_batch
+from controller.annotation import ideal, model_confidence, random_selection, votek, votek_second_stage
 from service.errors import APIError
 from service.jobs import ProgressCallback
 from service.pools import labeled_rows, pool_of
@@ -21,8 +19,6 @@ from service.protocol import AnnotationPlan, AnnotationPlanRequest, JobCreated
 from service.serving_tasks import TaskServing, prompt_builder, task_template
 from service.state import AppState
 from service.store import PoolRows, TaskRecord
-
-CONFIDENCE_CHUNK = 64
 
 
 class AnnotationServing:
@@ -81,18 +77,11 @@ class AnnotationServing:
         began = time.perf_counter()
         labeled = labeled_rows(rows)
         builder = prompt_builder(task, task_template(task), pool_of(rows, labeled), runtime.scorer)
-        k = min(request.confidence_demos, len(labeled))
         confidence = np.full(len(rows.ids), np.inf)
-        for start in range(0, len(unlabeled), CONFIDENCE_CHUNK):
-            part = unlabeled[start:start + CONFIDENCE_CHUNK]
-            planned = await to_thread.run_sync(lambda part=part: plan_batch(
-                builder, [rows.inputs[i] for i in part], rows.embeddings[part], [k] * len(part), "knn",
-                request.seed, None))
-            result = await predict_batch(builder, planned, plan_calibration(builder, planned, "none"), task.labels,
-                                         runtime.scorer)
-            for i, prediction in zip(part, result.predictions, strict=True):
-                confidence[i] = float(np.log(max(prediction.probs.values())))
-            progress(0.95 * min(start + CONFIDENCE_CHUNK, len(unlabeled)) / len(unlabeled))
+        confidence[unlabeled] = await model_confidence(
+            builder, [rows.inputs[i] for i in unlabeled], rows.embeddings[unlabeled], task.labels,
+            min(request.confidence_demos, len(labeled)), request.seed, runtime.scorer,
+            progress=lambda f: progress(0.95 * f))
         order = await to_thread.run_sync(lambda: votek_second_stage(
             rows.embeddings, labeled, confidence, len(labeled) + request.budget, seed=request.seed))
         picks = order[len(labeled):]
