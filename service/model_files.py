@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -64,22 +65,23 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def ensure_default_model(cache_dir: Path) -> Path:
-    """The converted default model folder, converting it on first use."""
-    out_dir = cache_dir / DEFAULT_MODEL_NAME
+def _converted_once(out_dir: Path, gguf: Callable[[], Path]) -> Path:
+    """``out_dir`` if a conversion already filled it, else the conversion of the GGUF file ``gguf()`` finds."""
     if (out_dir / "config.json").is_file():
         return out_dir
-    return convert_gguf(packaged_gguf(), out_dir)
+    return convert_gguf(gguf(), out_dir)
+
+
+def ensure_default_model(cache_dir: Path) -> Path:
+    """The converted default model folder, converting it on first use."""
+    return _converted_once(cache_dir / DEFAULT_MODEL_NAME, packaged_gguf)
 
 
 def ensure_gguf_model(gguf_path: Path, cache_dir: Path) -> Path:
     """A local GGUF file's converted folder, named after the file, converting it on first use."""
     if not gguf_path.is_file():
         raise ModelNotAvailableError(f"{gguf_path} is not a file")
-    out_dir = cache_dir / gguf_path.name.removesuffix(".gguf")
-    if (out_dir / "config.json").is_file():
-        return out_dir
-    return convert_gguf(gguf_path, out_dir)
+    return _converted_once(cache_dir / gguf_path.name.removesuffix(".gguf"), lambda: gguf_path)
 
 
 def resolve_model(model: str | None, cache_dir: Path) -> Path:
