@@ -170,7 +170,7 @@ def summarise(results: list[dict]) -> None:
         if not have:
             continue
         f1 = _mean([means[(*c, mode)]["f1"] for c in have])
-        gain = _mean([means[(*c, mode)]["f1"] - means[(*c, "none")]["f1"] for c in have])
+        gain = gain_of(mode, have)
         tokens = _ratio([means[(*c, mode)]["computed"] for c in have], [means[(*c, "none")]["computed"] for c in have])
         timed = [c for c in have if means[(*c, mode)]["ms"] is not None]
         extra_time = _ratio([means[(*c, mode)]["ms"] for c in timed], [means[(*c, "none")]["ms"] for c in timed])
@@ -217,6 +217,7 @@ def main() -> None:
         summarise([r for r in rows if r["mode"] in args.modes or r["mode"] == "default (derived)"])
         return
     run_benchmark(args, "calibration", evaluate, summarise)
+
 
 if __name__ == "__main__":
     main()

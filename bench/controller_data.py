@@ -21,7 +21,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inprocess import REPO, Embeddings, add_engine_arguments, labeled_pool, make_scorer, run, task_data  # noqa: E402
+from inprocess import (  # noqa: E402
+    REPO,
+    Embeddings,
+    add_engine_arguments,
+    labeled_pool,
+    run,
+    started_scorer,
+    task_data,
+)
 
 from controller.training import collect  # noqa: E402
 
@@ -72,15 +80,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     async def go() -> None:
-        scorer = make_scorer(args)
         embeddings = Embeddings(args.cache, args.embeddings)
-        try:
+        with started_scorer(args) as scorer:
             for dataset in args.datasets:
                 matrices = await dataset_matrices(args, scorer, embeddings, dataset)
                 np.savez_compressed(args.out / f"{dataset}-{scorer.model_name}.npz", **matrices)
-        finally:
-            if hasattr(scorer, "shutdown"):
-                scorer.shutdown()
 
     run(go())
 

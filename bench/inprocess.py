@@ -13,7 +13,8 @@ import os
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,17 @@ def labeled_pool(data: TaskData, rows: Sequence[dict], embeddings: np.ndarray, p
                        labels=[r["label"] for r in rows], embeddings=embeddings)
 
 
+@contextmanager
+def started_scorer(args: argparse.Namespace) -> Iterator[Any]:
+    """The scorer --scorer asks for, shut down (the vLLM engine) when the block ends."""
+    scorer = make_scorer(args)
+    try:
+        yield scorer
+    finally:
+        if hasattr(scorer, "shutdown"):
+            scorer.shutdown()
+
+
 def run(coro: Any) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return asyncio.run(coro)
@@ -173,12 +185,8 @@ def run_benchmark(args: argparse.Namespace, name: str,
     results: list[dict] = []
 
     async def go() -> None:
-        scorer = make_scorer(args)
-        try:
+        with started_scorer(args) as scorer:
             await evaluate(args, scorer, Embeddings(args.cache, args.embeddings), out, results)
-        finally:
-            if hasattr(scorer, "shutdown"):
-                scorer.shutdown()
 
     run(go())
     summarise(results)
