@@ -31,7 +31,7 @@ import httpx
 from sklearn.metrics import f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from controller_offline import plot  # noqa: E402
+from controller_offline import describe_saving, plot, saving_at_best_fixed  # noqa: E402
 from eval_http import DEFAULT_TEMPLATE, REPO, TEMPLATES, input_of, load, service, setup_task  # noqa: E402
 
 
@@ -76,19 +76,6 @@ def train(client: httpx.Client, name: str, candidate_k: list[int], train_size: i
 def save_results(path: Path, results: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1))
-
-
-def saving_at_best_fixed(rows: list[dict]) -> str:
-    fixed = [r for r in rows if r["setting"].startswith("k=")]
-    best = max(fixed, key=lambda r: r["accuracy"])
-    candidates = [r for r in rows if r["setting"].startswith("auto") and r["accuracy"] >= best["accuracy"] - 0.01]
-    if not candidates:
-        return f"no controller setting reached {best['accuracy']:.3f} - 0.01 (best fixed: {best['setting']})"
-    cheapest = min(candidates, key=lambda r: r["prompt_tokens_per_input"])
-    saving = 1 - cheapest["prompt_tokens_per_input"] / best["prompt_tokens_per_input"]
-    return (f"best fixed {best['setting']} acc {best['accuracy']:.3f} at {best['prompt_tokens_per_input']:.0f} tok; "
-            f"{cheapest['setting']} acc {cheapest['accuracy']:.3f} at {cheapest['prompt_tokens_per_input']:.0f} tok: "
-            f"{100 * saving:.0f}% fewer tokens")
 
 
 def run_dataset(client: httpx.Client, dataset: str, args: argparse.Namespace) -> dict:
@@ -148,7 +135,8 @@ def main() -> None:
             plot(results, path.with_suffix(".png"))
     for item in results:
         trained_with = item["controller"]["metadata"]["model"]
-        print(f"\n{item['dataset']} on {item['model']} (controller trained with {trained_with}): {item['saving']}")
+        print(f"\n{item['dataset']} on {item['model']} (controller trained with {trained_with}): "
+              f"{describe_saving(item['saving'])}")
         print("| setting | accuracy | macro-F1 | prompt tok/input | mean k |\n|---|---|---|---|---|")
         for r in item["rows"]:
             print(f"| {r['setting']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['prompt_tokens_per_input']:.0f} "

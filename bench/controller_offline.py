@@ -122,12 +122,17 @@ def main() -> None:
     print(f"\nresults: {out}\nplot: {out.with_suffix('.png')}")
 
 
+def describe_saving(s: dict) -> str:
+    """``saving_at_best_fixed``'s answer in words."""
+    best = f"{s['best_fixed']} ({s['best_fixed_accuracy']:.3f} at {s['best_fixed_tokens']:.0f} tokens)"
+    if s["saving"] is None:
+        return f"no controller setting within 1 point of {best}"
+    return f"{s['saving']:.0%} fewer tokens than {best} with `{s['setting']}` ({s['accuracy']:.3f})"
+
+
 def print_table(results: list[dict]) -> None:
     for item in results:
-        s = item["saving"]
-        best = f"{s['best_fixed']} ({s['best_fixed_accuracy']:.3f} at {s['best_fixed_tokens']:.0f} tokens)"
-        verdict = (f"{s['saving']:.0%} fewer tokens than {best} with `{s['setting']}` ({s['accuracy']:.3f})"
-                   if s["saving"] is not None else f"no controller setting within 1 point of {best}")
+        verdict = describe_saving(item["saving"])
         print(f"\n{item['dataset']} on {item['model']} (controller trained on {item['controller_trained_on']}, "
               f"{item['n_train']} held-back examples; {item['n_test']} test items): {verdict}")
         print("| setting | accuracy | prompt tok/input | mean k |\n|---|---|---|---|")
