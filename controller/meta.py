@@ -80,8 +80,7 @@ class MetaController(BaseEstimator):
         ``budget`` when given, otherwise the cheapest count expected to be as good as the reference count."""
         if budget is not None:
             return allocate(expected, costs, budget)
-        reference = int(np.argmax(self.train_accuracy_)) if hasattr(self, "train_accuracy_") else None
-        return smallest_sufficient(expected, costs, self.tolerance, reference)
+        return smallest_sufficient(expected, costs, self.tolerance, int(np.argmax(self.train_accuracy_)))
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """(n, len(candidate_k)) expected accuracy of each count for each input."""
