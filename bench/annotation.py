@@ -8,7 +8,8 @@ of them (timed); the picks get their true labels and become the demonstration po
 classified with kNN demonstrations (k = min(--k, budget)), without calibration and with domain-context
 calibration (2 strings per demonstration set, kNN sets included). Two-stage vote-k labels vote-k's first 10,
 prompts the model with the nearest of them to score its confidence on the whole pool, then picks the rest
-across confidence buckets (`controller.annotation`); its selection time includes that engine work.
+across confidence buckets (`controller.annotation`); its selection time includes that engine work (one pass
+per pool, shared by the budgets, counted in each).
 `--scorer transformers --device cuda` runs where a GPU but no vLLM is available. `--table FILE...` prints the
 summary of earlier results.
 """
@@ -63,18 +64,25 @@ async def classify(builder, queries, vectors, labels, k: int, calibration: str, 
     return predicted
 
 
-async def two_stage(data, pool_rows, pool_vectors, budget: int, args, scorer, seed: int) -> list[int]:
+async def two_stage(data, pool_rows, pool_vectors, budget: int, args, scorer, seed: int,
+                    passes: dict[tuple[int, ...], tuple[np.ndarray, float]]) -> tuple[list[int], float]:
     """Vote-k's first picks get their labels; the model, prompted with the nearest of them, scores its
-    confidence on the rest of the pool; the second stage picks across confidence buckets."""
+    confidence on the rest of the pool; the second stage picks across confidence buckets. Returns the picks
+    and the seconds the confidence pass took. The first stage is the same for every budget of at least 10,
+    so its pass runs once per pool (``passes``) and each budget's selection time counts it in full."""
     first = votek_first_stage(pool_vectors, budget)
-    labeled = labeled_pool(data, [pool_rows[i] for i in first], pool_vectors[first])
-    confidence = np.full(len(pool_rows), np.inf)
-    picked = set(first)
-    rest = [i for i in range(len(pool_rows)) if i not in picked]
-    confidence[rest] = await model_confidence(data.builder(scorer, labeled), [data.query(pool_rows[i]) for i in rest],
-                                              pool_vectors[rest], data.labels, min(args.confidence_demos, len(first)),
-                                              seed, scorer, chunk=args.batch)
-    return votek_second_stage(pool_vectors, first, confidence, budget, seed=seed)
+    if tuple(first) not in passes:
+        began = time.perf_counter()
+        labeled = labeled_pool(data, [pool_rows[i] for i in first], pool_vectors[first])
+        confidence = np.full(len(pool_rows), np.inf)
+        picked = set(first)
+        rest = [i for i in range(len(pool_rows)) if i not in picked]
+        confidence[rest] = await model_confidence(
+            data.builder(scorer, labeled), [data.query(pool_rows[i]) for i in rest], pool_vectors[rest],
+            data.labels, min(args.confidence_demos, len(first)), seed, scorer, chunk=args.batch)
+        passes[tuple(first)] = (confidence, time.perf_counter() - began)
+    confidence, pass_s = passes[tuple(first)]
+    return votek_second_stage(pool_vectors, first, confidence, budget, seed=seed), pass_s
 
 
 async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out: Path, results: list[dict]) -> None:
@@ -88,9 +96,10 @@ async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out
             queries = [data.query(r) for r in data.test_rows]
             gold = [r["label"] for r in data.test_rows]
             words = DomainWords.from_inputs([data.query(r) for r in pool_rows] + queries, data.template.fields)
+            passes: dict[tuple[int, ...], tuple[np.ndarray, float]] = {}
             for budget in args.budgets:
                 for method in args.methods:
-                    began = time.perf_counter()
+                    began, pass_s = time.perf_counter(), 0.0
                     if method == "votek":
                         picks = votek(pool_vectors, budget)
                     elif method == "ideal":
@@ -98,8 +107,11 @@ async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out
                     elif method == "random":
                         picks = random_selection(len(pool_rows), budget, seed)
                     else:
-                        picks = await two_stage(data, pool_rows, pool_vectors, budget, args, scorer, seed)
-                    selection_s = time.perf_counter() - began
+                        before = len(passes)
+                        picks, pass_s = await two_stage(data, pool_rows, pool_vectors, budget, args, scorer, seed,
+                                                        passes)
+                        pass_s = 0.0 if len(passes) > before else pass_s  # measured inside this call already
+                    selection_s = time.perf_counter() - began + pass_s
                     labeled = labeled_pool(data, [pool_rows[i] for i in picks], pool_vectors[picks])
                     builder = data.builder(scorer, labeled)
                     k = min(args.k, budget)

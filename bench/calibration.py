@@ -131,9 +131,14 @@ def derived_default(rows: list[dict], random_mode: str) -> list[dict]:
 def summarise(results: list[dict]) -> None:
     """Mean over seeds per (dataset, selection, k, mode), then each mode's gain over none and extra engine
     time, and the share of the reference's macro-F1 gain each mode keeps."""
+    latest: dict[tuple, dict] = {}
+    for r in results:  # a configuration rerun for the same seed (a later file) replaces the earlier run
+        latest[(r["dataset"], r["selection"], r["k"], r["mode"], r["seed"])] = r
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in results:
-        groups[(r["dataset"], r["selection"], r["k"], r["mode"])].append(r)
+    by_seed: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for (*key, seed), r in latest.items():
+        groups[tuple(key)].append(r)
+        by_seed[tuple(key)][seed] = r["macro_f1"]
     modes = list(dict.fromkeys(r["mode"] for r in results))
     means: dict[tuple, dict[str, float | None]] = {}
     for key, rows in groups.items():
@@ -174,10 +179,18 @@ def summarise(results: list[dict]) -> None:
         tokens = _ratio([means[(*c, mode)]["computed"] for c in have], [means[(*c, "none")]["computed"] for c in have])
         timed = [c for c in have if means[(*c, mode)]["ms"] is not None]
         extra_time = _ratio([means[(*c, mode)]["ms"] for c in timed], [means[(*c, "none")]["ms"] for c in timed])
+        # Against the reference only on the seeds both ran (and none), so seed noise does not count as gain.
         both = [c for c in have if (*c, "reference") in means]
-        ref_gain = gain_of("reference", both)
-        share = f"{gain_of(mode, both) / ref_gain:.0%} of {len(both)}" if both and ref_gain else "-"
+        mode_gain, ref_gain = (_mean([_matched_gain(by_seed, c, m, (mode, "reference")) for c in both])
+                               for m in (mode, "reference"))
+        share = f"{mode_gain / ref_gain:.0%} of {len(both)}" if both and ref_gain else "-"
         print(f"| {mode} | {len(have)} | {f1:.3f} | {gain:+.3f} | {share} | {tokens} | {extra_time} |")
+
+
+def _matched_gain(by_seed: dict[tuple, dict[int, float]], config: tuple, mode: str, among: tuple[str, ...]) -> float:
+    """``mode``'s mean macro-F1 gain over none in ``config``, over the seeds every mode of ``among`` and none ran."""
+    seeds = set(by_seed[(*config, "none")]).intersection(*(by_seed[(*config, m)] for m in among))
+    return _mean([by_seed[(*config, mode)][s] - by_seed[(*config, "none")][s] for s in seeds])
 
 
 def _mean(values: list[float]) -> float:

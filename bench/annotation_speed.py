@@ -1,0 +1,69 @@
+"""Selection time of vote-k and IDEAL as the pool grows (issue 5: "a pool of 10,000 selects in seconds").
+
+    python bench/annotation_speed.py --dataset tweet_eval_offensive --pools 1000 3000 10000 --budgets 18 100
+
+The pool is the dataset's first --pools training inputs after a seeded shuffle, embedded as the service embeds
+them (cached under --cache); each method runs --repeats times per pool and budget, and the median wall time is
+reported. Embedding is not timed: the service embeds examples when they are added, not when it plans.
+No engine: two-stage vote-k's extra cost is the model's pass over the pool (see `annotation.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inprocess import REPO, Embeddings, task_data  # noqa: E402
+
+from controller.annotation import ideal, random_selection, votek  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="tweet_eval_offensive")
+    parser.add_argument("--pools", nargs="+", type=int, default=[1000, 3000, 10000])
+    parser.add_argument("--budgets", nargs="+", type=int, default=[18, 100])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=REPO / ".benchcache")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    data = task_data(args.dataset, max(args.pools), 0, args.seed)
+    if len(data.pool_rows) < max(args.pools):
+        raise SystemExit(f"{args.dataset} has {len(data.pool_rows)} training examples, fewer than {max(args.pools)}")
+    texts = [data.template.embedding_text(data.query(r)) for r in data.pool_rows]
+    vectors = Embeddings(args.cache, "compute").get(args.dataset, texts)
+    methods = {"votek": lambda v, b: votek(v, b), "ideal": lambda v, b: ideal(v, b, seed=args.seed),
+               "random": lambda v, b: random_selection(len(v), b, args.seed)}
+
+    rows: list[dict] = []
+    print("| pool | budget | method | median s | runs |")
+    print("|---|---|---|---|---|")
+    for pool in args.pools:
+        for budget in args.budgets:
+            for name, select in methods.items():
+                times = []
+                for _ in range(args.repeats):
+                    began = time.perf_counter()
+                    picks = select(vectors[:pool], budget)
+                    times.append(time.perf_counter() - began)
+                assert len(set(picks)) == budget
+                rows.append({"dataset": args.dataset, "pool": pool, "budget": budget, "method": name,
+                             "seconds": times, "median_s": statistics.median(times), "cpus": os.cpu_count()})
+                print(f"| {pool} | {budget} | {name} | {statistics.median(times):.2f} | {args.repeats} |", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"annotation-speed-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(rows, indent=1))
+    print(f"\nresults: {out}")
+
+
+if __name__ == "__main__":
+    main()
