@@ -47,7 +47,8 @@ class DomainSettings:
 
 REFERENCE_DOMAIN = DomainSettings(samples=20, pooling=0.0)  # Fei et al. 2023, one estimate per demonstration set
 # Chosen with bench/calibration.py (bench/README.md): 2 strings per set kept most of the reference's gain with
-# random demonstrations; pooling across sets lost it; kNN demonstrations are better left uncalibrated.
+# random demonstrations; pooling across sets lost it; calibrating kNN demonstrations gained nothing on average
+# for 3-12x the engine time (reference settings).
 DEFAULT_DOMAIN = DomainSettings(samples=2, pooling=0.0, calibrate_knn=False)
 
 
