@@ -121,6 +121,7 @@ async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out
                         row = {"dataset": dataset, "seed": seed, "budget": budget, "method": method, "k": k,
                                "calibration": calibration, "selection_s": selection_s, "n": len(queries),
                                "model": scorer.model_name, "scorer": args.scorer,
+                               "dtype": getattr(scorer, "dtype", None),
                                "labels_covered": len({pool_rows[i]["label"] for i in picks}),
                                "accuracy": float(np.mean([p == g for p, g in zip(predicted, gold, strict=True)])),
                                "macro_f1": float(f1_score(gold, predicted, average="macro", labels=data.labels))}

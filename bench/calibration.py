@@ -102,6 +102,7 @@ async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out
                             "dataset": dataset, "seed": seed, "selection": selection, "k": k, "mode": mode,
                             "settings": vars(settings) if calibration == "domain" else None,
                             "scorer": args.scorer, "model": scorer.model_name, "n": n,
+                            "dtype": getattr(scorer, "dtype", None),
                             "accuracy": float(np.mean([p == g for p, g in zip(predicted, gold, strict=True)])),
                             "macro_f1": float(f1_score(gold, predicted, average="macro", labels=data.labels)),
                             "prompt_tokens_per_input": usage["prompt_tokens"] / n,
