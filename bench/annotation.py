@@ -67,11 +67,12 @@ async def classify(builder, queries, vectors, labels, k: int, calibration: str, 
 async def two_stage(data, pool_rows, pool_vectors, budget: int, args, scorer, seed: int,
                     passes: dict[tuple[int, ...], tuple[np.ndarray, float]]) -> tuple[list[int], float]:
     """Vote-k's first picks get their labels; the model, prompted with the nearest of them, scores its
-    confidence on the rest of the pool; the second stage picks across confidence buckets. Returns the picks
-    and the seconds the confidence pass took. The first stage is the same for every budget of at least 10,
-    so its pass runs once per pool (``passes``) and each budget's selection time counts it in full."""
+    confidence on the rest of the pool; the second stage picks across confidence buckets. The first stage is
+    the same for every budget of at least 10, so its pass runs once per pool (``passes``); returns the picks
+    and the seconds of an earlier pass reused here (0 when this call ran it), for the caller to count."""
     first = votek_first_stage(pool_vectors, budget)
-    if tuple(first) not in passes:
+    reused = tuple(first) in passes
+    if not reused:
         began = time.perf_counter()
         labeled = labeled_pool(data, [pool_rows[i] for i in first], pool_vectors[first])
         confidence = np.full(len(pool_rows), np.inf)
@@ -82,7 +83,7 @@ async def two_stage(data, pool_rows, pool_vectors, budget: int, args, scorer, se
             data.labels, min(args.confidence_demos, len(first)), seed, scorer, chunk=args.batch)
         passes[tuple(first)] = (confidence, time.perf_counter() - began)
     confidence, pass_s = passes[tuple(first)]
-    return votek_second_stage(pool_vectors, first, confidence, budget, seed=seed), pass_s
+    return votek_second_stage(pool_vectors, first, confidence, budget, seed=seed), pass_s if reused else 0.0
 
 
 async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out: Path, results: list[dict]) -> None:
@@ -99,7 +100,7 @@ async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out
             passes: dict[tuple[int, ...], tuple[np.ndarray, float]] = {}
             for budget in args.budgets:
                 for method in args.methods:
-                    began, pass_s = time.perf_counter(), 0.0
+                    began, reused_s = time.perf_counter(), 0.0
                     if method == "votek":
                         picks = votek(pool_vectors, budget)
                     elif method == "ideal":
@@ -107,11 +108,9 @@ async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out
                     elif method == "random":
                         picks = random_selection(len(pool_rows), budget, seed)
                     else:
-                        before = len(passes)
-                        picks, pass_s = await two_stage(data, pool_rows, pool_vectors, budget, args, scorer, seed,
-                                                        passes)
-                        pass_s = 0.0 if len(passes) > before else pass_s  # measured inside this call already
-                    selection_s = time.perf_counter() - began + pass_s
+                        picks, reused_s = await two_stage(data, pool_rows, pool_vectors, budget, args, scorer, seed,
+                                                          passes)
+                    selection_s = time.perf_counter() - began + reused_s
                     labeled = labeled_pool(data, [pool_rows[i] for i in picks], pool_vectors[picks])
                     builder = data.builder(scorer, labeled)
                     k = min(args.k, budget)
