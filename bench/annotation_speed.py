@@ -11,7 +11,6 @@ No engine: two-stage vote-k's extra cost is the model's pass over the pool (see 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inprocess import REPO, Embeddings, task_data  # noqa: E402
+from inprocess import REPO, Embeddings, save_results, task_data  # noqa: E402
 
 from controller.annotation import ideal, random_selection, votek  # noqa: E402
 
@@ -59,10 +58,7 @@ def main() -> None:
                 rows.append({"dataset": args.dataset, "pool": pool, "budget": budget, "method": name,
                              "seconds": times, "median_s": statistics.median(times), "cpus": os.cpu_count()})
                 print(f"| {pool} | {budget} | {name} | {statistics.median(times):.2f} | {args.repeats} |", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"annotation-speed-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(rows, indent=1))
-    print(f"\nresults: {out}")
+    save_results(args.out, "annotation-speed", rows)
 
 
 if __name__ == "__main__":

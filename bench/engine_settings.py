@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import random
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inprocess import REPO, default_model_dir, task_data  # noqa: E402
+from inprocess import REPO, default_model_dir, save_results, task_data  # noqa: E402
 
 from controller.templates import Demo  # noqa: E402
 
@@ -100,10 +99,7 @@ def main() -> None:
         rows.append(row)
         print(f"| {setting} | {' / '.join(f'{t:.0f}' for t in row['distinct_tok_s'])} | "
               f"{row['shared_tok_s']:.0f} ({row['shared_cached']} of {row['shared_total']}) |", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"engine-settings-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(rows, indent=1))
-    print(f"\nresults: {out}")
+    save_results(args.out, "engine-settings", rows)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import os
 import random
 import sys
@@ -168,6 +169,15 @@ def started_scorer(args: argparse.Namespace) -> Iterator[Any]:
     finally:
         if hasattr(scorer, "shutdown"):
             scorer.shutdown()
+
+
+def save_results(folder: Path, name: str, rows: list[dict]) -> Path:
+    """Write a benchmark's rows to ``folder/name-<time>.json`` and say where."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(rows, indent=1))
+    print(f"\nresults: {out}")
+    return out
 
 
 def run(coro: Any) -> Any:
