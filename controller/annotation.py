@@ -24,8 +24,8 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from controller.planning import PromptBuilder, plan_batch
-from controller.predict import plan_calibration, predict_batch
+from controller.planning import PromptBuilder
+from controller.predict import predict_uncalibrated
 from controller.scoring import LabelScorer
 
 VOTEK_K = 150
@@ -141,12 +141,9 @@ async def model_confidence(builder: PromptBuilder, queries: Sequence[Mapping[str
     """Two-stage vote-k's engine work: for each query, the log-probability of the model's own answer when
     prompted with its k nearest labeled examples (uncalibrated). Low means unsure."""
     out = np.zeros(len(queries))
-    for start in range(0, len(queries), chunk):
-        part = slice(start, min(start + chunk, len(queries)))
-        planned = plan_batch(builder, queries[part], embeddings[part], [k] * (part.stop - part.start), "knn", seed,
-                             None)
-        result = await predict_batch(builder, planned, plan_calibration(builder, planned, "none"), labels, scorer)
-        out[part] = [np.log(max(p.probs.values())) for p in result.predictions]
+    async for part, predictions in predict_uncalibrated(builder, queries, embeddings, k, "knn", seed, labels, scorer,
+                                                        chunk):
+        out[part] = [np.log(max(p.probs.values())) for p in predictions]
         progress(part.stop / len(queries))
     return out
 

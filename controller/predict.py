@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ from controller.calibration import (
     estimate_bias,
     pool_biases,
 )
-from controller.planning import PlannedPrompt, PromptBuilder
+from controller.planning import PlannedPrompt, PromptBuilder, plan_batch
 from controller.retrieval import Selection
 from controller.scoring import LabelScorer, normalise_label_logprobs
 
@@ -178,3 +179,25 @@ async def predict_batch(
         cached_tokens=sum(s.cached_tokens for s in scored),
     )
     return BatchResult(predictions=predictions, usage=usage)
+
+
+async def predict_uncalibrated(
+    builder: PromptBuilder,
+    queries: Sequence[Mapping[str, str]],
+    embeddings: np.ndarray,
+    k: int,
+    selection: Selection,
+    seed: int,
+    labels: Sequence[str],
+    scorer: LabelScorer,
+    chunk: int,
+) -> AsyncIterator[tuple[slice, list[Prediction]]]:
+    """Uncalibrated predictions with k demonstrations each, ``chunk`` queries per engine batch, yielded with the
+    slice of ``queries`` they answer. Planning (tokenising, retrieval) runs in a worker thread, so a long job
+    does not hold up the event loop that serves requests."""
+    for start in range(0, len(queries), chunk):
+        part = slice(start, min(start + chunk, len(queries)))
+        planned = await asyncio.to_thread(plan_batch, builder, queries[part], embeddings[part],
+                                          [k] * (part.stop - part.start), selection, seed, None)
+        result = await predict_batch(builder, planned, plan_calibration(builder, planned, "none"), labels, scorer)
+        yield part, result.predictions

@@ -12,8 +12,8 @@ import numpy as np
 
 from controller.features import query_features
 from controller.meta import MetaController
-from controller.planning import PromptBuilder, plan_batch, similarities_for
-from controller.predict import plan_calibration, predict_batch
+from controller.planning import PromptBuilder, similarities_for
+from controller.predict import predict_uncalibrated
 from controller.retrieval import Selection
 from controller.scoring import LabelScorer
 
@@ -60,13 +60,10 @@ async def collect(
     tokens = np.zeros((n, n_k), dtype=np.int64)
     steps, done = n_k * ((n + chunk - 1) // chunk), 0
     for j, k in enumerate(candidate_k):
-        for start in range(0, n, chunk):
-            part = slice(start, min(start + chunk, n))
-            planned = plan_batch(builder, queries[part], embeddings[part], [k] * (part.stop - part.start),
-                                 selection, seed, None)
-            result = await predict_batch(builder, planned, plan_calibration(builder, planned, "none"), labels, scorer)
-            correct[part, j] = [p.label == g for p, g in zip(result.predictions, gold[part], strict=True)]
-            tokens[part, j] = [p.prompt_tokens for p in result.predictions]
+        async for part, predictions in predict_uncalibrated(builder, queries, embeddings, k, selection, seed, labels,
+                                                            scorer, chunk):
+            correct[part, j] = [p.label == g for p, g in zip(predictions, gold[part], strict=True)]
+            tokens[part, j] = [p.prompt_tokens for p in predictions]
             done += 1
             progress(done / steps)
     return TrainingData(features=features_for(builder, queries, embeddings, labels), correct=correct,
