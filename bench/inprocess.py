@@ -171,10 +171,15 @@ def started_scorer(args: argparse.Namespace) -> Iterator[Any]:
             scorer.shutdown()
 
 
-def save_results(folder: Path, name: str, rows: list[dict]) -> Path:
-    """Write a benchmark's rows to ``folder/name-<time>.json`` and say where."""
+def results_path(folder: Path, name: str) -> Path:
+    """Where a benchmark run's rows go: ``folder/name-<time>.json`` (the folder made if missing)."""
     folder.mkdir(parents=True, exist_ok=True)
-    out = folder / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    return folder / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+
+
+def save_results(folder: Path, name: str, rows: list[dict]) -> Path:
+    """Write a benchmark's rows to ``results_path`` and say where."""
+    out = results_path(folder, name)
     out.write_text(json.dumps(rows, indent=1))
     print(f"\nresults: {out}")
     return out
@@ -190,8 +195,7 @@ def run_benchmark(args: argparse.Namespace, name: str,
                   summarise: Callable[[list[dict]], None]) -> None:
     """Start the scorer, let ``evaluate`` append result rows (and rewrite ``out`` as it goes, so a run cut
     short keeps what it did), stop the scorer, print the summary."""
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"{name}-{args.scorer}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = results_path(args.out, f"{name}-{args.scorer}")
     results: list[dict] = []
 
     async def go() -> None:
