@@ -39,9 +39,18 @@ from inprocess import (  # noqa: E402
     task_data,
 )
 
-from controller.calibration import DEFAULT_DOMAIN, REFERENCE_DOMAIN, DomainSettings, DomainWords  # noqa: E402
+from controller.calibration import (  # noqa: E402
+    DEFAULT_DOMAIN,
+    REFERENCE_DOMAIN,
+    BiasCache,
+    DomainSettings,
+    DomainWords,
+)
 from controller.planning import plan_batch  # noqa: E402
 from controller.predict import plan_calibration, predict_batch  # noqa: E402
+
+# Rows from before random selection shared one demonstration set among all inputs: each input drew its own.
+LEGACY_RANDOM = "random/input"
 
 
 def parse_mode(mode: str) -> tuple[str, DomainSettings]:
@@ -84,14 +93,15 @@ async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out
                             return
                         calibration, settings = parse_mode(mode)
                         await scorer.reset_prefix_cache()
+                        biases = BiasCache()  # as the service keeps one per pool version: a repeated set is free
                         predicted: list[str] = []
                         usage: dict[str, int] = defaultdict(int)
                         engine_s = 0.0
                         for planned in batches:
-                            plan = plan_calibration(builder, planned, calibration, words, seed, settings,
-                                                    selection=selection)
+                            plan = plan_calibration(builder, planned, calibration, words, seed, settings, biases,
+                                                    selection)
                             t0 = time.perf_counter()
-                            result = await predict_batch(builder, planned, plan, data.labels, scorer)
+                            result = await predict_batch(builder, planned, plan, data.labels, scorer, biases)
                             engine_s += time.perf_counter() - t0
                             predicted += [p.label for p in result.predictions]
                             for field, value in vars(result.usage).items():
@@ -100,6 +110,7 @@ async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out
                         n = len(queries)
                         row = {
                             "dataset": dataset, "seed": seed, "selection": selection, "k": k, "mode": mode,
+                            "random_demos": "shared" if selection == "random" else None,
                             "settings": vars(settings) if calibration == "domain" else None,
                             "scorer": args.scorer, "model": scorer.model_name, "n": n,
                             "dtype": getattr(scorer, "dtype", None),
@@ -118,7 +129,7 @@ async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out
 
 def derived_default(rows: list[dict], random_mode: str) -> list[dict]:
     """The default's rows from older runs: it leaves kNN demonstrations uncalibrated (so equals `none`) and
-    calibrates other demonstrations with the same strings as ``random_mode`` (same samples, seeds and sets)."""
+    calibrates per-input sets with the same strings as ``random_mode`` (same samples, seeds and sets)."""
     if DEFAULT_DOMAIN.calibrate_knn or parse_mode(random_mode)[1] != DomainSettings(
             samples=DEFAULT_DOMAIN.samples, pooling=DEFAULT_DOMAIN.pooling, max_sets=DEFAULT_DOMAIN.max_sets):
         raise SystemExit(f"{random_mode} is not what the current default does outside kNN")
@@ -133,6 +144,8 @@ def summarise(results: list[dict]) -> None:
     """Mean over seeds per (dataset, selection, k, mode), then each mode's gain over none and extra engine
     time, and the share of the reference's macro-F1 gain each mode keeps."""
     latest: dict[tuple, dict] = {}
+    results = [{**r, "selection": LEGACY_RANDOM} if r["selection"] == "random" and "random_demos" not in r else r
+               for r in results]
     for r in results:  # a configuration rerun for the same seed (a later file) replaces the earlier run
         latest[(r["dataset"], r["selection"], r["k"], r["mode"], r["seed"])] = r
     groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -163,20 +176,31 @@ def summarise(results: list[dict]) -> None:
                 cells.append("-" if m is None or m[metric] is None else fmt.format(m[metric]) + f" ({m['seeds']})")
             print(f"| {config[0]} | {config[1]} | {config[2]} | " + " | ".join(cells) + " |")
     configs = sorted({key[:3] for key in means if (*key[:3], "none") in means})
-    print("\nOver all dataset/selection/k configurations (means of per-configuration seed means):\n")
+    # Per-input random sets (runs before random selection shared one set) are another regime: summed apart.
+    current = [c for c in configs if c[1] != LEGACY_RANDOM]
+    scopes = [("all dataset/selection/k configurations", current)]
+    if any(c[1] == LEGACY_RANDOM for c in configs):
+        scopes.append(("kNN and per-input random configurations (before random selection shared one set)",
+                       [c for c in configs if c[1] in ("knn", LEGACY_RANDOM)]))
+    selections = list(dict.fromkeys(c[1] for c in configs))
+    if len(selections) > 1:
+        scopes += [(f"{selection} configurations", [c for c in configs if c[1] == selection])
+                   for selection in selections]
+    for title, scope in scopes:
+        print(f"\nOver {title} (means of per-configuration seed means):\n")
+        _overall(scope, modes, means, by_seed)
+
+
+def _overall(configs: list[tuple], modes: list[str], means: dict[tuple, dict], by_seed: dict[tuple, dict]) -> None:
     print("| mode | configurations | macro-F1 | gain over none | share of reference gain (where both ran) | "
           "extra computed tokens | extra engine time (total over total) |")
     print("|---|---|---|---|---|---|---|")
-
-    def gain_of(mode: str, over: list[tuple]) -> float:
-        return _mean([means[(*c, mode)]["f1"] - means[(*c, "none")]["f1"] for c in over])
-
     for mode in modes:
         have = [c for c in configs if (*c, mode) in means]
         if not have:
             continue
         f1 = _mean([means[(*c, mode)]["f1"] for c in have])
-        gain = gain_of(mode, have)
+        gain = _mean([means[(*c, mode)]["f1"] - means[(*c, "none")]["f1"] for c in have])
         tokens = _ratio([means[(*c, mode)]["computed"] for c in have], [means[(*c, "none")]["computed"] for c in have])
         timed = [c for c in have if means[(*c, mode)]["ms"] is not None]
         extra_time = _ratio([means[(*c, mode)]["ms"] for c in timed], [means[(*c, "none")]["ms"] for c in timed])

@@ -9,9 +9,11 @@ Either way the calibrated distribution is ``p / bias``, renormalised.
 The reference domain setting costs 20 extra prompts per demonstration set, which with per-input demonstrations
 is 20 per input. ``DomainSettings`` can make it cheaper: fewer strings per set (each set draws its own), leaving
 kNN-retrieved demonstrations uncalibrated, estimates pooled across the batch's sets, at most ``max_sets`` sets
-calibrated per batch. bench/calibration.py measured which keep the gain (bench/README.md): 2 strings per set
-and no calibration of kNN demonstrations did; pooling did not (each set's own bias is what calibration
-corrects). Estimates are cached per demonstration set (``BiasCache``), so a repeated set costs nothing.
+calibrated per batch. Estimates are cached per demonstration set (``BiasCache``), so a repeated set costs
+nothing: random selection shares one set among all inputs of a seed, so it gets the reference's 20 strings
+once. bench/calibration.py measured which settings keep the gain (bench/README.md): no calibration of kNN
+demonstrations and 2 strings per per-input set did; pooling did not (each set's own bias is what calibration
+corrects).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ class DomainSettings:
     """How domain-context calibration spends engine time."""
 
     samples: int = 20  # random-word strings per calibrated demonstration set
+    # Strings for a set that every input shares (random selection: one set per seed and pool). Its estimate
+    # is cached, so many strings cost once per set, not per input. None: ``samples``.
+    shared_set_samples: int | None = None
     pooling: float = 0.0  # weight of the batch-wide (log-space mean) estimate in each set's bias; 0 = own only
     max_sets: int | None = None  # demonstration sets calibrated per batch; the others get the batch-wide estimate
     # Whether kNN-retrieved demonstrations are calibrated too. Their label mix is evidence about the query,
@@ -41,15 +46,21 @@ class DomainSettings:
     calibrate_knn: bool = True
 
     def __post_init__(self) -> None:
-        if self.samples < 1 or not 0.0 <= self.pooling <= 1.0 or (self.max_sets is not None and self.max_sets < 1):
+        if (self.samples < 1 or not 0.0 <= self.pooling <= 1.0 or (self.max_sets is not None and self.max_sets < 1)
+                or (self.shared_set_samples is not None and self.shared_set_samples < 1)):
             raise ValueError(f"invalid domain calibration settings: {self}")
+
+    def samples_for(self, shared_set: bool) -> int:
+        """Strings per set: ``shared_set_samples`` where every input shares the set, else ``samples``."""
+        return (self.shared_set_samples or self.samples) if shared_set else self.samples
 
 
 REFERENCE_DOMAIN = DomainSettings(samples=20, pooling=0.0)  # Fei et al. 2023, one estimate per demonstration set
-# Chosen with bench/calibration.py (bench/README.md): 2 strings per set kept most of the reference's gain with
-# random demonstrations; pooling across sets lost it; calibrating kNN demonstrations gained nothing on average
-# for 3-12x the engine time (reference settings).
-DEFAULT_DOMAIN = DomainSettings(samples=2, pooling=0.0, calibrate_knn=False)
+# Chosen with bench/calibration.py (bench/README.md): random demonstrations are one set shared by every input,
+# so the reference's 20 strings cost once per set; calibrating kNN demonstrations gained nothing on average
+# for 3-12x the engine time (reference settings); per-input sets (diverse) get 2 strings, which kept most of
+# the reference's gain on per-input random sets; pooling across sets lost it.
+DEFAULT_DOMAIN = DomainSettings(samples=2, shared_set_samples=20, pooling=0.0, calibrate_knn=False)
 
 
 def content_free_queries(fields: Sequence[str]) -> list[dict[str, str]]:

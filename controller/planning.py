@@ -125,9 +125,8 @@ def select_rows(builder: PromptBuilder, queries: Sequence[Mapping[str, str]], si
                 ks: Sequence[int], selection: Selection, seed: int) -> list[list[int]]:
     """Each query's demonstrations (pool rows, prompt order), before any fitting."""
     rows: list[list[int]] = []
-    for i, (query, k) in enumerate(zip(queries, ks, strict=True)):
-        key = builder.template.embedding_text(query)
-        chosen = select_demos(selection, similarities[i], builder.pool.embeddings, k, seed=seed, key=key) if k else []
+    for i, k in enumerate(ks):
+        chosen = select_demos(selection, similarities[i], builder.pool.embeddings, k, seed=seed) if k else []
         rows.append([int(r) for r in chosen])
     return rows
 

@@ -84,7 +84,8 @@ def plan_calibration(
     """Render and tokenize the calibration prompts (CPU work: run it off the event loop).
 
     Inputs that share demonstrations share an estimate. Contextual calibration uses the three content-free
-    inputs under every set. Domain calibration draws ``domain.samples`` strings per set, seeded by the request
+    inputs under every set. Domain calibration draws ``domain.samples`` strings per set
+    (``domain.shared_set_samples`` under random selection, whose one set all inputs share), seeded by the request
     seed and the set itself (reproducible whatever else is in the batch); without in-domain text yet it falls
     back to content-free inputs rather than skip calibrating. With ``selection="knn"`` and settings that leave
     kNN demonstrations alone, only prompts without demonstrations are calibrated."""
@@ -94,6 +95,7 @@ def plan_calibration(
     fields = builder.template.fields
     use_domain = calibration == "domain" and domain_words is not None and not domain_words.empty
     settings = domain if use_domain else DomainSettings(samples=len(content_free_queries(fields)))
+    samples = settings.samples_for(shared_set=selection == "random")
     chosen = _domain_sets(demo_sets, settings.max_sets) if use_domain else list(range(len(demo_sets)))
     if use_domain and selection == "knn" and not settings.calibrate_knn:
         chosen = [j for j in chosen if not demo_sets[j]]
@@ -105,13 +107,13 @@ def plan_calibration(
     prompts: list[tuple[int, list[int]]] = []
     for set_index in chosen:
         rows = demo_sets[set_index]
-        key = (calibration, settings.samples, seed if use_domain else None, rows)
+        key = (calibration, samples, seed if use_domain else None, rows)
         hit = cache.get(key) if cache is not None else None
         if hit is not None:
             cached[set_index] = hit
             continue
         keys[set_index] = key
-        queries = (domain_words.sample(settings.samples, [seed, *rows]) if use_domain and domain_words
+        queries = (domain_words.sample(samples, [seed, *rows]) if use_domain and domain_words
                    else content_free_queries(fields))
         for query in queries:
             ids = builder.tokenize(builder.render(query, rows))

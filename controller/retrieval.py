@@ -5,7 +5,7 @@ Embeddings are expected L2-normalised, so a dot product is the cosine similarity
 
 from __future__ import annotations
 
-import hashlib
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -26,13 +26,18 @@ def knn(similarities: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-similarities, kind="stable")[:k]
 
 
-def random_demos(n_pool: int, k: int, seed: int, key: str) -> np.ndarray:
-    """k distinct pool indices drawn with a seed and the query's own key, so the same query under the same
-    seed gets the same demonstrations wherever it sits in a batch."""
-    k = min(k, n_pool)
-    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
-    rng = np.random.default_rng([seed, int.from_bytes(digest, "little")])
-    return rng.choice(n_pool, size=k, replace=False).astype(np.int64)
+@lru_cache(maxsize=16)
+def _random_order(n_pool: int, seed: int) -> np.ndarray:
+    order = np.random.default_rng(seed).permutation(n_pool)
+    order.flags.writeable = False  # shared between callers
+    return order
+
+
+def random_demos(n_pool: int, k: int, seed: int) -> np.ndarray:
+    """The first k of the pool's seeded random order: every query under a seed gets the same set (the random
+    baseline as Zhao et al. and Fei et al. run it), and a smaller k gets a prefix of a larger k's set. A shared
+    set is also a shared prompt prefix for vLLM's cache and one label-bias estimate for calibration."""
+    return _random_order(n_pool, seed)[:min(k, n_pool)].astype(np.int64)
 
 
 def diverse(similarities: np.ndarray, pool: np.ndarray, k: int, relevance_weight: float = 0.5) -> np.ndarray:
@@ -62,13 +67,13 @@ def select_demos(
     pool: np.ndarray,
     k: int,
     seed: int = 0,
-    key: str = "",
 ) -> np.ndarray:
-    """Pool indices for one query, ordered for the prompt: least similar first, most similar nearest the query."""
+    """Pool indices for one query, ordered for the prompt: retrieved ones least similar first, most similar
+    nearest the query; random ones in their drawn order, the same for every query."""
+    if selection == "random":
+        return random_demos(similarities.shape[0], k, seed)
     if selection == "knn":
         chosen = knn(similarities, k)
-    elif selection == "random":
-        chosen = random_demos(similarities.shape[0], k, seed, key)
     elif selection == "diverse":
         chosen = diverse(similarities, pool, k)
     else:

@@ -113,6 +113,17 @@ async def test_calibration_modes_concurrency_and_prompt(tmp_path, runtime, pool_
         assert (await client.post("/v1/admin/reset-prefix-cache")).json() == {}
         again = await ask("none", "random")
         assert [p["demo_ids"] for p in again["predictions"]] == [p["demo_ids"] for p in random_sel["predictions"]]
+        assert len({tuple(p["demo_ids"]) for p in again["predictions"]}) == 1  # one set shared by every input
+        # The default calibrates random selection's shared set once, with the reference's 20 strings...
+        first = await ask("domain", "random")
+        assert first["usage"]["calibration_tokens"] > 0 and first["usage"]["calibration_cached_tokens"] > 0
+        for p in first["predictions"]:
+            assert p["probs"] != pytest.approx(p["uncalibrated_probs"], abs=1e-6)
+        # ...and a later request under the same seed reuses the estimate: no calibration prompts at all.
+        later = await ask("domain", "random")
+        assert later["usage"]["calibration_tokens"] == later["usage"]["calibration_cached_tokens"] == 0
+        for p, q in zip(later["predictions"], first["predictions"], strict=True):
+            assert p["probs"] == pytest.approx(q["probs"], abs=1e-3)
 
 
 async def test_bad_inputs_on_real_engine_store_nothing(tmp_path, runtime, pool_rows):

@@ -12,7 +12,7 @@ from controller.calibration import (
     DomainWords,
     pool_biases,
 )
-from controller.planning import PromptBuilder, plan_batch
+from controller.planning import PromptBuilder, plan_batch, plan_rows, similarities_for
 from controller.pool import LabeledPool
 from controller.predict import plan_calibration, predict_batch
 from controller.templates import PromptTemplate
@@ -31,8 +31,9 @@ def _setup(prefix_cache: bool = False):
                        labels=POOL_LABELS, embeddings=embedder.embed(TEXTS))
     builder = PromptBuilder(TEMPLATE, {label: label for label in LABELS}, pool, scorer.tokenize, 512, 1)
     queries = [{"text": f"query {w} {i}"} for i, w in enumerate(["great", "awful", "fun", "boring"] * 3)]
-    planned = plan_batch(builder, queries, embedder.embed([q["text"] for q in queries]), [3] * len(queries),
-                         "random", 0, None)
+    vectors = embedder.embed([q["text"] for q in queries])
+    rows = [[(i + j) % len(TEXTS) for j in range(3)] for i in range(len(queries))]  # a set per input
+    planned = plan_rows(builder, queries, similarities_for(builder, len(queries), vectors), rows, None)
     return builder, scorer, planned
 
 
@@ -59,7 +60,7 @@ def test_settings_reject_nonsense():
 def test_reference_draws_twenty_strings_per_set_and_each_set_its_own():
     builder, _, planned = _setup()
     plan = plan_calibration(builder, planned, "domain", WORDS, seed=1, domain=REFERENCE_DOMAIN)
-    assert len(plan.demo_sets) == len(planned)  # random demonstrations per input: every set distinct
+    assert len(plan.demo_sets) == len(planned)  # demonstrations per input: every set distinct
     assert len(plan.prompts) == 20 * len(plan.demo_sets)
     queries = [tuple(ids[-8:]) for i, ids in plan.prompts if i in (0, 1)]  # the strings and what follows
     assert len(set(queries)) > 20  # two sets do not share their strings
@@ -143,6 +144,24 @@ async def test_default_leaves_knn_demonstrations_uncalibrated_but_not_zero_shot_
     assert result.predictions[2].probs != result.predictions[2].uncalibrated_probs
     # The same prompts with random demonstrations, or the reference settings, calibrate every set.
     random_plan = plan_calibration(builder, knn, "domain", WORDS, 0, DEFAULT_DOMAIN, selection="random")
-    assert len(random_plan.prompts) == DEFAULT_DOMAIN.samples * len(random_plan.demo_sets)
+    assert len(random_plan.prompts) == DEFAULT_DOMAIN.samples_for(shared_set=True) * len(random_plan.demo_sets)
     reference = plan_calibration(builder, knn, "domain", WORDS, 0, REFERENCE_DOMAIN, selection="knn")
     assert len(reference.prompts) == 20 * len(reference.demo_sets)
+
+
+async def test_random_selection_shares_one_set_estimated_once_with_the_reference_count():
+    builder, scorer, _ = _setup()
+    embedder, cache = FakeEmbedder(), BiasCache()
+    batches = [[{"text": f"query {w} {i}"} for i, w in enumerate(words)] for words in (["great", "awful"] * 4,
+                                                                                      ["fun", "bad", "nice"])]
+    calibration_prompts = []
+    for queries in batches:
+        planned = plan_batch(builder, queries, embedder.embed([q["text"] for q in queries]), [3] * len(queries),
+                             "random", 7, None)
+        assert len({tuple(p.demo_rows) for p in planned}) == 1
+        plan = plan_calibration(builder, planned, "domain", WORDS, 7, DEFAULT_DOMAIN, cache, "random")
+        calibration_prompts.append(len(plan.prompts))
+        result = await predict_batch(builder, planned, plan, LABELS, scorer, cache)
+        assert all(p.probs != p.uncalibrated_probs for p in result.predictions)
+    assert calibration_prompts == [20, 0]  # the reference's 20 strings, once for every batch that shares the set
+    assert DEFAULT_DOMAIN.samples_for(shared_set=False) == 2 and REFERENCE_DOMAIN.samples_for(shared_set=True) == 20

@@ -21,12 +21,17 @@ def test_select_orders_most_similar_nearest_the_query():
     assert select_demos("knn", sims, pool, 3).tolist() == [2, 3, 0]
 
 
-def test_random_is_reproducible_and_keyed():
-    a = random_demos(100, 5, seed=0, key="x")
-    assert a.tolist() == random_demos(100, 5, seed=0, key="x").tolist()
+def test_random_is_one_seeded_set_shared_by_every_query_and_nested_over_k():
+    a = random_demos(100, 5, seed=0)
+    assert a.tolist() == random_demos(100, 5, seed=0).tolist()
     assert len(set(a.tolist())) == 5
-    assert a.tolist() != random_demos(100, 5, seed=1, key="x").tolist()
-    assert a.tolist() != random_demos(100, 5, seed=0, key="y").tolist()
+    assert a.tolist() != random_demos(100, 5, seed=1).tolist()
+    assert random_demos(100, 8, seed=0)[:5].tolist() == a.tolist()  # a smaller k is a prefix of a larger one
+    pool = _unit(np.random.default_rng(0).normal(size=(100, 4)))
+    sims = cosine_similarities(_unit([[1, 0, 0, 0], [0, 1, 0, 0]]), pool)
+    # The same set, in the same (drawn) order, whatever the query: one shared prompt prefix.
+    assert select_demos("random", sims[0], pool, 5).tolist() == select_demos("random", sims[1], pool, 5).tolist()
+    assert select_demos("random", sims[0], pool, 5, seed=3).tolist() == random_demos(100, 5, seed=3).tolist()
 
 
 def test_diverse_skips_near_duplicates():

@@ -174,10 +174,10 @@ def test_predict_defaults_use_task_default_k_and_domain_calibration(client, task
     # kNN demonstrations are left uncalibrated by the default domain settings...
     assert body["usage"]["calibration_tokens"] == 0
     assert body["predictions"][0]["probs"] == body["predictions"][0]["uncalibrated_probs"]
-    # ...random ones get two strings per demonstration set, the reference twenty.
+    # ...per-input sets (diverse) get two strings per set, the reference twenty...
     usage = {}
     for options in ("default", "reference"):
-        out = client.post("/v1/tasks/sent/predict", json={"inputs": ["great fun"], "selection": "random",
+        out = client.post("/v1/tasks/sent/predict", json={"inputs": ["great fun"], "selection": "diverse",
                                                           "domain_calibration": options}).json()
         usage[options] = out["usage"]
         assert out["usage"]["total_tokens"] == (out["usage"]["prompt_tokens"] + out["usage"]["calibration_tokens"]
@@ -185,12 +185,22 @@ def test_predict_defaults_use_task_default_k_and_domain_calibration(client, task
         assert out["predictions"][0]["probs"] != out["predictions"][0]["uncalibrated_probs"]
     assert usage["default"]["calibration_tokens"] > 0
     assert usage["reference"]["calibration_tokens"] > 5 * usage["default"]["calibration_tokens"]
+    # ...and random selection's one shared set gets the reference's twenty, estimated once for every input.
+    scorer = client.app.state.icl.runtime.scorer
+    before = len(scorer.calls)
+    first = client.post("/v1/tasks/sent/predict", json={"inputs": ["great fun", "dull"], "selection": "random"}).json()
+    assert len(scorer.calls) - before == 2 + 20
+    assert first["predictions"][0]["demo_ids"] == first["predictions"][1]["demo_ids"]
+    again = client.post("/v1/tasks/sent/predict", json={"inputs": ["so dull"], "selection": "random"}).json()
+    assert again["usage"]["calibration_tokens"] == 0 and again["usage"]["calibration_cached_tokens"] == 0
+    assert again["predictions"][0]["probs"] != again["predictions"][0]["uncalibrated_probs"]
     explicit = client.post("/v1/tasks/sent/predict", json={
         "inputs": ["great fun"], "domain_calibration": {"samples": 3, "pooling": 0.5, "max_sets": None}}).json()
     assert explicit["usage"]["calibration_tokens"] > 0  # explicit options calibrate kNN sets too
 
 
-@pytest.mark.parametrize("options", [{"samples": 0}, {"pooling": 2}, {"max_sets": 0}, {"extra": 1}, "fast"])
+@pytest.mark.parametrize("options", [{"samples": 0}, {"pooling": 2}, {"max_sets": 0}, {"shared_set_samples": 0},
+                                     {"extra": 1}, "fast"])
 def test_predict_rejects_bad_domain_calibration_options(client, task, options):
     r = client.post("/v1/tasks/sent/predict", json={"inputs": ["great fun"], "domain_calibration": options})
     assert r.status_code in (400, 422)
@@ -376,7 +386,8 @@ def test_domain_strings_can_draw_on_recent_queries(tmp_path):
         scorer = c.app.state.icl.runtime.scorer
         c.post("/v1/tasks/sent/predict", json=body)
         first = len(scorer.calls)
-        c.post("/v1/tasks/sent/predict", json={**body, "inputs": ["quokka"]})
+        # Another seed: random selection's one set is already estimated under seed 0 (cached).
+        c.post("/v1/tasks/sent/predict", json={**body, "inputs": ["quokka"], "seed": 1})
         later = [scorer.decode(ids) for ids in scorer.calls[first:]]
         assert any("zebra" in words for words in later)  # an earlier query's word, drawn into a random string
     with make_client(tmp_path / "off") as c:  # off by default
@@ -385,5 +396,5 @@ def test_domain_strings_can_draw_on_recent_queries(tmp_path):
         c.post("/v1/tasks/sent/predict", json={**body, "inputs": ["zebra"]})
         scorer = c.app.state.icl.runtime.scorer
         first = len(scorer.calls)
-        c.post("/v1/tasks/sent/predict", json={**body, "inputs": ["quokka"]})
+        c.post("/v1/tasks/sent/predict", json={**body, "inputs": ["quokka"], "seed": 1})
         assert not any("zebra" in scorer.decode(ids) for ids in scorer.calls[first:])
