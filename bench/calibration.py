@@ -5,14 +5,16 @@
         --modes none contextual reference default
 
 Modes: `none`, `contextual`, `reference` (domain-context calibration as Fei et al. run it: 20 strings per
-demonstration set), `default` (the service's default domain settings), or `domain:m=M,p=P,s=S` (M strings per
-set, pooling weight P, at most S sets calibrated per batch; s=all for every set).
+demonstration set), `default` (the service's default domain settings), or `domain:m=M,p=P,s=S,sh=H` (M strings
+per set, pooling weight P, at most S sets calibrated per batch, s=all for every set; H strings for random
+selection's shared set, M if not given).
 
-Each seed draws its own pool (--pool-size training examples), test items, random demonstrations and random
-strings. Inputs go in batches of --batch, as requests would; domain strings come from the pool's and the test
-items' inputs (a task's labeled and unlabeled examples). With `--scorer vllm` (default) every mode runs on an
-empty prefix cache and its engine time is measured; with `--scorer transformers` (e.g. `--device cuda` on a
-machine without vLLM) each distinct prompt is scored once and only quality and token counts are reported.
+Each seed draws its own pool (--pool-size training examples), test items, random demonstration set (one for
+all inputs) and random strings. Inputs go in batches of --batch, as requests would; domain strings come from
+the pool's and the test items' inputs (a task's labeled and unlabeled examples); each mode keeps a bias cache,
+as the service does. With `--scorer vllm` (default) every mode runs on an empty prefix cache and its engine
+time is measured; with `--scorer transformers` (e.g. `--device cuda` on a machine without vLLM) each distinct
+prompt is scored once and only quality and token counts are reported.
 `--table FILE...` prints the summary of earlier results.
 """
 
@@ -62,9 +64,10 @@ def parse_mode(mode: str) -> tuple[str, DomainSettings]:
         return "domain", DEFAULT_DOMAIN
     if mode.startswith("domain:"):
         fields = dict(part.split("=") for part in mode.removeprefix("domain:").split(","))
-        max_sets = fields.get("s", "all")
+        max_sets, shared = fields.get("s", "all"), fields.get("sh")
         return "domain", DomainSettings(samples=int(fields.get("m", 20)), pooling=float(fields.get("p", 0.0)),
-                                        max_sets=None if max_sets == "all" else int(max_sets))
+                                        max_sets=None if max_sets == "all" else int(max_sets),
+                                        shared_set_samples=None if shared is None else int(shared))
     raise SystemExit(f"unknown mode {mode!r}")
 
 
@@ -132,10 +135,12 @@ def derived_default(rows: list[dict], random_mode: str) -> list[dict]:
     calibrates per-input sets with the same strings as ``random_mode`` (same samples, seeds and sets)."""
     if DEFAULT_DOMAIN.calibrate_knn or parse_mode(random_mode)[1] != DomainSettings(
             samples=DEFAULT_DOMAIN.samples, pooling=DEFAULT_DOMAIN.pooling, max_sets=DEFAULT_DOMAIN.max_sets):
-        raise SystemExit(f"{random_mode} is not what the current default does outside kNN")
+        raise SystemExit(f"{random_mode} is not what the current default does on per-input sets")
     out = []
     for r in rows:
-        if (r["selection"] == "knn" and r["mode"] == "none") or (r["selection"] != "knn" and r["mode"] == random_mode):
+        # Per-input sets: diverse, and random before it shared one set (shared sets take 20 strings now).
+        per_input = r["selection"] == "diverse" or (r["selection"] == "random" and "random_demos" not in r)
+        if (r["selection"] == "knn" and r["mode"] == "none") or (per_input and r["mode"] == random_mode):
             out.append({**r, "mode": "default (derived)"})
     return out
 
@@ -178,8 +183,12 @@ def summarise(results: list[dict]) -> None:
     configs = sorted({key[:3] for key in means if (*key[:3], "none") in means})
     # Per-input random sets (runs before random selection shared one set) are another regime: summed apart.
     current = [c for c in configs if c[1] != LEGACY_RANDOM]
-    scopes = [("all dataset/selection/k configurations", current)]
-    if any(c[1] == LEGACY_RANDOM for c in configs):
+    legacy = any(c[1] == LEGACY_RANDOM for c in configs)
+    scopes = []
+    if len({c[1] for c in current}) > 1 or not legacy:
+        scopes.append(("all dataset/selection/k configurations" + (" but per-input random ones" if legacy else ""),
+                       current))
+    if legacy:
         scopes.append(("kNN and per-input random configurations (before random selection shared one set)",
                        [c for c in configs if c[1] in ("knn", LEGACY_RANDOM)]))
     selections = list(dict.fromkeys(c[1] for c in configs))

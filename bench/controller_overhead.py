@@ -76,7 +76,7 @@ def main() -> None:
             expected = controller.predict_proba(features)
             t2 = time.perf_counter()
             similarities = similarities_for(builder, batch, embeddings)
-            options = [select_rows(builder, queries, similarities, [k] * batch, "knn", 0) for k in args.candidate_k]
+            options = [select_rows(builder, similarities, [k] * batch, "knn", 0) for k in args.candidate_k]
             zero_shot = [builder.zero_shot_tokens(q) for q in queries]
             costs = np.array([[zero_shot[i] + builder.demo_tokens(o[i]) for o in options] for i in range(batch)])
             t3 = time.perf_counter()

@@ -10,10 +10,10 @@ The reference domain setting costs 20 extra prompts per demonstration set, which
 is 20 per input. ``DomainSettings`` can make it cheaper: fewer strings per set (each set draws its own), leaving
 kNN-retrieved demonstrations uncalibrated, estimates pooled across the batch's sets, at most ``max_sets`` sets
 calibrated per batch. Estimates are cached per demonstration set (``BiasCache``), so a repeated set costs
-nothing: random selection shares one set among all inputs of a seed, so it gets the reference's 20 strings
-once. bench/calibration.py measured which settings keep the gain (bench/README.md): no calibration of kNN
-demonstrations and 2 strings per per-input set did; pooling did not (each set's own bias is what calibration
-corrects).
+nothing: random selection shares one set among all inputs of a seed, whose estimate is made once.
+bench/calibration.py measured which settings keep the gain (bench/README.md): no calibration of kNN
+demonstrations, 5 strings for the shared random set and 2 per per-input set did; pooling did not (each set's
+own bias is what calibration corrects).
 """
 
 from __future__ import annotations
@@ -57,10 +57,11 @@ class DomainSettings:
 
 REFERENCE_DOMAIN = DomainSettings(samples=20, pooling=0.0)  # Fei et al. 2023, one estimate per demonstration set
 # Chosen with bench/calibration.py (bench/README.md): random demonstrations are one set shared by every input,
-# so the reference's 20 strings cost once per set; calibrating kNN demonstrations gained nothing on average
-# for 3-12x the engine time (reference settings); per-input sets (diverse) get 2 strings, which kept most of
-# the reference's gain on per-input random sets; pooling across sets lost it.
-DEFAULT_DOMAIN = DomainSettings(samples=2, shared_set_samples=20, pooling=0.0, calibrate_knn=False)
+# estimated once and cached; on it 5 strings gained as much as the reference's 20 (and 10) for a quarter of the
+# calibration prompts. Calibrating kNN demonstrations gained little on average for 3-12x the engine time
+# (reference settings); per-input sets (diverse) get 2 strings, which kept most of the reference's gain on
+# per-input random sets; pooling across sets lost it.
+DEFAULT_DOMAIN = DomainSettings(samples=2, shared_set_samples=5, pooling=0.0, calibrate_knn=False)
 
 
 def content_free_queries(fields: Sequence[str]) -> list[dict[str, str]]:

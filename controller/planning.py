@@ -44,6 +44,12 @@ class PlannedPrompt:
     similarities: np.ndarray  # similarity of every pool row to the query
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
+    # Which demonstration goes first when the prompt must shrink: retrieved ones lose the least similar (the
+    # first); random ones the last, so what is left is still a prefix of the seeded order that other inputs share.
+    trim_last: bool = False
+
+    def drop_demo(self) -> None:
+        self.demo_rows = self.demo_rows[:-1] if self.trim_last else self.demo_rows[1:]
 
 
 class PromptBuilder:
@@ -105,12 +111,12 @@ class PromptBuilder:
         planned.token_ids = self.tokenize(planned.text)
 
     def fit_window(self, planned: PlannedPrompt, index: int) -> None:
-        """Drop demonstrations, least similar first, until the prompt fits the context window."""
+        """Drop demonstrations (``PlannedPrompt.drop_demo``) until the prompt fits the context window."""
         self.fill(planned)
         while len(planned.token_ids) > self.max_prompt_tokens:
             if not planned.demo_rows:
                 raise InputTooLongError(index, len(planned.token_ids), self.max_prompt_tokens)
-            planned.demo_rows = planned.demo_rows[1:]
+            planned.drop_demo()
             self.fill(planned)
 
 
@@ -121,22 +127,27 @@ def similarities_for(builder: PromptBuilder, n_queries: int, query_embeddings: n
     return np.zeros((n_queries, len(pool)), dtype=np.float32)
 
 
-def select_rows(builder: PromptBuilder, queries: Sequence[Mapping[str, str]], similarities: np.ndarray,
-                ks: Sequence[int], selection: Selection, seed: int) -> list[list[int]]:
-    """Each query's demonstrations (pool rows, prompt order), before any fitting."""
+def select_rows(builder: PromptBuilder, similarities: np.ndarray, ks: Sequence[int], selection: Selection,
+                seed: int | Sequence[int]) -> list[list[int]]:
+    """Each query's demonstrations (pool rows, prompt order), before any fitting. ``seed`` may be one per
+    query (random selection then draws a set per query instead of one shared set)."""
+    seeds = [seed] * len(ks) if isinstance(seed, int) else list(seed)
     rows: list[list[int]] = []
     for i, k in enumerate(ks):
-        chosen = select_demos(selection, similarities[i], builder.pool.embeddings, k, seed=seed) if k else []
+        chosen = select_demos(selection, similarities[i], builder.pool.embeddings, k, seed=seeds[i]) if k else []
         rows.append([int(r) for r in chosen])
     return rows
 
 
 def plan_rows(builder: PromptBuilder, queries: Sequence[Mapping[str, str]], similarities: np.ndarray,
-              rows: Sequence[list[int]], max_prompt_tokens: int | None) -> list[PlannedPrompt]:
-    """Render and tokenize prompts with the given demonstrations, fit the window, then the budget."""
+              rows: Sequence[list[int]], max_prompt_tokens: int | None, trim_last: bool = False,
+              ) -> list[PlannedPrompt]:
+    """Render and tokenize prompts with the given demonstrations, fit the window, then the budget
+    (``trim_last``: random demonstrations, shrunk from the end)."""
     planned: list[PlannedPrompt] = []
     for i, (query, demo_rows) in enumerate(zip(queries, rows, strict=True)):
-        item = PlannedPrompt(query=query, demo_rows=list(demo_rows), similarities=similarities[i])
+        item = PlannedPrompt(query=query, demo_rows=list(demo_rows), similarities=similarities[i],
+                             trim_last=trim_last)
         builder.fit_window(item, i)
         planned.append(item)
     if max_prompt_tokens is not None:
@@ -150,19 +161,19 @@ def plan_batch(
     query_embeddings: np.ndarray | None,
     ks: Sequence[int],
     selection: Selection,
-    seed: int,
+    seed: int | Sequence[int],
     max_prompt_tokens: int | None,
 ) -> list[PlannedPrompt]:
     """Prompts for a batch: retrieve each query's demonstrations, fit the window, then the budget."""
     similarities = similarities_for(builder, len(queries), query_embeddings)
-    rows = select_rows(builder, queries, similarities, ks, selection, seed)
-    return plan_rows(builder, queries, similarities, rows, max_prompt_tokens)
+    rows = select_rows(builder, similarities, ks, selection, seed)
+    return plan_rows(builder, queries, similarities, rows, max_prompt_tokens, trim_last=selection == "random")
 
 
 def fit_budget(builder: PromptBuilder, planned: list[PlannedPrompt], max_prompt_tokens: int) -> None:
     """Trim demonstrations until the batch's prompts fit ``max_prompt_tokens``.
 
-    Each step takes one demonstration (its least similar) from the prompt that holds the most, so the
+    Each step takes one demonstration (``drop_demo``) from the prompt that holds the most, so the
     budget is shared evenly across inputs. The meta-controller's allocator spends it more cleverly."""
     total = sum(len(p.token_ids) for p in planned)
     while total > max_prompt_tokens:
@@ -171,6 +182,6 @@ def fit_budget(builder: PromptBuilder, planned: list[PlannedPrompt], max_prompt_
         if not item.demo_rows:
             raise BudgetTooSmallError(total, max_prompt_tokens)
         before = len(item.token_ids)
-        item.demo_rows = item.demo_rows[1:]
+        item.drop_demo()
         builder.fill(item)
         total += len(item.token_ids) - before

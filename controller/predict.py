@@ -189,17 +189,18 @@ async def predict_uncalibrated(
     embeddings: np.ndarray,
     k: int,
     selection: Selection,
-    seed: int,
+    seed: int | Sequence[int],
     labels: Sequence[str],
     scorer: LabelScorer,
     chunk: int,
 ) -> AsyncIterator[tuple[slice, list[Prediction]]]:
     """Uncalibrated predictions with k demonstrations each, ``chunk`` queries per engine batch, yielded with the
-    slice of ``queries`` they answer. Planning (tokenising, retrieval) runs in a worker thread, so a long job
-    does not hold up the event loop that serves requests."""
+    slice of ``queries`` they answer (``seed``: one, or one per query). Planning (tokenising, retrieval) runs in
+    a worker thread, so a long job does not hold up the event loop that serves requests."""
     for start in range(0, len(queries), chunk):
         part = slice(start, min(start + chunk, len(queries)))
+        seeds = seed if isinstance(seed, int) else seed[part]
         planned = await asyncio.to_thread(plan_batch, builder, queries[part], embeddings[part],
-                                          [k] * (part.stop - part.start), selection, seed, None)
+                                          [k] * (part.stop - part.start), selection, seeds, None)
         result = await predict_batch(builder, planned, plan_calibration(builder, planned, "none"), labels, scorer)
         yield part, result.predictions

@@ -54,14 +54,19 @@ async def collect(
     chunk: int = 32,
 ) -> TrainingData:
     """Run the model at every candidate count on the held-back queries (uncalibrated, as served with
-    ``calibration: none``; calibration rarely changes which counts are right)."""
+    ``calibration: none``; calibration rarely changes which counts are right).
+
+    Random selection serves one seeded set of the whole pool, which training (whose pool lacks the held-back
+    queries) cannot reproduce; each held-back query draws its own set instead, so the controller learns how
+    random demonstrations do on average rather than how one set it will never serve does."""
     n, n_k = len(queries), len(candidate_k)
+    seeds: int | list[int] = [seed * n + i for i in range(n)] if selection == "random" else seed
     correct = np.zeros((n, n_k), dtype=np.int64)
     tokens = np.zeros((n, n_k), dtype=np.int64)
     steps, done = n_k * ((n + chunk - 1) // chunk), 0
     for j, k in enumerate(candidate_k):
-        async for part, predictions in predict_uncalibrated(builder, queries, embeddings, k, selection, seed, labels,
-                                                            scorer, chunk):
+        async for part, predictions in predict_uncalibrated(builder, queries, embeddings, k, selection, seeds,
+                                                            labels, scorer, chunk):
             correct[part, j] = [p.label == g for p, g in zip(predictions, gold[part], strict=True)]
             tokens[part, j] = [p.prompt_tokens for p in predictions]
             done += 1

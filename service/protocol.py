@@ -102,14 +102,14 @@ class Budget(_Strict):
 
 class DomainCalibrationOptions(_Strict):
     """How `calibration: "domain"` spends engine time. Unset fields take the default settings' values, except
-    ``calibrate_knn`` and ``shared_set_samples``: options given explicitly calibrate kNN demonstrations unless
-    told not to, and draw ``samples`` strings for every set unless ``shared_set_samples`` says otherwise."""
+    ``calibrate_knn``: options given explicitly calibrate kNN demonstrations unless told not to."""
 
     samples: Annotated[StrictInt, Field(ge=1, le=64)] = Field(
         default=DEFAULT_DOMAIN.samples, description="Random in-domain strings per calibrated demonstration set.")
     shared_set_samples: Annotated[StrictInt, Field(ge=1, le=64)] | None = Field(
-        default=None, description="Strings for the one demonstration set random selection gives every input "
-                                  "(estimated once per set and cached). null = `samples`.")
+        default=DEFAULT_DOMAIN.shared_set_samples,
+        description="Strings for the one demonstration set random selection gives every input (estimated once "
+                    "per set and cached). null = `samples`.")
     pooling: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
         default=DEFAULT_DOMAIN.pooling,
         description="Weight of the batch-wide estimate in each demonstration set's bias; 0 = the set's own only.")

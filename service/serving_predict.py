@@ -80,7 +80,8 @@ class PredictServing:
         k = request.demos if isinstance(request.demos, int) else default_k
         budget = request.budget.max_prompt_tokens if request.budget else None
         embeddings = None
-        if (k > 0 or controller is not None) and len(pool.labeled):
+        # Retrieval and the controller's features need the inputs' embeddings; random selection alone does not.
+        if ((k > 0 and request.selection != "random") or controller is not None) and len(pool.labeled):
             embeddings = runtime.embedder.embed([template.embedding_text(q) for q in queries])
         scorer = runtime.scorer
         builder = prompt_builder(task, template, pool.labeled, scorer)
@@ -113,13 +114,13 @@ class PredictServing:
         similarities = similarities_for(builder, len(queries), embeddings)
         expected = controller.predict_proba(features_for(builder, queries, embeddings, labels, zero_shot,
                                                          similarities))
-        options = [select_rows(builder, queries, similarities, [int(k)] * len(queries), request.selection,
-                               request.seed) for k in controller.candidate_k_]
+        options = [select_rows(builder, similarities, [int(k)] * len(queries), request.selection, request.seed)
+                   for k in controller.candidate_k_]
         costs = np.array([[zero_shot[i] + builder.demo_tokens(option[i]) for option in options]
                           for i in range(len(queries))])
         choice = controller.choose(expected, costs, budget)
         rows = [options[j][i] for i, j in enumerate(choice)]
-        return plan_rows(builder, queries, similarities, rows, budget)
+        return plan_rows(builder, queries, similarities, rows, budget, trim_last=request.selection == "random")
 
     async def predict(self, name: str, request: PredictRequest) -> PredictResponse:
         runtime = self.state.require_runtime()

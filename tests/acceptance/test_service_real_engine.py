@@ -114,7 +114,7 @@ async def test_calibration_modes_concurrency_and_prompt(tmp_path, runtime, pool_
         again = await ask("none", "random")
         assert [p["demo_ids"] for p in again["predictions"]] == [p["demo_ids"] for p in random_sel["predictions"]]
         assert len({tuple(p["demo_ids"]) for p in again["predictions"]}) == 1  # one set shared by every input
-        # The default calibrates random selection's shared set once, with the reference's 20 strings...
+        # The default calibrates random selection's shared set once...
         first = await ask("domain", "random")
         assert first["usage"]["calibration_tokens"] > 0 and first["usage"]["calibration_cached_tokens"] > 0
         for p in first["predictions"]:

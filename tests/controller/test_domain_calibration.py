@@ -149,7 +149,7 @@ async def test_default_leaves_knn_demonstrations_uncalibrated_but_not_zero_shot_
     assert len(reference.prompts) == 20 * len(reference.demo_sets)
 
 
-async def test_random_selection_shares_one_set_estimated_once_with_the_reference_count():
+async def test_random_selection_shares_one_set_estimated_once():
     builder, scorer, _ = _setup()
     embedder, cache = FakeEmbedder(), BiasCache()
     batches = [[{"text": f"query {w} {i}"} for i, w in enumerate(words)] for words in (["great", "awful"] * 4,
@@ -163,5 +163,5 @@ async def test_random_selection_shares_one_set_estimated_once_with_the_reference
         calibration_prompts.append(len(plan.prompts))
         result = await predict_batch(builder, planned, plan, LABELS, scorer, cache)
         assert all(p.probs != p.uncalibrated_probs for p in result.predictions)
-    assert calibration_prompts == [20, 0]  # the reference's 20 strings, once for every batch that shares the set
+    assert calibration_prompts == [5, 0]  # 5 strings, once for every batch that shares the set
     assert DEFAULT_DOMAIN.samples_for(shared_set=False) == 2 and REFERENCE_DOMAIN.samples_for(shared_set=True) == 20

@@ -84,3 +84,33 @@ async def test_predict_batch_calibrates_per_demo_set_and_counts_tokens():
                                ["positive", "negative"], scorer)
     assert none.predictions[0].probs == none.predictions[0].uncalibrated_probs
     assert result.predictions[0].probs["positive"] < none.predictions[0].probs["positive"]
+
+
+def test_random_sets_shrink_from_the_end_so_they_stay_prefixes_of_the_shared_order():
+    builder, _, embedder = _builder()
+    queries = [{"text": "great fun"}, {"text": "boring mess"}, {"text": "fun ride again"}]
+    embs = embedder.embed([q["text"] for q in queries])
+    free = plan_batch(builder, queries, embs, [5, 5, 5], "random", 3, None)
+    shared = free[0].demo_rows
+    assert all(p.demo_rows == shared for p in free)
+    budget = sum(len(p.token_ids) for p in free) * 2 // 3
+    trimmed = plan_batch(builder, queries, embs, [5, 5, 5], "random", 3, budget)
+    assert sum(len(p.token_ids) for p in trimmed) <= budget
+    assert any(len(p.demo_rows) < 5 for p in trimmed)
+    for p in trimmed:  # what is left is the shared order's first rows: the prefix and the bias estimate it shares
+        assert p.demo_rows == shared[:len(p.demo_rows)]
+    # kNN prompts still lose their least similar demonstration, the first one.
+    knn = plan_batch(builder, queries, embs, [5, 5, 5], "knn", 0, None)
+    knn_trimmed = plan_batch(builder, queries, embs, [5, 5, 5], "knn", 0, budget)
+    for full, cut in zip(knn, knn_trimmed, strict=True):
+        assert cut.demo_rows == full.demo_rows[len(full.demo_rows) - len(cut.demo_rows):]
+
+
+def test_one_seed_per_query_draws_a_random_set_per_query():
+    builder, _, embedder = _builder()
+    queries = [{"text": f"query {i}"} for i in range(6)]
+    planned = plan_batch(builder, queries, embedder.embed([q["text"] for q in queries]), [3] * 6, "random",
+                         [10 + i for i in range(6)], None)
+    assert len({tuple(p.demo_rows) for p in planned}) > 1
+    again = plan_batch(builder, queries[2:3], embedder.embed(["query 2"]), [3], "random", [12], None)
+    assert again[0].demo_rows == planned[2].demo_rows

@@ -185,15 +185,21 @@ def test_predict_defaults_use_task_default_k_and_domain_calibration(client, task
         assert out["predictions"][0]["probs"] != out["predictions"][0]["uncalibrated_probs"]
     assert usage["default"]["calibration_tokens"] > 0
     assert usage["reference"]["calibration_tokens"] > 5 * usage["default"]["calibration_tokens"]
-    # ...and random selection's one shared set gets the reference's twenty, estimated once for every input.
+    # ...and random selection's one shared set gets five, estimated once for every input.
     scorer = client.app.state.icl.runtime.scorer
     before = len(scorer.calls)
     first = client.post("/v1/tasks/sent/predict", json={"inputs": ["great fun", "dull"], "selection": "random"}).json()
-    assert len(scorer.calls) - before == 2 + 20
+    assert len(scorer.calls) - before == 2 + 5
     assert first["predictions"][0]["demo_ids"] == first["predictions"][1]["demo_ids"]
     again = client.post("/v1/tasks/sent/predict", json={"inputs": ["so dull"], "selection": "random"}).json()
     assert again["usage"]["calibration_tokens"] == 0 and again["usage"]["calibration_cached_tokens"] == 0
     assert again["predictions"][0]["probs"] != again["predictions"][0]["uncalibrated_probs"]
+    # Explicit options leave the shared set at the default's 5 strings unless told otherwise (null: `samples`).
+    for seed, options, strings in ((2, {"samples": 7}, 5), (3, {"samples": 7, "shared_set_samples": None}, 7)):
+        before = len(scorer.calls)
+        client.post("/v1/tasks/sent/predict", json={"inputs": ["dull"], "selection": "random", "seed": seed,
+                                                    "domain_calibration": options})
+        assert len(scorer.calls) - before == 1 + strings
     explicit = client.post("/v1/tasks/sent/predict", json={
         "inputs": ["great fun"], "domain_calibration": {"samples": 3, "pooling": 0.5, "max_sets": None}}).json()
     assert explicit["usage"]["calibration_tokens"] > 0  # explicit options calibrate kNN sets too
