@@ -138,7 +138,7 @@ def derived_default(rows: list[dict], random_mode: str) -> list[dict]:
         raise SystemExit(f"{random_mode} is not what the current default does on per-input sets")
     out = []
     for r in rows:
-        # Per-input sets: diverse, and random before it shared one set (shared sets take 20 strings now).
+        # Per-input sets: diverse, and random before it shared one set (shared sets take shared_set_samples).
         per_input = r["selection"] == "diverse" or (r["selection"] == "random" and "random_demos" not in r)
         if (r["selection"] == "knn" and r["mode"] == "none") or (per_input and r["mode"] == random_mode):
             out.append({**r, "mode": "default (derived)"})
@@ -146,6 +146,15 @@ def derived_default(rows: list[dict], random_mode: str) -> list[dict]:
 
 
 def summarise(results: list[dict]) -> None:
+    """Summaries per scorer and test-set size: runs that differ in either are not one measurement."""
+    kinds = list(dict.fromkeys((r["scorer"], r["n"]) for r in results))
+    for scorer, n in kinds:
+        if len(kinds) > 1:
+            print(f"\n## scorer {scorer}, {n} test items per dataset and seed")
+        _summarise([r for r in results if (r["scorer"], r["n"]) == (scorer, n)])
+
+
+def _summarise(results: list[dict]) -> None:
     """Mean over seeds per (dataset, selection, k, mode), then each mode's gain over none and extra engine
     time, and the share of the reference's macro-F1 gain each mode keeps."""
     latest: dict[tuple, dict] = {}

@@ -131,10 +131,10 @@ def select_rows(builder: PromptBuilder, similarities: np.ndarray, ks: Sequence[i
                 seed: int | Sequence[int]) -> list[list[int]]:
     """Each query's demonstrations (pool rows, prompt order), before any fitting. ``seed`` may be one per
     query (random selection then draws a set per query instead of one shared set)."""
-    seeds = [seed] * len(ks) if isinstance(seed, int) else list(seed)
+    seeds = [int(seed)] * len(ks) if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
     rows: list[list[int]] = []
-    for i, k in enumerate(ks):
-        chosen = select_demos(selection, similarities[i], builder.pool.embeddings, k, seed=seeds[i]) if k else []
+    for i, (k, query_seed) in enumerate(zip(ks, seeds, strict=True)):
+        chosen = select_demos(selection, similarities[i], builder.pool.embeddings, k, seed=query_seed) if k else []
         rows.append([int(r) for r in chosen])
     return rows
 

@@ -199,7 +199,7 @@ async def predict_uncalibrated(
     a worker thread, so a long job does not hold up the event loop that serves requests."""
     for start in range(0, len(queries), chunk):
         part = slice(start, min(start + chunk, len(queries)))
-        seeds = seed if isinstance(seed, int) else seed[part]
+        seeds = seed if isinstance(seed, (int, np.integer)) else seed[part]
         planned = await asyncio.to_thread(plan_batch, builder, queries[part], embeddings[part],
                                           [k] * (part.stop - part.start), selection, seeds, None)
         result = await predict_batch(builder, planned, plan_calibration(builder, planned, "none"), labels, scorer)

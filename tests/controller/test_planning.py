@@ -114,3 +114,7 @@ def test_one_seed_per_query_draws_a_random_set_per_query():
     assert len({tuple(p.demo_rows) for p in planned}) > 1
     again = plan_batch(builder, queries[2:3], embedder.embed(["query 2"]), [3], "random", [12], None)
     assert again[0].demo_rows == planned[2].demo_rows
+    numpy_seed = plan_batch(builder, queries[:2], embedder.embed(["a", "b"]), [3, 3], "random", np.int64(12), None)
+    assert [p.demo_rows for p in numpy_seed] == [planned[2].demo_rows] * 2
+    with pytest.raises(ValueError):  # a seed per query, or one for all: not a few
+        plan_batch(builder, queries, embedder.embed([q["text"] for q in queries]), [3] * 6, "random", [1, 2], None)
