@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from controller.pool import LabeledPool
-from controller.retrieval import Selection, cosine_similarities, select_demos
+from controller.retrieval import Selection, cosine_similarities, select_demos, shares_one_set
 from controller.scoring import LabelScorer
 from controller.templates import Demo, PromptTemplate
 
@@ -127,11 +127,19 @@ def similarities_for(builder: PromptBuilder, n_queries: int, query_embeddings: n
     return np.zeros((n_queries, len(pool)), dtype=np.float32)
 
 
+def per_query_seeds(seed: int | Sequence[int], n: int) -> list[int]:
+    """One seed for each of n queries: the one given for all, or those given, one per query."""
+    seeds = [int(seed)] * n if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} queries")
+    return seeds
+
+
 def select_rows(builder: PromptBuilder, similarities: np.ndarray, ks: Sequence[int], selection: Selection,
                 seed: int | Sequence[int]) -> list[list[int]]:
     """Each query's demonstrations (pool rows, prompt order), before any fitting. ``seed`` may be one per
     query (random selection then draws a set per query instead of one shared set)."""
-    seeds = [int(seed)] * len(ks) if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+    seeds = per_query_seeds(seed, len(ks))
     rows: list[list[int]] = []
     for i, (k, query_seed) in enumerate(zip(ks, seeds, strict=True)):
         chosen = select_demos(selection, similarities[i], builder.pool.embeddings, k, seed=query_seed) if k else []
@@ -140,10 +148,10 @@ def select_rows(builder: PromptBuilder, similarities: np.ndarray, ks: Sequence[i
 
 
 def plan_rows(builder: PromptBuilder, queries: Sequence[Mapping[str, str]], similarities: np.ndarray,
-              rows: Sequence[list[int]], max_prompt_tokens: int | None, trim_last: bool = False,
+              rows: Sequence[list[int]], max_prompt_tokens: int | None, selection: Selection = "knn",
               ) -> list[PlannedPrompt]:
-    """Render and tokenize prompts with the given demonstrations, fit the window, then the budget
-    (``trim_last``: random demonstrations, shrunk from the end)."""
+    """Render and tokenize prompts with the demonstrations ``selection`` gave, fit the window, then the budget."""
+    trim_last = shares_one_set(selection)
     planned: list[PlannedPrompt] = []
     for i, (query, demo_rows) in enumerate(zip(queries, rows, strict=True)):
         item = PlannedPrompt(query=query, demo_rows=list(demo_rows), similarities=similarities[i],
@@ -167,7 +175,7 @@ def plan_batch(
     """Prompts for a batch: retrieve each query's demonstrations, fit the window, then the budget."""
     similarities = similarities_for(builder, len(queries), query_embeddings)
     rows = select_rows(builder, similarities, ks, selection, seed)
-    return plan_rows(builder, queries, similarities, rows, max_prompt_tokens, trim_last=selection == "random")
+    return plan_rows(builder, queries, similarities, rows, max_prompt_tokens, selection)
 
 
 def fit_budget(builder: PromptBuilder, planned: list[PlannedPrompt], max_prompt_tokens: int) -> None:

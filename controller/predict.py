@@ -19,8 +19,8 @@ from controller.calibration import (
     estimate_bias,
     pool_biases,
 )
-from controller.planning import PlannedPrompt, PromptBuilder, plan_batch
-from controller.retrieval import Selection
+from controller.planning import PlannedPrompt, PromptBuilder, per_query_seeds, plan_batch
+from controller.retrieval import Selection, shares_one_set
 from controller.scoring import LabelScorer, normalise_label_logprobs
 
 
@@ -95,7 +95,7 @@ def plan_calibration(
     fields = builder.template.fields
     use_domain = calibration == "domain" and domain_words is not None and not domain_words.empty
     settings = domain if use_domain else DomainSettings(samples=len(content_free_queries(fields)))
-    samples = settings.samples_for(shared_set=selection == "random")
+    samples = settings.samples_for(shared_set=selection is not None and shares_one_set(selection))
     chosen = _domain_sets(demo_sets, settings.max_sets) if use_domain else list(range(len(demo_sets)))
     if use_domain and selection == "knn" and not settings.calibrate_knn:
         chosen = [j for j in chosen if not demo_sets[j]]
@@ -197,10 +197,10 @@ async def predict_uncalibrated(
     """Uncalibrated predictions with k demonstrations each, ``chunk`` queries per engine batch, yielded with the
     slice of ``queries`` they answer (``seed``: one, or one per query). Planning (tokenising, retrieval) runs in
     a worker thread, so a long job does not hold up the event loop that serves requests."""
+    seeds = per_query_seeds(seed, len(queries))
     for start in range(0, len(queries), chunk):
         part = slice(start, min(start + chunk, len(queries)))
-        seeds = seed if isinstance(seed, (int, np.integer)) else seed[part]
         planned = await asyncio.to_thread(plan_batch, builder, queries[part], embeddings[part],
-                                          [k] * (part.stop - part.start), selection, seeds, None)
+                                          [k] * (part.stop - part.start), selection, seeds[part], None)
         result = await predict_batch(builder, planned, plan_calibration(builder, planned, "none"), labels, scorer)
         yield part, result.predictions

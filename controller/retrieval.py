@@ -40,6 +40,12 @@ def random_demos(n_pool: int, k: int, seed: int) -> np.ndarray:
     return _random_order(n_pool, seed)[:min(k, n_pool)].astype(np.int64)
 
 
+def shares_one_set(selection: Selection) -> bool:
+    """Whether every query under a seed gets the same demonstrations (random): nothing is retrieved per query,
+    and the set is one prompt prefix and one label-bias estimate."""
+    return selection == "random"
+
+
 def diverse(similarities: np.ndarray, pool: np.ndarray, k: int, relevance_weight: float = 0.5) -> np.ndarray:
     """Maximal marginal relevance: each pick maximises
     ``relevance_weight * sim(query, d) - (1 - relevance_weight) * max sim(d, picked)``."""
@@ -70,7 +76,7 @@ def select_demos(
 ) -> np.ndarray:
     """Pool indices for one query, ordered for the prompt: retrieved ones least similar first, most similar
     nearest the query; random ones in their drawn order, the same for every query."""
-    if selection == "random":
+    if shares_one_set(selection):
         return random_demos(similarities.shape[0], k, seed)
     if selection == "knn":
         chosen = knn(similarities, k)

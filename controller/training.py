@@ -14,7 +14,7 @@ from controller.features import query_features
 from controller.meta import MetaController
 from controller.planning import PromptBuilder, similarities_for
 from controller.predict import predict_uncalibrated
-from controller.retrieval import Selection
+from controller.retrieval import Selection, shares_one_set
 from controller.scoring import LabelScorer
 
 MIN_TRAIN_SIZE = 20
@@ -60,7 +60,7 @@ async def collect(
     queries) cannot reproduce; each held-back query draws its own set instead, so the controller learns how
     random demonstrations do on average rather than how one set it will never serve does."""
     n, n_k = len(queries), len(candidate_k)
-    seeds: int | list[int] = [seed * n + i for i in range(n)] if selection == "random" else seed
+    seeds: int | list[int] = [seed * n + i for i in range(n)] if shares_one_set(selection) else seed
     correct = np.zeros((n, n_k), dtype=np.int64)
     tokens = np.zeros((n, n_k), dtype=np.int64)
     steps, done = n_k * ((n + chunk - 1) // chunk), 0

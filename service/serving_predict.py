@@ -21,6 +21,7 @@ from controller.planning import (
     similarities_for,
 )
 from controller.predict import BatchResult, CalibrationPlan, plan_calibration, predict_batch
+from controller.retrieval import shares_one_set
 from controller.templates import PromptTemplate, TemplateError
 from controller.training import features_for
 from service.errors import APIError
@@ -80,8 +81,8 @@ class PredictServing:
         k = request.demos if isinstance(request.demos, int) else default_k
         budget = request.budget.max_prompt_tokens if request.budget else None
         embeddings = None
-        # Retrieval and the controller's features need the inputs' embeddings; random selection alone does not.
-        if ((k > 0 and request.selection != "random") or controller is not None) and len(pool.labeled):
+        # Retrieval and the controller's features need the inputs' embeddings; one shared set does not.
+        if ((k > 0 and not shares_one_set(request.selection)) or controller is not None) and len(pool.labeled):
             embeddings = runtime.embedder.embed([template.embedding_text(q) for q in queries])
         scorer = runtime.scorer
         builder = prompt_builder(task, template, pool.labeled, scorer)
@@ -120,7 +121,7 @@ class PredictServing:
                           for i in range(len(queries))])
         choice = controller.choose(expected, costs, budget)
         rows = [options[j][i] for i, j in enumerate(choice)]
-        return plan_rows(builder, queries, similarities, rows, budget, trim_last=request.selection == "random")
+        return plan_rows(builder, queries, similarities, rows, budget, request.selection)
 
     async def predict(self, name: str, request: PredictRequest) -> PredictResponse:
         runtime = self.state.require_runtime()
