@@ -46,21 +46,19 @@ from controller.annotation import (  # noqa: E402
     votek_second_stage,
 )
 from controller.calibration import DomainSettings, DomainWords  # noqa: E402
-from controller.planning import plan_batch  # noqa: E402
-from controller.predict import plan_calibration, predict_batch  # noqa: E402
+from controller.predictor import PredictOptions, Predictor  # noqa: E402
 
 CALIBRATED = DomainSettings(samples=2, calibrate_knn=True)
 
 
 async def classify(builder, queries, vectors, labels, k: int, calibration: str, words, seed: int, scorer,
                    batch: int) -> list[str]:
+    options = PredictOptions(demos=k, selection="knn", calibration=calibration, domain=CALIBRATED, seed=seed)
+    predictor = Predictor.from_options(builder, labels, options, default_k=k, words=lambda: words)
     predicted: list[str] = []
     for start in range(0, len(queries), batch):
-        planned = plan_batch(builder, queries[start:start + batch], vectors[start:start + batch],
-                             [k] * len(queries[start:start + batch]), "knn", seed, None)
-        plan = plan_calibration(builder, planned, calibration, words, seed, CALIBRATED, selection="knn")
-        result = await predict_batch(builder, planned, plan, labels, scorer)
-        predicted += [p.label for p in result.predictions]
+        plan = predictor.plan(queries[start:start + batch], vectors[start:start + batch])
+        predicted += [p.label for p in (await predictor.run(plan, scorer)).predictions]
     return predicted
 
 

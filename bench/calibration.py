@@ -47,9 +47,9 @@ from controller.calibration import (  # noqa: E402
     BiasCache,
     DomainSettings,
     DomainWords,
+    calibrator_for,
 )
-from controller.planning import plan_batch  # noqa: E402
-from controller.predict import plan_calibration, predict_batch  # noqa: E402
+from controller.predictor import PredictOptions, Predictor  # noqa: E402
 
 # Rows from before random selection shared one demonstration set among all inputs: each input drew its own.
 LEGACY_RANDOM = "random/input"
@@ -86,9 +86,10 @@ async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out
             builder = data.builder(scorer, pool)
             for selection in args.selection:
                 for k in args.k:
-                    batches = [plan_batch(builder, queries[start:start + args.batch],
-                                          query_vectors[start:start + args.batch],
-                                          [k] * len(queries[start:start + args.batch]), selection, seed, None)
+                    base = Predictor.from_options(builder, data.labels, PredictOptions(
+                        demos=k, selection=selection, calibration="none", seed=seed), default_k=k)
+                    batches = [base.prompts_for(queries[start:start + args.batch],
+                                                query_vectors[start:start + args.batch])
                                for start in range(0, len(queries), args.batch)]
                     for mode in args.modes:
                         if args.time_limit_s and time.perf_counter() - began > args.time_limit_s:
@@ -97,19 +98,20 @@ async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out
                         calibration, settings = parse_mode(mode)
                         await scorer.reset_prefix_cache()
                         biases = BiasCache()  # as the service keeps one per pool version: a repeated set is free
+                        calibrator = calibrator_for(calibration, settings, lambda words=words: words, biases)
+                        predictor = base.with_calibrator(calibrator)
                         predicted: list[str] = []
                         usage: dict[str, int] = defaultdict(int)
                         engine_s = 0.0
-                        for planned in batches:
-                            plan = plan_calibration(builder, planned, calibration, words, seed, settings, biases,
-                                                    selection)
+                        for prompts in batches:
+                            plan = predictor.plan_for(prompts)
                             t0 = time.perf_counter()
-                            result = await predict_batch(builder, planned, plan, data.labels, scorer, biases)
+                            result = await predictor.run(plan, scorer)
                             engine_s += time.perf_counter() - t0
                             predicted += [p.label for p in result.predictions]
                             for field, value in vars(result.usage).items():
                                 usage[field] += value
-                            usage["calibration_prompts"] += len(plan.prompts)
+                            usage["calibration_prompts"] += len(plan.calibration.prompts)
                         n = len(queries)
                         row = {
                             "dataset": dataset, "seed": seed, "selection": selection, "k": k, "mode": mode,

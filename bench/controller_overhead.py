@@ -25,11 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_http import load, manifest_labels  # noqa: E402
 
+from controller.counts import ControllerCount, QueryBatch  # noqa: E402
+from controller.features import features_for  # noqa: E402
 from controller.meta import MetaController  # noqa: E402
-from controller.planning import PromptBuilder, plan_rows, select_rows, similarities_for  # noqa: E402
+from controller.planning import PromptBuilder, build_prompts  # noqa: E402
 from controller.pool import LabeledPool  # noqa: E402
+from controller.retrieval import KnnRetriever, pool_similarities  # noqa: E402
 from controller.templates import PromptTemplate  # noqa: E402
-from controller.training import features_for  # noqa: E402
 from service.config import Settings  # noqa: E402
 from service.embedder import SentenceEmbedder  # noqa: E402
 from service.model_files import resolve_model  # noqa: E402
@@ -61,6 +63,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     controller = MetaController(candidate_k=tuple(args.candidate_k)).fit(
         rng.normal(size=(200, pool.embeddings.shape[1] + 6)), rng.integers(0, 2, size=(200, len(args.candidate_k))))
+    policy, retriever = ControllerCount(controller, labels), KnnRetriever()
     test = load(args.dataset, "test")
     print("| batch | features ms/input | predict_proba ms/input | price every count ms/input | "
           "allocate + build chosen prompts ms/input | total ms/input |")
@@ -69,20 +72,20 @@ def main() -> None:
         queries = [{"text": r["text"]} for r in test[:batch]]
         embeddings = embedder.embed([q["text"] for q in queries])
         timings: dict[str, list[float]] = {"features": [], "proba": [], "price": [], "allocate": []}
-        for _ in range(args.repeats):
+        for _ in range(args.repeats):  # the steps of ControllerCount.demo_rows, timed one by one
             t0 = time.perf_counter()
-            features = features_for(builder, queries, embeddings, labels)
+            zero_shot = [builder.zero_shot_tokens(q) for q in queries]
+            similarities = pool_similarities(pool.embeddings, batch, embeddings)
+            features = features_for(builder, labels, queries, embeddings, similarities, zero_shot)
             t1 = time.perf_counter()
             expected = controller.predict_proba(features)
             t2 = time.perf_counter()
-            similarities = similarities_for(builder, batch, embeddings)
-            options = [select_rows(builder, similarities, [k] * batch, "knn", 0) for k in args.candidate_k]
-            zero_shot = [builder.zero_shot_tokens(q) for q in queries]
-            costs = np.array([[zero_shot[i] + builder.demo_tokens(o[i]) for o in options] for i in range(batch)])
+            query_batch = QueryBatch(queries, embeddings, similarities, [0] * batch)
+            options, costs = policy.priced_options(builder, retriever, query_batch, zero_shot)
             t3 = time.perf_counter()
             controller.choose(expected, costs)
             choice = controller.choose(expected, costs, int(costs[:, 2].sum()))
-            plan_rows(builder, queries, similarities, [options[j][i] for i, j in enumerate(choice)], None)
+            build_prompts(builder, queries, [options[j][i] for i, j in enumerate(choice)], retriever.trim)
             t4 = time.perf_counter()
             for key, value in zip(timings, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                 timings[key].append(1000 * value / batch)

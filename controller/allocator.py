@@ -13,11 +13,7 @@ import heapq
 
 import numpy as np
 
-
-class BudgetInfeasibleError(ValueError):
-    def __init__(self, needed: int, budget: int) -> None:
-        super().__init__(f"the cheapest prompts need {needed} tokens, more than the budget of {budget}")
-        self.needed, self.budget = needed, budget
+from controller.errors import BudgetTooSmallError
 
 
 def _upper_hull(costs: np.ndarray, accuracy: np.ndarray) -> list[int]:
@@ -52,7 +48,7 @@ def allocate(expected_accuracy: np.ndarray, costs: np.ndarray, budget: int) -> n
     position = [0] * n
     spent = int(sum(c[i, hulls[i][0]] for i in range(n)))
     if spent > budget:
-        raise BudgetInfeasibleError(spent, budget)
+        raise BudgetTooSmallError(spent, budget)
 
     def upgrade(i: int) -> tuple[float, int, int] | None:
         if position[i] + 1 >= len(hulls[i]):

@@ -25,7 +25,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 from controller.planning import PromptBuilder
-from controller.predict import predict_uncalibrated
+from controller.predictor import Predictor
 from controller.scoring import LabelScorer
 
 VOTEK_K = 150
@@ -141,8 +141,8 @@ async def model_confidence(builder: PromptBuilder, queries: Sequence[Mapping[str
     """Two-stage vote-k's engine work: for each query, the log-probability of the model's own answer when
     prompted with its k nearest labeled examples (uncalibrated). Low means unsure."""
     out = np.zeros(len(queries))
-    async for part, predictions in predict_uncalibrated(builder, queries, embeddings, k, "knn", seed, labels, scorer,
-                                                        chunk):
+    predictor = Predictor.uncalibrated(builder, labels, "knn", k, seed)
+    async for part, predictions in predictor.predict_in_chunks(queries, embeddings, scorer, chunk):
         out[part] = [np.log(max(p.probs.values())) for p in predictions]
         progress(part.stop / len(queries))
     return out

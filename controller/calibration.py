@@ -4,7 +4,9 @@
   under the same demonstrations.
 - domain (Fei et al. 2023): the bias is the mean label distribution for strings of random in-domain words,
   as long as the task's inputs on average, under the same demonstrations.
-Either way the calibrated distribution is ``p / bias``, renormalised.
+Either way the calibrated distribution is ``p / bias``, renormalised. Each method is one ``Calibrator``: it
+renders its extra prompts for a batch's demonstration sets (``prompts``), and turns their label distributions
+into one bias per set (``biases``), reading and filling its ``BiasCache``.
 
 The reference domain setting costs 20 extra prompts per demonstration set, which with per-input demonstrations
 is 20 per input. ``DomainSettings`` can make it cheaper: fewer strings per set (each set draws its own), leaving
@@ -20,11 +22,14 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 import numpy as np
+
+from controller.planning import Prompt, PromptBuilder
+from controller.retrieval import Retriever
 
 Calibration = Literal["none", "contextual", "domain"]
 
@@ -80,10 +85,10 @@ class DomainWords:
     def from_inputs(cls, inputs: Sequence[Mapping[str, str]], fields: Sequence[str]) -> DomainWords:
         words: dict[str, tuple[str, ...]] = {}
         lengths: dict[str, int] = {}
-        for field in fields:
-            split = [str(item.get(field, "")).split() for item in inputs]
-            words[field] = tuple(w for ws in split for w in ws)
-            lengths[field] = max(1, round(float(np.mean([len(ws) for ws in split])))) if split else 1
+        for name in fields:
+            split = [str(item.get(name, "")).split() for item in inputs]
+            words[name] = tuple(w for ws in split for w in ws)
+            lengths[name] = max(1, round(float(np.mean([len(ws) for ws in split])))) if split else 1
         return cls(words=words, mean_lengths=lengths)
 
     @property
@@ -99,12 +104,12 @@ class DomainWords:
         queries: list[dict[str, str]] = []
         for _ in range(n):
             query: dict[str, str] = {}
-            for field, bag in self.words.items():
+            for name, bag in self.words.items():
                 if not bag:
-                    query[field] = ""
+                    query[name] = ""
                     continue
-                picks = rng.integers(0, len(bag), size=self.mean_lengths[field])
-                query[field] = " ".join(bag[i] for i in picks)
+                picks = rng.integers(0, len(bag), size=self.mean_lengths[name])
+                query[name] = " ".join(bag[i] for i in picks)
             queries.append(query)
         return queries
 
@@ -164,3 +169,171 @@ class BiasCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+DemoSet = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CalibrationPrompts:
+    """A batch's calibration work: its distinct demonstration sets, the prompts that estimate their biases,
+    the estimates the cache already had, and which sets get a bias (their own, or pooled)."""
+
+    demo_sets: list[DemoSet] = field(default_factory=list)
+    prompts: list[tuple[int, list[int]]] = field(default_factory=list)  # (index into demo_sets, token ids)
+    cached: dict[int, np.ndarray] = field(default_factory=dict)  # demo_sets index -> estimate from the cache
+    cache_keys: dict[int, tuple] = field(default_factory=dict)  # demo_sets index -> key to store a new one under
+    targets: list[int] = field(default_factory=list)  # demo_sets indices that get a bias
+    pooling: float = 0.0
+
+
+def demo_sets_of(prompts: Sequence[Prompt]) -> list[DemoSet]:
+    """The batch's distinct demonstration sets, in order of first use: inputs that share one share a bias."""
+    return list(dict.fromkeys(tuple(p.demo_rows) for p in prompts))
+
+
+def _spread(demo_sets: Sequence[DemoSet], max_sets: int | None) -> list[int]:
+    """Which sets to calibrate: all, or ``max_sets`` spread evenly over the batch's order."""
+    if max_sets is None or len(demo_sets) <= max_sets:
+        return list(range(len(demo_sets)))
+    return sorted({int(i) for i in np.linspace(0, len(demo_sets) - 1, max_sets).round()})
+
+
+class Calibrator:
+    """One calibration method. Subclasses estimate a bias per demonstration set from queries of their own
+    under that set's demonstrations; each registers under its ``name`` (``calibrator_for`` builds it)."""
+
+    name: ClassVar[str]
+    methods: ClassVar[dict[str, type[Calibrator]]] = {}
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        Calibrator.methods[cls.name] = cls
+
+    def __init__(self, cache: BiasCache | None = None) -> None:
+        self.cache = cache
+
+    @classmethod
+    def build(cls, domain: DomainSettings, words: Callable[[], DomainWords] | None,
+              cache: BiasCache | None) -> Calibrator:
+        """This method's calibrator for a request (only domain calibration reads ``domain`` and ``words``)."""
+        return cls(cache)
+
+    def prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
+                seed: int) -> CalibrationPrompts:
+        """Render and tokenize the calibration prompts of a batch (CPU work: run it off the event loop)."""
+        raise NotImplementedError
+
+    def _estimate(self, builder: PromptBuilder, demo_sets: list[DemoSet], chosen: Sequence[int],
+                  targets: list[int], key: Callable[[DemoSet], tuple],
+                  queries: Callable[[DemoSet], list[dict[str, str]]], pooling: float = 0.0) -> CalibrationPrompts:
+        """The prompts of the ``chosen`` sets whose estimate (under ``key``) is not cached: each of the set's
+        ``queries`` under its demonstrations, as long as it fits the window."""
+        cached: dict[int, np.ndarray] = {}
+        keys: dict[int, tuple] = {}
+        rendered: list[tuple[int, list[int]]] = []
+        for set_index in chosen:
+            rows = demo_sets[set_index]
+            set_key = key(rows)
+            hit = self.cache.get(set_key) if self.cache is not None else None
+            if hit is not None:
+                cached[set_index] = hit
+                continue
+            keys[set_index] = set_key
+            for query in queries(rows):
+                ids = builder.tokenize(builder.render(query, rows))
+                if len(ids) <= builder.max_prompt_tokens:  # a random-word string may not fit beside long demos
+                    rendered.append((set_index, ids))
+        return CalibrationPrompts(demo_sets=demo_sets, prompts=rendered, cached=cached, cache_keys=keys,
+                                  targets=targets, pooling=pooling)
+
+    def _content_free(self, builder: PromptBuilder, demo_sets: list[DemoSet]) -> CalibrationPrompts:
+        """The three content-free inputs under every set."""
+        every = list(range(len(demo_sets)))
+        queries = content_free_queries(builder.template.fields)
+        return self._estimate(builder, demo_sets, every, every, lambda rows: (self.name, len(queries), None, rows),
+                              lambda _rows: queries)
+
+    def biases(self, calibration: CalibrationPrompts, distributions: Sequence[np.ndarray]) -> dict[DemoSet, np.ndarray]:
+        """Each target set's bias from its calibration prompts' label distributions (or the cache), pooled
+        across the batch as the prompts say; new estimates go to the cache."""
+        own: dict[int, np.ndarray] = dict(calibration.cached)
+        for set_index in dict.fromkeys(j for j, _ in calibration.prompts):
+            dists = [d for (j, _), d in zip(calibration.prompts, distributions, strict=True) if j == set_index]
+            own[set_index] = estimate_bias(np.stack(dists))
+            if self.cache is not None and set_index in calibration.cache_keys:
+                self.cache.put(calibration.cache_keys[set_index], own[set_index])
+        targets = calibration.targets
+        if calibration.pooling == 0.0 and all(j in own for j in targets):
+            return {calibration.demo_sets[j]: own[j] for j in targets}
+        pooled = pool_biases(own, targets, calibration.pooling)
+        return {calibration.demo_sets[j]: bias for j, bias in pooled.items()}
+
+
+class NoCalibration(Calibrator):
+    """Uncalibrated: no extra prompts, no biases."""
+
+    name = "none"
+
+    def prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
+                seed: int) -> CalibrationPrompts:
+        return CalibrationPrompts()
+
+
+class ContextualCalibrator(Calibrator):
+    """Zhao et al. 2021: the content-free inputs under every demonstration set."""
+
+    name = "contextual"
+
+    def prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
+                seed: int) -> CalibrationPrompts:
+        return self._content_free(builder, demo_sets_of(prompts))
+
+
+class DomainCalibrator(Calibrator):
+    """Fei et al. 2023: strings of random in-domain words under each demonstration set, as ``settings`` say.
+
+    A set every input shares (random selection) draws ``shared_set_samples``, others ``samples``, seeded by the
+    request seed and the set itself (reproducible whatever else is in the batch). Sets whose labels are
+    evidence about the query (kNN) are left alone unless ``calibrate_knn``; prompts without demonstrations
+    are still calibrated. Without in-domain text yet it falls back to content-free inputs rather than skip
+    calibrating."""
+
+    name = "domain"
+
+    def __init__(self, settings: DomainSettings = DEFAULT_DOMAIN, words: DomainWords | None = None,
+                 cache: BiasCache | None = None) -> None:
+        super().__init__(cache)
+        self.settings = settings
+        self.words = words
+
+    @classmethod
+    def build(cls, domain: DomainSettings, words: Callable[[], DomainWords] | None,
+              cache: BiasCache | None) -> Calibrator:
+        return cls(domain, words() if words is not None else None, cache)
+
+    def prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
+                seed: int) -> CalibrationPrompts:
+        demo_sets = demo_sets_of(prompts)
+        words = self.words
+        if words is None or words.empty:
+            return self._content_free(builder, demo_sets)
+        settings = self.settings
+        samples = settings.samples_for(shared_set=retriever.shares_one_set)
+        chosen = _spread(demo_sets, settings.max_sets)
+        targets = list(range(len(demo_sets)))
+        if retriever.label_evidence and not settings.calibrate_knn:
+            chosen = [j for j in chosen if not demo_sets[j]]
+            targets = chosen
+        return self._estimate(builder, demo_sets, chosen, targets, lambda rows: (self.name, samples, seed, rows),
+                              lambda rows: words.sample(samples, [seed, *rows]), settings.pooling)
+
+
+def calibrator_for(method: Calibration, domain: DomainSettings = DEFAULT_DOMAIN,
+                   words: Callable[[], DomainWords] | None = None, cache: BiasCache | None = None) -> Calibrator:
+    """The calibrator of a method. ``words``: where domain calibration draws its strings from, asked only by it."""
+    try:
+        method_class = Calibrator.methods[method]
+    except KeyError:
+        raise ValueError(f"unknown calibration {method!r}") from None
+    return method_class.build(domain, words, cache)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from controller.planning import PromptBuilder
+from controller.retrieval import pool_similarities
 
 N_NEIGHBOURS = 8
 N_SCALAR_FEATURES = 6  # the columns after the embedding
@@ -39,3 +42,17 @@ def query_features(
         extra[:, 4] = share.max(axis=1)
         extra[:, 5] = entropy
     return np.hstack([np.asarray(query_embeddings, dtype=np.float64), extra])
+
+
+def features_for(builder: PromptBuilder, labels: Sequence[str], queries: Sequence[Mapping[str, str]],
+                 embeddings: np.ndarray, similarities: np.ndarray | None = None,
+                 zero_shot_tokens: Sequence[int] | None = None) -> np.ndarray:
+    """``query_features`` of queries against the builder's pool (similarities and zero-shot prompt lengths
+    computed here unless the caller has them)."""
+    pool = builder.pool
+    if similarities is None:
+        similarities = pool_similarities(pool.embeddings, len(queries), embeddings)
+    if zero_shot_tokens is None:
+        zero_shot_tokens = [builder.zero_shot_tokens(q) for q in queries]
+    codes = [list(labels).index(label) for label in pool.labels]
+    return query_features(embeddings, similarities, codes, len(labels), zero_shot_tokens)

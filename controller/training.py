@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.features import query_features
+from controller.features import features_for
 from controller.meta import MetaController
-from controller.planning import PromptBuilder, similarities_for
-from controller.predict import predict_uncalibrated
-from controller.retrieval import Selection, shares_one_set
+from controller.planning import PromptBuilder
+from controller.predictor import Predictor
+from controller.retrieval import Selection, retriever_for
 from controller.scoring import LabelScorer
 
 MIN_TRAIN_SIZE = 20
@@ -26,18 +26,6 @@ class TrainingData:
     features: np.ndarray  # (n, n_features)
     correct: np.ndarray  # (n, K): 1 where the model was right with candidate_k[j] demonstrations
     prompt_tokens: np.ndarray  # (n, K)
-
-
-def features_for(builder: PromptBuilder, queries: Sequence[dict[str, str]], embeddings: np.ndarray,
-                 labels: Sequence[str], zero_shot_tokens: Sequence[int] | None = None,
-                 similarities: np.ndarray | None = None) -> np.ndarray:
-    pool = builder.pool
-    if similarities is None:
-        similarities = similarities_for(builder, len(queries), embeddings)
-    codes = [labels.index(label) for label in pool.labels]
-    if zero_shot_tokens is None:
-        zero_shot_tokens = [builder.zero_shot_tokens(q) for q in queries]
-    return query_features(embeddings, similarities, codes, len(labels), zero_shot_tokens)
 
 
 async def collect(
@@ -60,18 +48,18 @@ async def collect(
     queries) cannot reproduce; each held-back query draws its own set instead, so the controller learns how
     random demonstrations do on average rather than how one set it will never serve does."""
     n, n_k = len(queries), len(candidate_k)
-    seeds: int | list[int] = [seed * n + i for i in range(n)] if shares_one_set(selection) else seed
+    seeds = [seed * n + i for i in range(n)] if retriever_for(selection).shares_one_set else [seed] * n
     correct = np.zeros((n, n_k), dtype=np.int64)
     tokens = np.zeros((n, n_k), dtype=np.int64)
     steps, done = n_k * ((n + chunk - 1) // chunk), 0
     for j, k in enumerate(candidate_k):
-        async for part, predictions in predict_uncalibrated(builder, queries, embeddings, k, selection, seeds,
-                                                            labels, scorer, chunk):
+        predictor = Predictor.uncalibrated(builder, labels, selection, k, seed)
+        async for part, predictions in predictor.predict_in_chunks(queries, embeddings, scorer, chunk, seeds):
             correct[part, j] = [p.label == g for p, g in zip(predictions, gold[part], strict=True)]
             tokens[part, j] = [p.prompt_tokens for p in predictions]
             done += 1
             progress(done / steps)
-    return TrainingData(features=features_for(builder, queries, embeddings, labels), correct=correct,
+    return TrainingData(features=features_for(builder, labels, queries, embeddings), correct=correct,
                         prompt_tokens=tokens)
 
 

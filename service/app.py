@@ -15,10 +15,11 @@ from starlette.middleware.base import RequestResponseEndpoint
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.config import Settings
+from service.contexts import ContextCache
 from service.errors import APIError, envelope, install_error_handlers
 from service.jobs import JobRunner
-from service.pools import PoolCache
 from service.routes import ops, v1
+from service.servings import Servings
 from service.state import AppState, Runtime
 from service.store import Store
 
@@ -96,11 +97,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = await to_thread.run_sync(Store, settings.resolved_database_url)
-        pools = PoolCache(store, recent_queries=settings.domain_recent_queries)
+        contexts = ContextCache(store, settings.default_k, recent_queries=settings.domain_recent_queries)
         jobs = JobRunner(store)
         jobs.start()  # its first beat fails jobs a dead process left unfinished
-        state = AppState(settings=settings, store=store, pools=pools, jobs=jobs, runtime=runtime)
+        state = AppState(settings=settings, store=store, contexts=contexts, jobs=jobs, runtime=runtime)
         app.state.icl = state
+        app.state.serving = Servings.build(state)
         owned: list[Runtime] = []
         starter: asyncio.Task[None] | None = None
 

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from controller.calibration import DEFAULT_DOMAIN, DomainSettings
+from controller.calibration import DEFAULT_DOMAIN, REFERENCE_DOMAIN, DomainSettings
+from controller.predictor import PredictOptions
 
 TASK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 EXAMPLE_ID_PATTERN = r"^[^/\x00]{1,128}$"  # usable as a path segment
@@ -43,8 +44,46 @@ class TaskCreate(_Strict):
     default_k: Annotated[StrictInt, Field(ge=0, le=64)] | None = None
 
 
-class ControllerSummary(BaseModel):
+class FixedCountFigures(BaseModel):
+    k: int
+    accuracy: float
+    mean_prompt_tokens: float
+
+
+class ControllerFigures(BaseModel):
+    accuracy: float
+    mean_k: float
+    mean_prompt_tokens: float
+
+
+class ControllerValidation(BaseModel):
+    """Fitted on 80% of the held-back examples, measured on the other 20%."""
+
+    n_train: int
+    n_validation: int
+    fixed: list[FixedCountFigures]
+    controller: ControllerFigures
+
+
+class ControllerMetadata(BaseModel):
+    model: str
+    labels: list[str]
+    scikit_learn: str
+    pool_version: int
+
+
+class ControllerObject(BaseModel):
+    """A task's fitted meta-controller: how it was trained and how it did on held-back examples."""
+
     model_config = ConfigDict(extra="allow")
+
+    candidate_k: list[int]
+    train_size: int
+    selection: str
+    seed: int
+    validation: ControllerValidation
+    created_at: str = Field(description="When it was fitted (ISO 8601, UTC).")
+    metadata: ControllerMetadata
 
 
 class TaskObject(BaseModel):
@@ -57,7 +96,7 @@ class TaskObject(BaseModel):
     default_k: int
     n_examples: int
     n_labeled: int
-    controller: ControllerSummary | None = None
+    controller: ControllerObject | None = None
     created_at: datetime
 
 
@@ -137,6 +176,20 @@ class PredictRequest(_Strict):
     include_prompt: bool = False
     seed: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] = Field(
         default=0, description="Seed of random selection and of domain-context sampling.")
+
+    def domain_settings(self) -> DomainSettings:
+        options = self.domain_calibration
+        if options == "reference":
+            return REFERENCE_DOMAIN
+        if options == "default":
+            return DEFAULT_DOMAIN
+        return options.settings()
+
+    def to_options(self) -> PredictOptions:
+        """The predictor's options for this request."""
+        return PredictOptions(demos=self.demos, selection=self.selection, calibration=self.calibration,
+                              domain=self.domain_settings(), seed=self.seed,
+                              max_prompt_tokens=self.budget.max_prompt_tokens if self.budget else None)
 
 
 class PredictionObject(BaseModel):

@@ -12,21 +12,21 @@ import numpy as np
 from anyio import to_thread
 
 from controller.annotation import ideal, model_confidence, random_selection, votek, votek_second_stage
+from service.contexts import labeled_rows, pool_of, prompt_builder, task_template
 from service.errors import APIError
 from service.jobs import ProgressCallback
-from service.pools import labeled_rows, pool_of
 from service.protocol import AnnotationPlan, AnnotationPlanRequest, JobCreated
-from service.serving_tasks import TaskServing, prompt_builder, task_template
-from service.state import AppState
+from service.serving_tasks import TaskServing
+from service.state import AppState, Runtime
 from service.store import PoolRows, TaskRecord
 
 
 class AnnotationServing:
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: AppState, tasks: TaskServing) -> None:
         self.state = state
-        self.tasks = TaskServing(state)
+        self.tasks = tasks
 
-    async def plan(self, name: str, request: AnnotationPlanRequest) -> AnnotationPlan | JobCreated:
+    async def annotation_plan(self, name: str, request: AnnotationPlanRequest) -> AnnotationPlan | JobCreated:
         task, rows, unlabeled = await to_thread.run_sync(self._load, name, request)
         if request.method == "votek_two_stage":
             runtime = self.state.require_runtime()  # 503 now rather than a failed job later
@@ -70,8 +70,8 @@ class AnnotationServing:
         return AnnotationPlan(ids=[rows.ids[unlabeled[i]] for i in picks], method=request.method,
                               elapsed_s=time.perf_counter() - began)
 
-    async def _two_stage(self, task: TaskRecord, rows: PoolRows, unlabeled: list[int],
-                         request: AnnotationPlanRequest, runtime: Any, progress: ProgressCallback) -> AnnotationPlan:
+    async def _two_stage(self, task: TaskRecord, rows: PoolRows, unlabeled: list[int], request: AnnotationPlanRequest,
+                         runtime: Runtime, progress: ProgressCallback) -> AnnotationPlan:
         """The task's labeled examples are the first stage: the model, prompted with the nearest of them,
         classifies every unlabeled example; vote-k then picks across confidence buckets."""
         began = time.perf_counter()

@@ -12,25 +12,18 @@ from anyio import to_thread
 
 from controller.meta import MetaController
 from controller.training import MIN_TRAIN_SIZE, collect, validate
+from service.contexts import labeled_rows, pool_of, prompt_builder, task_template
 from service.errors import APIError
 from service.jobs import ProgressCallback
-from service.pools import labeled_rows, pool_of
-from service.protocol import ControllerTrainRequest, JobCreated
-from service.serving_tasks import TaskServing, prompt_builder, task_template
+from service.protocol import ControllerObject, ControllerTrainRequest, JobCreated
+from service.serving_tasks import TaskServing
 from service.state import AppState
 
 
-def load_controller(state: AppState, task_id: int) -> MetaController | None:
-    stored = state.store.load_controller(task_id)
-    if stored is None:
-        return None
-    return pickle.loads(stored[0])  # written only by this service, never by a client
-
-
 class ControllerServing:
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: AppState, tasks: TaskServing) -> None:
         self.state = state
-        self.tasks = TaskServing(state)
+        self.tasks = tasks
 
     async def train(self, name: str, request: ControllerTrainRequest) -> JobCreated:
         task = await to_thread.run_sync(self.tasks.get_record, name)
@@ -75,13 +68,13 @@ class ControllerServing:
         job = await self.state.jobs.submit("controller", name, body)
         return JobCreated(job_id=job.id)
 
-    def get(self, name: str) -> dict[str, Any]:
+    def get(self, name: str) -> ControllerObject:
         task = self.tasks.get_record(name)
         summary = self.state.store.controller_summary(task.id)
         if summary is None:
             raise APIError(404, f"task '{name}' has no fitted controller; train one with POST "
                            f"/v1/tasks/{name}/controller", "controller_not_found", "name")
-        return summary
+        return ControllerObject.model_validate(summary)
 
     def delete(self, name: str) -> None:
         task = self.tasks.get_record(name)

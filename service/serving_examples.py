@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from controller.templates import TemplateError
+from service.contexts import task_template
 from service.errors import APIError
+from service.inputs import template_input
 from service.protocol import ExampleList, ExampleObject, ExamplePatch, ExamplesAdd, ExamplesAdded
-from service.serving_tasks import TaskServing, task_template
+from service.serving_tasks import TaskServing
 from service.state import AppState
 from service.store import DuplicateExampleIdError, NewExample
 
 
 class ExampleServing:
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: AppState, tasks: TaskServing) -> None:
         self.state = state
-        self.tasks = TaskServing(state)
+        self.tasks = tasks
 
     def add(self, name: str, request: ExamplesAdd) -> ExamplesAdded:
         settings = self.state.settings
@@ -25,19 +26,11 @@ class ExampleServing:
         template = task_template(task)
         normalized: list[dict[str, str]] = []
         for index, example in enumerate(request.examples):
-            try:
-                inputs = template.normalize_input(example.input)
-            except TemplateError as exc:
-                raise APIError(400, f"examples[{index}].input: {exc}", "invalid_input",
-                               f"examples[{index}].input") from exc
-            size = sum(len(v) for v in inputs.values())
-            if size > settings.max_input_chars:
-                raise APIError(413, f"examples[{index}].input has {size} characters; the limit is "
-                               f"{settings.max_input_chars}", "input_too_large", f"examples[{index}].input")
+            normalized.append(template_input(example.input, template, settings.max_input_chars,
+                                             f"examples[{index}].input"))
             if example.label is not None and example.label not in task.labels:
                 raise APIError(400, f"examples[{index}].label '{example.label}' is not one of the task's labels "
                                f"{task.labels}", "invalid_label", f"examples[{index}].label")
-            normalized.append(inputs)
         runtime = self.state.require_runtime()
         embeddings = runtime.embedder.embed([template.embedding_text(x) for x in normalized])
         batch = [NewExample(id=e.id, input=x, label=e.label, embedding=v)

@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-from controller.planning import PromptBuilder
-from controller.pool import LabeledPool
-from controller.scoring import LabelScorer
+from typing import Any
+
 from controller.templates import PromptTemplate, TemplateError
+from service.contexts import task_not_found
 from service.errors import APIError
-from service.protocol import TaskCreate, TaskObject
+from service.protocol import ControllerObject, TaskCreate, TaskObject
 from service.state import AppState
 from service.store import NameTakenError, TaskRecord
 
 
-def task_template(task: TaskRecord) -> PromptTemplate:
-    return PromptTemplate.parse(task.template, task.instruction, task.separator)
-
-
-def prompt_builder(task: TaskRecord, template: PromptTemplate, pool: LabeledPool, scorer: LabelScorer) -> PromptBuilder:
-    """The task's prompt builder on this pool, leaving room in the window for its longest verbalizer."""
-    return PromptBuilder.for_scorer(template, task.verbalizers, pool, scorer)
-
-
-def task_object(task: TaskRecord, default_k: int, controller: dict | None = None) -> TaskObject:
+def task_object(task: TaskRecord, default_k: int, controller: dict[str, Any] | None = None) -> TaskObject:
     return TaskObject(
         name=task.name, labels=task.labels, verbalizers=task.verbalizers, template=task.template,
         instruction=task.instruction, separator=task.separator,
         default_k=task.default_k if task.default_k is not None else default_k,
-        n_examples=task.n_examples, n_labeled=task.n_labeled, controller=controller, created_at=task.created_at,
+        n_examples=task.n_examples, n_labeled=task.n_labeled,
+        controller=ControllerObject.model_validate(controller) if controller else None, created_at=task.created_at,
     )
 
 
@@ -37,8 +29,7 @@ class TaskServing:
     def get_record(self, name: str) -> TaskRecord:
         task = self.state.store.get_task(name)
         if task is None:
-            raise APIError(404, f"task '{name}' does not exist; create it with POST /v1/tasks", "task_not_found",
-                           "name")
+            raise task_not_found(name)
         return task
 
     def create(self, request: TaskCreate) -> TaskObject:
@@ -85,6 +76,6 @@ class TaskServing:
         return [self.describe(t) for t in self.state.store.list_tasks()]
 
     def delete(self, name: str) -> None:
-        task = self.get_record(name)
+        self.get_record(name)
         self.state.store.delete_task(name)
-        self.state.pools.forget(task)
+        self.state.contexts.forget(name)

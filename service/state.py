@@ -1,4 +1,4 @@
-"""What the routes share: settings, store, the model runtime (once started), caches and metrics."""
+"""What the serving objects share: settings, store, the model runtime (once started), task contexts, metrics."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import numpy as np
 
 from controller.scoring import LabelScorer
 from service.config import Settings
+from service.contexts import ContextCache
 from service.errors import APIError
 from service.jobs import JobRunner
 from service.metrics import Metrics
-from service.pools import PoolCache
 from service.store import Store
 
 
@@ -44,7 +44,7 @@ class Runtime:
 class AppState:
     settings: Settings
     store: Store
-    pools: PoolCache
+    contexts: ContextCache
     jobs: JobRunner
     metrics: Metrics = field(default_factory=Metrics)
     runtime: Runtime | None = None

@@ -148,6 +148,24 @@ class PoolRows:
 
 
 @dataclass(frozen=True)
+class TaskVersions:
+    """What says whether a cached view of a task is still current: the task itself (a re-created task may get
+    a deleted one's id), its pool version and its fitted controller's stamp (None: no controller)."""
+
+    task_id: int
+    created_at: datetime
+    pool_version: int
+    controller_stamp: datetime | None
+
+
+@dataclass(frozen=True)
+class StoredController:
+    blob: bytes
+    summary: dict[str, Any]
+    stamp: datetime  # when it was saved: a new fit has a new stamp
+
+
+@dataclass(frozen=True)
 class JobRecord:
     id: str
     kind: str
@@ -322,9 +340,16 @@ class Store:
         return PoolRows(pool_version=int(version), ids=[r[0] for r in rows], inputs=[r[1] for r in rows],
                         labels=[r[2] for r in rows], embeddings=embeddings)
 
-    def pool_version(self, task_id: int) -> int | None:
+    def task_versions(self, name: str) -> TaskVersions | None:
+        """One cheap read per request: whether the task exists and which pool and controller it has now."""
         with self._sessions() as session:
-            return session.scalar(select(TaskRow.pool_version).where(TaskRow.id == task_id))
+            row = session.execute(
+                select(TaskRow.id, TaskRow.created_at, TaskRow.pool_version, ControllerRow.created_at)
+                .outerjoin(ControllerRow, ControllerRow.task_id == TaskRow.id).where(TaskRow.name == name)
+            ).first()
+        if row is None:
+            return None
+        return TaskVersions(task_id=row[0], created_at=row[1], pool_version=int(row[2]), controller_stamp=row[3])
 
     # --- meta-controllers ------------------------------------------------------------------------------
 
@@ -338,10 +363,10 @@ class Store:
         with self._sessions() as session:
             return session.scalar(select(ControllerRow.summary).where(ControllerRow.task_id == task_id))
 
-    def load_controller(self, task_id: int) -> tuple[bytes, dict[str, Any]] | None:
+    def load_controller(self, task_id: int) -> StoredController | None:
         with self._sessions() as session:
             row = session.get(ControllerRow, task_id)
-            return (row.blob, row.summary) if row else None
+            return StoredController(row.blob, row.summary, row.created_at) if row else None
 
     def delete_controller(self, task_id: int) -> bool:
         with self._transaction() as session:

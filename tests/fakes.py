@@ -94,3 +94,19 @@ class FakeEmbedder:
             if not norm:
                 vectors[i, 0] = 1.0
         return vectors
+
+
+def fake_builder(texts: Sequence[str], labels: Sequence[str], template: str = "Input: {text}\nLabel: {label}",
+                 max_model_len: int = 512, prefix_cache: bool = False):
+    """A prompt builder over a pool of these texts and labels, on the fake scorer's tokenizer, with the scorer
+    and embedder it was made with: (builder, scorer, embedder)."""
+    from controller.planning import PromptBuilder
+    from controller.pool import LabeledPool
+    from controller.templates import PromptTemplate
+
+    embedder, scorer = FakeEmbedder(), FakeScorer(max_model_len, prefix_cache=prefix_cache)
+    pool = LabeledPool(ids=[f"e{i}" for i in range(len(texts))], inputs=[{"text": t} for t in texts],
+                       labels=list(labels), embeddings=embedder.embed(list(texts)))
+    builder = PromptBuilder(PromptTemplate.parse(template), {label: label for label in dict.fromkeys(labels)}, pool,
+                            scorer.tokenize, max_model_len, 1)
+    return builder, scorer, embedder

@@ -3,7 +3,8 @@ import itertools
 import numpy as np
 import pytest
 
-from controller.allocator import BudgetInfeasibleError, _upper_hull, allocate, smallest_sufficient
+from controller.allocator import _upper_hull, allocate, smallest_sufficient
+from controller.errors import BudgetTooSmallError
 
 
 def brute_force(p, c, budget):
@@ -29,7 +30,7 @@ def test_hand_worked_budget():
     assert allocate(p, c, 100).tolist() == [2, 0]
     assert allocate(p, c, 60).tolist() == [1, 0]
     assert allocate(p, c, 20).tolist() == [0, 0]
-    with pytest.raises(BudgetInfeasibleError):
+    with pytest.raises(BudgetTooSmallError):
         allocate(p, c, 19)
 
 

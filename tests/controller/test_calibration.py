@@ -1,6 +1,36 @@
-import numpy as np
+"""Label-bias calibration: the bias math, domain words, and each calibrator's prompts, cache and biases
+(domain calibration's cheap settings: strings per set, pooling, calibrated sets)."""
 
-from controller.calibration import DomainWords, apply_bias, content_free_queries, estimate_bias
+import numpy as np
+import pytest
+
+from controller.calibration import (
+    DEFAULT_DOMAIN,
+    REFERENCE_DOMAIN,
+    BiasCache,
+    Calibrator,
+    ContextualCalibrator,
+    DomainCalibrator,
+    DomainSettings,
+    DomainWords,
+    NoCalibration,
+    apply_bias,
+    calibrator_for,
+    content_free_queries,
+    estimate_bias,
+    pool_biases,
+)
+from controller.counts import FixedCount
+from controller.planning import build_prompts
+from controller.predictor import Predictor
+from controller.retrieval import DiverseRetriever, KnnRetriever, RandomRetriever
+from tests.fakes import fake_builder
+
+LABELS = ["positive", "negative"]
+TEXTS = [f"{w} film number {i}" for i, w in enumerate(["great", "awful", "fun", "boring", "nice", "bad"] * 3)]
+POOL_LABELS = [LABELS[i % 2] for i in range(len(TEXTS))]
+WORDS = DomainWords.from_inputs([{"text": t} for t in TEXTS], ["text"])
+PER_INPUT = DiverseRetriever()  # sets that are neither shared nor kNN
 
 
 def test_apply_bias_removes_a_constant_bias():
@@ -34,3 +64,154 @@ def test_domain_words_per_field_for_pairs():
     words = DomainWords.from_inputs(inputs, ["premise", "hypothesis"])
     sample = words.sample(1, seed=0)[0]
     assert len(sample["premise"].split()) == 4 and sample["hypothesis"] == "x"
+
+
+def test_pool_biases_shrinks_toward_the_log_mean_and_fills_missing_sets():
+    own = {"a": np.array([0.8, 0.2]), "b": np.array([0.2, 0.8])}
+    assert np.allclose(pool_biases(own, ["a", "b"], 0.0)["a"], [0.8, 0.2])
+    full = pool_biases(own, ["a", "b", "c"], 1.0)
+    for key in "abc":  # the geometric mean of 0.8/0.2 and 0.2/0.8 is uniform
+        assert np.allclose(full[key], [0.5, 0.5])
+    half = pool_biases(own, ["a"], 0.5)["a"]  # sqrt(0.8)/sqrt(0.2) = 2: 2/3 against 1/3
+    assert np.allclose(half, [2 / 3, 1 / 3])
+    assert pool_biases({}, ["a"], 0.5) == {}
+
+
+def test_settings_reject_nonsense():
+    with pytest.raises(ValueError):
+        DomainSettings(samples=0)
+    with pytest.raises(ValueError):
+        DomainSettings(pooling=1.5)
+    with pytest.raises(ValueError):
+        DomainSettings(max_sets=0)
+
+
+def test_bias_cache_drops_the_least_recently_used():
+    cache = BiasCache(max_entries=2)
+    cache.put("a", np.ones(2))
+    cache.put("b", np.ones(2))
+    assert cache.get("a") is not None
+    cache.put("c", np.ones(2))
+    assert cache.get("b") is None and cache.get("a") is not None and len(cache) == 2
+
+
+def test_each_method_is_one_registered_class():
+    assert set(Calibrator.methods) == {"none", "contextual", "domain"}
+    assert isinstance(calibrator_for("none"), NoCalibration)
+    assert isinstance(calibrator_for("contextual"), ContextualCalibrator)
+    domain = calibrator_for("domain", REFERENCE_DOMAIN, lambda: WORDS)
+    assert isinstance(domain, DomainCalibrator) and domain.settings == REFERENCE_DOMAIN and domain.words is WORDS
+    asked: list[int] = []
+    calibrator_for("contextual", words=lambda: asked.append(1) or WORDS)
+    assert not asked  # only domain calibration reads the words
+    with pytest.raises(ValueError):
+        calibrator_for("magic")  # type: ignore[arg-type]
+
+
+def _setup(prefix_cache: bool = False):
+    """Twelve prompts, each with its own set of three demonstrations."""
+    builder, scorer, _ = fake_builder(TEXTS, POOL_LABELS, prefix_cache=prefix_cache)
+    queries = [{"text": f"query {w} {i}"} for i, w in enumerate(["great", "awful", "fun", "boring"] * 3)]
+    rows = [[(i + j) % len(TEXTS) for j in range(3)] for i in range(len(queries))]
+    return builder, scorer, build_prompts(builder, queries, rows, PER_INPUT.trim)
+
+
+async def _run(builder, scorer, prompts, calibrator, retriever=PER_INPUT):
+    predictor = Predictor(builder, LABELS, retriever, FixedCount(3), calibrator)
+    plan = predictor.plan_for(prompts)
+    return plan, await predictor.run(plan, scorer)
+
+
+def test_contextual_uses_the_content_free_inputs_under_every_set():
+    builder, _, prompts = _setup()
+    plan = ContextualCalibrator().prompts(builder, prompts, KnnRetriever(), seed=0)
+    assert len(plan.demo_sets) == len(prompts) and plan.targets == list(range(len(prompts)))
+    assert len(plan.prompts) == 3 * len(plan.demo_sets)
+    assert NoCalibration().prompts(builder, prompts, KnnRetriever(), 0).prompts == []
+
+
+def test_reference_draws_twenty_strings_per_set_and_each_set_its_own():
+    builder, _, prompts = _setup()
+    plan = DomainCalibrator(REFERENCE_DOMAIN, WORDS).prompts(builder, prompts, PER_INPUT, seed=1)
+    assert len(plan.demo_sets) == len(prompts)  # demonstrations per input: every set distinct
+    assert len(plan.prompts) == 20 * len(plan.demo_sets)
+    queries = [tuple(ids[-8:]) for i, ids in plan.prompts if i in (0, 1)]  # the strings and what follows
+    assert len(set(queries)) > 20  # two sets do not share their strings
+
+
+def test_strings_depend_on_the_seed_and_the_set_not_on_the_rest_of_the_batch():
+    builder, _, prompts = _setup()
+    calibrator = DomainCalibrator(DomainSettings(samples=2), WORDS)
+    whole = calibrator.prompts(builder, prompts, PER_INPUT, seed=1)
+    alone = calibrator.prompts(builder, prompts[3:4], PER_INPUT, seed=1)
+    index = whole.demo_sets.index(tuple(prompts[3].demo_rows))
+    assert [ids for i, ids in whole.prompts if i == index] == [ids for _, ids in alone.prompts]
+    other_seed = calibrator.prompts(builder, prompts[3:4], PER_INPUT, seed=2)
+    assert [ids for _, ids in other_seed.prompts] != [ids for _, ids in alone.prompts]
+    # The first string of twenty is the string of one: fewer samples are a prefix of more.
+    one = DomainCalibrator(DomainSettings(samples=1), WORDS).prompts(builder, prompts[3:4], PER_INPUT, seed=1)
+    assert one.prompts[0][1] == alone.prompts[0][1]
+
+
+async def test_max_sets_calibrates_a_few_sets_and_pools_for_the_rest():
+    builder, scorer, prompts = _setup()
+    plan, result = await _run(builder, scorer, prompts,
+                              DomainCalibrator(DomainSettings(samples=1, pooling=1.0, max_sets=3), WORDS))
+    assert len(plan.calibration.prompts) == 3
+    assert sorted({i for i, _ in plan.calibration.prompts}) == [0, 6, 11]  # spread over the batch
+    biases = {tuple(p.demo_rows): np.array(list(p.probs.values())) / np.array(list(p.uncalibrated_probs.values()))
+              for p in result.predictions}
+    ratios = [b / b.sum() for b in biases.values()]
+    for r in ratios[1:]:  # pooling 1: every set divided by the same bias
+        assert np.allclose(r, ratios[0])
+    assert not np.allclose(ratios[0], [0.5, 0.5])
+
+
+async def test_bias_cache_skips_sets_already_estimated_with_the_same_answer():
+    builder, scorer, prompts = _setup()
+    cache = BiasCache()
+    settings = DomainSettings(samples=2)
+    _, first = await _run(builder, scorer, prompts, DomainCalibrator(settings, WORDS, cache))
+    assert len(cache) == len(prompts)
+    again, second = await _run(builder, scorer, prompts, DomainCalibrator(settings, WORDS, cache))
+    assert again.calibration.prompts == [] and len(again.calibration.cached) == len(prompts)
+    assert [p.probs for p in second.predictions] == [p.probs for p in first.predictions]
+    assert second.usage.calibration_tokens == 0
+    # Another seed draws other strings: not the same estimate; nor is another method's.
+    assert DomainCalibrator(settings, WORDS, cache).prompts(builder, prompts, PER_INPUT, seed=1).prompts
+    assert ContextualCalibrator(cache).prompts(builder, prompts, PER_INPUT, seed=0).prompts
+
+
+async def test_calibration_tokens_count_computed_tokens_and_cache_hits_apart():
+    builder, scorer, prompts = _setup(prefix_cache=True)
+    plan, result = await _run(builder, scorer, prompts, DomainCalibrator(DomainSettings(samples=3), WORDS))
+    sent = sum(len(ids) for _, ids in plan.calibration.prompts)
+    assert result.usage.calibration_cached_tokens > 0  # the demonstrations were read from the input's prompt
+    assert result.usage.calibration_tokens + result.usage.calibration_cached_tokens == sent
+    assert result.usage.calibration_tokens < sent / 2
+
+
+async def test_default_leaves_knn_demonstrations_uncalibrated_but_not_zero_shot_prompts():
+    builder, scorer, _ = _setup()
+    queries = [{"text": "query great 1"}, {"text": "query awful 2"}, {"text": "query fun 3"}]
+    prompts = build_prompts(builder, queries, [[0, 1, 2], [3, 4, 5], []], KnnRetriever().trim)
+    default = DomainCalibrator(DEFAULT_DOMAIN, WORDS)
+    plan, result = await _run(builder, scorer, prompts, default, KnnRetriever())
+    assert {plan.calibration.demo_sets[i] for i, _ in plan.calibration.prompts} == {()}  # the zero-shot set only
+    assert len(plan.calibration.prompts) == DEFAULT_DOMAIN.samples
+    assert result.predictions[0].probs == result.predictions[0].uncalibrated_probs
+    assert result.predictions[2].probs != result.predictions[2].uncalibrated_probs
+    # The same prompts with random demonstrations, or the reference settings, calibrate every set.
+    shared = default.prompts(builder, prompts, RandomRetriever(), 0)
+    assert len(shared.prompts) == DEFAULT_DOMAIN.samples_for(shared_set=True) * len(shared.demo_sets)
+    reference = DomainCalibrator(REFERENCE_DOMAIN, WORDS).prompts(builder, prompts, KnnRetriever(), 0)
+    assert len(reference.prompts) == 20 * len(reference.demo_sets)
+    assert DEFAULT_DOMAIN.samples_for(shared_set=False) == 2 and REFERENCE_DOMAIN.samples_for(shared_set=True) == 20
+
+
+def test_domain_falls_back_to_content_free_inputs_without_domain_text():
+    builder, _, prompts = _setup()
+    empty = DomainWords.from_inputs([], ["text"])
+    for words in (None, empty):
+        plan = DomainCalibrator(DEFAULT_DOMAIN, words).prompts(builder, prompts, KnnRetriever(), 0)
+        assert len(plan.prompts) == 3 * len(prompts)  # kNN sets too: there is nothing else to go on

@@ -1,120 +1,108 @@
+"""Prompts that fit: the window, the budget, and the per-demonstration token estimate that prices counts."""
+
 import numpy as np
 import pytest
 
-from controller.planning import BudgetTooSmallError, InputTooLongError, PromptBuilder, plan_batch
+from controller.errors import BudgetTooSmallError, InputTooLongError
+from controller.planning import PromptBuilder, build_prompts
 from controller.pool import LabeledPool
-from controller.predict import plan_calibration, predict_batch
+from controller.retrieval import KnnRetriever, RandomRetriever, pool_similarities
 from controller.templates import PromptTemplate
-from tests.fakes import FakeEmbedder, FakeScorer
+from tests.conftest import load_split
+from tests.fakes import FakeEmbedder, fake_builder
 
-TEMPLATE = PromptTemplate.parse("Input: {text}\nLabel: {label}")
 TEXTS = ["great fun film", "awful boring film", "great acting", "boring plot", "fun ride", "awful mess"]
 LABELS = ["positive", "negative", "positive", "negative", "positive", "negative"]
+KNN = KnnRetriever()
 
 
-def _builder(max_model_len=512):
-    embedder, scorer = FakeEmbedder(), FakeScorer(max_model_len)
-    pool = LabeledPool(ids=[f"e{i}" for i in range(6)], inputs=[{"text": t} for t in TEXTS], labels=LABELS,
-                       embeddings=embedder.embed(TEXTS))
-    verbalizers = {"positive": "positive", "negative": "negative"}
-    return PromptBuilder(TEMPLATE, verbalizers, pool, scorer.tokenize, max_model_len, 1), scorer, embedder
+def _prompts(builder, embedder, queries, k, retriever=KNN, budget=None, seed=0):
+    vectors = embedder.embed([q["text"] for q in queries])
+    sims = pool_similarities(builder.pool.embeddings, len(queries), vectors)
+    rows = retriever.select_all(builder.pool.embeddings, sims, [k] * len(queries), [seed] * len(queries))
+    return build_prompts(builder, queries, rows, retriever.trim, budget)
 
 
-def test_knn_plan_puts_nearest_demo_last():
-    builder, _, embedder = _builder()
-    queries = [{"text": "great fun"}]
-    planned = plan_batch(builder, queries, embedder.embed(["great fun"]), [2], "knn", 0, None)
-    rows = planned[0].demo_rows
-    sims = planned[0].similarities
-    assert len(rows) == 2
-    assert sims[rows[-1]] == sims.max()
-    assert planned[0].text.endswith(f"Input: {TEXTS[rows[-1]]}\nLabel: {LABELS[rows[-1]]}\n\nInput: great fun\nLabel:")
+def test_prompt_renders_demonstrations_in_order_before_the_query():
+    builder, _, embedder = fake_builder(TEXTS, LABELS)
+    prompt = _prompts(builder, embedder, [{"text": "great fun"}], 2)[0]
+    assert len(prompt.demo_rows) == 2
+    last = prompt.demo_rows[-1]
+    assert prompt.text.endswith(f"Input: {TEXTS[last]}\nLabel: {LABELS[last]}\n\nInput: great fun\nLabel:")
+    assert prompt.token_ids == builder.tokenize(prompt.text)
 
 
-def test_window_drops_least_similar_first():
-    builder, scorer, embedder = _builder()
-    full = plan_batch(builder, [{"text": "great fun"}], embedder.embed(["great fun"]), [4], "knn", 0, None)[0]
+def test_window_drops_demonstrations_as_the_retriever_trims():
+    builder, scorer, embedder = fake_builder(TEXTS, LABELS)
+    full = _prompts(builder, embedder, [{"text": "great fun"}], 4)[0]
     limit = len(full.token_ids) - 2  # one demonstration too many
-    small, _, _ = _builder(max_model_len=limit + 1)
-    small.pool = builder.pool
+    small, _, _ = fake_builder(TEXTS, LABELS, max_model_len=limit + 1)
     small.tokenize = scorer.tokenize
-    fitted = plan_batch(small, [{"text": "great fun"}], embedder.embed(["great fun"]), [4], "knn", 0, None)[0]
-    assert fitted.demo_rows == full.demo_rows[1:]
+    fitted = _prompts(small, embedder, [{"text": "great fun"}], 4)[0]
+    assert fitted.demo_rows == full.demo_rows[1:]  # kNN: the least similar goes
     assert len(fitted.token_ids) <= limit
 
 
 def test_input_too_long_even_zero_shot():
-    builder, _, embedder = _builder(max_model_len=8)
+    builder, _, embedder = fake_builder(TEXTS, LABELS, max_model_len=8)
     with pytest.raises(InputTooLongError) as info:
-        plan_batch(builder, [{"text": "a b c d e f g h i j"}], embedder.embed(["x"]), [0], "knn", 0, None)
+        _prompts(builder, embedder, [{"text": "a b c d e f g h i j"}], 0)
     assert info.value.index == 0
 
 
 def test_budget_trims_the_richest_prompts_and_refuses_impossible_budgets():
-    builder, _, embedder = _builder()
+    builder, _, embedder = fake_builder(TEXTS, LABELS)
     queries = [{"text": "great fun"}, {"text": "boring mess"}]
-    embs = embedder.embed([q["text"] for q in queries])
-    free = plan_batch(builder, queries, embs, [4, 4], "knn", 0, None)
-    zero = plan_batch(builder, queries, embs, [0, 0], "knn", 0, None)
-    zero_total = sum(len(p.token_ids) for p in zero)
+    free = _prompts(builder, embedder, queries, 4)
+    zero_total = sum(len(p.token_ids) for p in _prompts(builder, embedder, queries, 0))
     budget = (sum(len(p.token_ids) for p in free) + zero_total) // 2
-    fitted = plan_batch(builder, queries, embs, [4, 4], "knn", 0, budget)
+    fitted = _prompts(builder, embedder, queries, 4, budget=budget)
     assert sum(len(p.token_ids) for p in fitted) <= budget
     assert abs(len(fitted[0].demo_rows) - len(fitted[1].demo_rows)) <= 1
     with pytest.raises(BudgetTooSmallError):
-        plan_batch(builder, queries, embs, [4, 4], "knn", 0, zero_total - 1)
+        _prompts(builder, embedder, queries, 4, budget=zero_total - 1)
 
 
-async def test_predict_batch_calibrates_per_demo_set_and_counts_tokens():
-    builder, scorer, embedder = _builder()
-    queries = [{"text": "great positive fun"}, {"text": "awful negative"}]
-    planned = plan_batch(builder, queries, embedder.embed([q["text"] for q in queries]), [2, 2], "knn", 0, None)
-    calibration = plan_calibration(builder, planned, "contextual")
-    assert len(calibration.prompts) == 3 * len(calibration.demo_sets)
-    result = await predict_batch(builder, planned, calibration, ["positive", "negative"], scorer)
-    assert [p.label for p in result.predictions] == ["positive", "negative"]
-    for p in result.predictions:
-        assert np.isclose(sum(p.probs.values()), 1.0)
-    n_sets = len({tuple(p.demo_rows) for p in planned})
-    assert len(scorer.calls) == 2 + 3 * n_sets
-    assert result.usage.prompt_tokens == sum(len(p.token_ids) for p in planned)
-    assert result.usage.calibration_tokens == sum(len(c) for c in scorer.calls[2:])
-    # The fake model favours "positive" by 0.1 nats on content-free inputs; calibration divides that out.
-    none = await predict_batch(builder, planned, plan_calibration(builder, planned, "none"),
-                               ["positive", "negative"], scorer)
-    assert none.predictions[0].probs == none.predictions[0].uncalibrated_probs
-    assert result.predictions[0].probs["positive"] < none.predictions[0].probs["positive"]
-
-
-def test_random_sets_shrink_from_the_end_so_they_stay_prefixes_of_the_shared_order():
-    builder, _, embedder = _builder()
+def test_budget_trims_random_sets_from_the_end_and_retrieved_ones_from_the_front():
+    builder, _, embedder = fake_builder(TEXTS, LABELS)
     queries = [{"text": "great fun"}, {"text": "boring mess"}, {"text": "fun ride again"}]
-    embs = embedder.embed([q["text"] for q in queries])
-    free = plan_batch(builder, queries, embs, [5, 5, 5], "random", 3, None)
+    random = RandomRetriever()
+    free = _prompts(builder, embedder, queries, 5, random, seed=3)
     shared = free[0].demo_rows
     assert all(p.demo_rows == shared for p in free)
     budget = sum(len(p.token_ids) for p in free) * 2 // 3
-    trimmed = plan_batch(builder, queries, embs, [5, 5, 5], "random", 3, budget)
+    trimmed = _prompts(builder, embedder, queries, 5, random, budget=budget, seed=3)
     assert sum(len(p.token_ids) for p in trimmed) <= budget
     assert any(len(p.demo_rows) < 5 for p in trimmed)
     for p in trimmed:  # what is left is the shared order's first rows: the prefix and the bias estimate it shares
         assert p.demo_rows == shared[:len(p.demo_rows)]
-    # kNN prompts still lose their least similar demonstration, the first one.
-    knn = plan_batch(builder, queries, embs, [5, 5, 5], "knn", 0, None)
-    knn_trimmed = plan_batch(builder, queries, embs, [5, 5, 5], "knn", 0, budget)
+    knn = _prompts(builder, embedder, queries, 5)
+    knn_trimmed = _prompts(builder, embedder, queries, 5, budget=budget)
     for full, cut in zip(knn, knn_trimmed, strict=True):
         assert cut.demo_rows == full.demo_rows[len(full.demo_rows) - len(cut.demo_rows):]
 
 
-def test_one_seed_per_query_draws_a_random_set_per_query():
-    builder, _, embedder = _builder()
-    queries = [{"text": f"query {i}"} for i in range(6)]
-    planned = plan_batch(builder, queries, embedder.embed([q["text"] for q in queries]), [3] * 6, "random",
-                         [10 + i for i in range(6)], None)
-    assert len({tuple(p.demo_rows) for p in planned}) > 1
-    again = plan_batch(builder, queries[2:3], embedder.embed(["query 2"]), [3], "random", [12], None)
-    assert again[0].demo_rows == planned[2].demo_rows
-    numpy_seed = plan_batch(builder, queries[:2], embedder.embed(["a", "b"]), [3, 3], "random", np.int64(12), None)
-    assert [p.demo_rows for p in numpy_seed] == [planned[2].demo_rows] * 2
-    with pytest.raises(ValueError):  # a seed per query, or one for all: not a few
-        plan_batch(builder, queries, embedder.embed([q["text"] for q in queries]), [3] * 6, "random", [1, 2], None)
+def test_estimate_matches_exact_token_counts():
+    """The per-demonstration token estimate that prices candidate counts, against exact tokenization with the
+    default model's real tokenizer."""
+    from transformers import AutoTokenizer
+
+    from service.config import Settings
+    from service.model_files import resolve_model
+
+    settings = Settings()
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(settings.model, settings.model_cache)))
+    rows = load_split("sst2", "train", limit=40)
+    pool = LabeledPool(ids=[str(i) for i in range(32)], inputs=[{"text": r["text"]} for r in rows[:32]],
+                       labels=[r["label"] for r in rows[:32]], embeddings=FakeEmbedder().embed(["x"] * 32))
+    for instruction in (None, "Classify the sentiment."):
+        template = PromptTemplate.parse("Review: {text}\nSentiment: {label}", instruction=instruction)
+        builder = PromptBuilder(template, {"negative": "negative", "positive": "positive"}, pool,
+                                lambda text: tokenizer(text)["input_ids"], 8192, 1)
+        errors = []
+        for i, row in enumerate(rows[32:]):
+            demo_rows = list(range(i, i + 8))
+            exact = len(builder.tokenize(builder.render({"text": row["text"]}, demo_rows)))
+            estimate = builder.zero_shot_tokens({"text": row["text"]}) + builder.demo_tokens(demo_rows)
+            errors.append(estimate - exact)
+        assert np.abs(errors).max() <= 1, errors

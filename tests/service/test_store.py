@@ -44,9 +44,17 @@ def test_store_roundtrip_and_atomic_batches(url):
         store.add_examples(task.id, [_example("3"), _example("1")])
     assert info.value.index == 1
     assert store.get_task("t").n_examples == 2  # the failed batch added nothing, not even "3"
-    version = store.pool_version(task.id)
+    versions = store.task_versions("t")
+    assert versions.task_id == task.id and versions.controller_stamp is None
     assert store.set_label(task.id, "2", "b").label == "b"
-    assert store.pool_version(task.id) == version + 1
+    assert store.task_versions("t").pool_version == versions.pool_version + 1
+    store.save_controller(task.id, b"first", {"n": 1})
+    stamp = store.task_versions("t").controller_stamp
+    assert stamp is not None and store.load_controller(task.id).stamp == stamp
+    store.save_controller(task.id, b"second", {"n": 2})
+    assert store.task_versions("t").controller_stamp != stamp  # a new fit: cached views reload it
+    assert store.load_controller(task.id).blob == b"second"
+    assert store.task_versions("missing") is None
     pool = store.load_pool(task.id)
     assert pool.ids == ["1", "2"] and pool.labels == ["a", "b"]
     assert np.array_equal(pool.embeddings[0], np.arange(4, dtype=np.float32))

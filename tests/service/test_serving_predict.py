@@ -1,8 +1,6 @@
-"""The HTTP layer on a fake engine: contract shapes, validation, the error envelope, nothing stored on errors."""
+"""Predict over HTTP on the fake engine: shapes, defaults, calibration options, budgets, limits, failures."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,141 +9,7 @@ from service.app import create_app
 from service.config import Settings
 from service.state import Runtime
 from tests.fakes import FakeEmbedder, FakeScorer
-
-TASK = {
-    "name": "sent",
-    "labels": ["negative", "positive"],
-    "template": "Input: {text}\nLabel: {label}",
-}
-EXAMPLES = [
-    {"id": "p1", "input": "great fun film", "label": "positive"},
-    {"id": "n1", "input": "awful boring film", "label": "negative"},
-    {"id": "p2", "input": {"text": "great acting"}, "label": "positive"},
-    {"id": "n2", "input": "boring plot", "label": "negative"},
-    {"id": "u1", "input": "some film"},
-]
-
-
-def make_client(tmp_path, **overrides) -> TestClient:
-    settings = Settings(**{"data_dir": tmp_path, "max_inputs": 8, "max_input_chars": 200, **overrides})
-    runtime = Runtime(scorer=FakeScorer(), embedder=FakeEmbedder())
-    return TestClient(create_app(settings, runtime=runtime))
-
-
-@pytest.fixture
-def client(tmp_path):
-    with make_client(tmp_path) as c:
-        yield c
-
-
-@pytest.fixture
-def task(client):
-    assert client.post("/v1/tasks", json=TASK).status_code == 201
-    assert client.post("/v1/tasks/sent/examples", json={"examples": EXAMPLES}).status_code == 200
-    return "sent"
-
-
-def post_json(client, url, body):
-    """Post JSON as ASCII text with escapes, so that lone surrogates (\\udc00) reach the server as a client
-    could send them."""
-    return client.post(url, content=json.dumps(body), headers={"content-type": "application/json"})
-
-
-def assert_error(response, status, code=None, param=None):
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["message"]
-    if code:
-        assert error["code"] == code
-    if param is not None:
-        assert error["param"] == param
-
-
-def test_task_lifecycle(client):
-    created = client.post("/v1/tasks", json=TASK)
-    assert created.status_code == 201
-    body = created.json()
-    assert body["verbalizers"] == {"negative": "negative", "positive": "positive"}
-    assert body["n_examples"] == 0 and body["controller"] is None and body["default_k"] == 4
-    assert body["separator"] == "\n\n"
-    assert client.get("/v1/tasks").json()["tasks"][0]["name"] == "sent"
-    assert client.get("/v1/tasks/sent").json()["template"] == TASK["template"]
-    assert_error(client.post("/v1/tasks", json=TASK), 409, "name_taken", "name")
-    assert client.delete("/v1/tasks/sent").status_code == 204
-    assert_error(client.get("/v1/tasks/sent"), 404, "task_not_found")
-    assert_error(client.delete("/v1/tasks/sent"), 404)
-
-
-@pytest.mark.parametrize(
-    "change, param",
-    [
-        ({"name": "Bad Name"}, "name"),
-        ({"labels": ["only"]}, "labels"),
-        ({"labels": ["a", "a"]}, "labels"),
-        ({"verbalizers": {"other": "x"}}, "verbalizers"),
-        ({"verbalizers": {"negative": "same", "positive": "same"}}, "verbalizers"),
-        ({"template": "Input: {text}"}, "template"),
-        ({"template": "Label: {label}"}, "template"),
-        ({"template": 5}, "template"),
-        ({"unknown_field": 1}, "unknown_field"),
-        ({"labels": ["a", "b\udc00"]}, "labels[1]"),
-        ({"labels": ["a", "b" * 257]}, "labels[1]"),
-        ({"default_k": 65}, "default_k"),
-        ({"separator": "\x00"}, "separator"),
-    ],
-)
-def test_bad_task_definitions_are_400_and_store_nothing(client, change, param):
-    assert_error(post_json(client, "/v1/tasks", {**TASK, **change}), 400, param=param)
-    assert client.get("/v1/tasks").json() == {"tasks": []}
-
-
-def test_malformed_json_and_wrong_types_are_400(client):
-    response = client.post("/v1/tasks", content=b"{not json", headers={"content-type": "application/json"})
-    assert_error(response, 400, "invalid_json")
-    assert_error(client.post("/v1/tasks", json=["a list"]), 400)
-
-
-def test_examples_added_listed_and_patched(client, task):
-    listing = client.get("/v1/tasks/sent/examples").json()
-    assert listing["total"] == 5 and listing["examples"][0] == {"id": "p1", "input": {"text": "great fun film"},
-                                                                 "label": "positive"}
-    assert client.get("/v1/tasks/sent/examples?labeled=false").json()["examples"][0]["id"] == "u1"
-    assert client.get("/v1/tasks/sent/examples?labeled=true&limit=2&offset=3").json()["total"] == 4
-    patched = client.patch("/v1/tasks/sent/examples/u1", json={"label": "negative"})
-    assert patched.status_code == 200 and patched.json()["label"] == "negative"
-    t = client.get("/v1/tasks/sent").json()
-    assert (t["n_examples"], t["n_labeled"]) == (5, 5)
-    assert_error(client.patch("/v1/tasks/sent/examples/nope", json={"label": "negative"}), 404, "example_not_found")
-    assert_error(client.patch("/v1/tasks/sent/examples/u1", json={"label": "maybe"}), 400, "invalid_label")
-    generated = client.post("/v1/tasks/sent/examples", json={"examples": [{"input": "x"}]})
-    assert generated.json() == {"added": 1, "n_examples": 6, "n_labeled": 5}
-
-
-@pytest.mark.parametrize(
-    "examples, status, param",
-    [
-        ([{"input": "ok", "label": "positive"}, {"input": "bad", "label": "maybe"}], 400, "examples[1].label"),
-        ([{"input": {"sentence": "x"}}], 400, "examples[0].input"),
-        ([{"input": 7}], 400, None),
-        ([{"id": "p1", "input": "dup of stored"}], 409, "examples[0].id"),
-        ([{"id": "z", "input": "a"}, {"id": "z", "input": "b"}], 409, "examples[1].id"),
-        ([{"input": "x" * 201}], 413, "examples[0].input"),
-        ([], 400, "examples"),
-        ([{"id": "a/b", "input": "x"}], 400, "examples[0].id"),
-    ],
-)
-def test_bad_example_batches_store_nothing(client, task, examples, status, param):
-    before = client.get("/v1/tasks/sent").json()
-    assert_error(client.post("/v1/tasks/sent/examples", json={"examples": examples}), status, param=param)
-    assert client.get("/v1/tasks/sent").json() == before
-    assert client.get("/v1/tasks/sent/examples").json()["total"] == len(EXAMPLES)
-
-
-def test_examples_for_unknown_task_is_404(client):
-    assert_error(client.post("/v1/tasks/none/examples", json={"examples": EXAMPLES}), 404, "task_not_found")
+from tests.service.support import EXAMPLES, TASK, assert_error, make_client, post_json
 
 
 def test_predict_shapes_and_knn_demos(client, task):
@@ -258,72 +122,6 @@ def test_predict_unknown_task_and_context_overflow(tmp_path):
                      "context_length_exceeded", "inputs[1]")
 
 
-def test_auth(tmp_path):
-    with make_client(tmp_path, api_keys=["k1", "k2"]) as c:
-        assert_error(c.get("/v1/tasks"), 401, "invalid_api_key")
-        assert_error(c.get("/v1/tasks", headers={"Authorization": "Bearer nope"}), 401)
-        assert c.get("/v1/tasks", headers={"Authorization": "Bearer k2"}).status_code == 200
-        assert c.get("/health").status_code == 200
-        assert c.get("/metrics").status_code == 200
-
-
-def test_body_too_large(tmp_path):
-    with make_client(tmp_path, max_body_bytes=1000) as c:
-        assert_error(c.post("/v1/tasks", json={**TASK, "instruction": "x" * 2000}), 413, "body_too_large")
-        body = json.dumps({**TASK, "instruction": "x" * 2000}).encode()
-
-        def chunks():  # no Content-Length: the limit is enforced while reading
-            for i in range(0, len(body), 100):
-                yield body[i:i + 100]
-
-        chunked = c.post("/v1/tasks", content=chunks(), headers={"content-type": "application/json"})
-        assert_error(chunked, 413, "body_too_large")
-        assert c.get("/v1/tasks").json() == {"tasks": []}
-        assert 'status="413"' in c.get("/metrics").text
-
-
-def test_health_models_metrics_jobs(client, task):
-    assert client.get("/health").json() == {}
-    assert client.get("/v1/models").json()["data"][0]["id"] == "fake-model"
-    client.post("/v1/tasks/sent/predict", json={"inputs": ["great"], "demos": 1})
-    text = client.get("/metrics").text
-    assert 'icl_requests_total{method="POST",route="/v1/tasks/{name}/predict",status="200"} 1.0' in text
-    assert "icl_prompt_tokens_total" in text and "icl_demos_per_input_bucket" in text
-    assert "icl_engine_queue_depth" in text
-    assert_error(client.get("/v1/jobs/job-missing"), 404, "job_not_found")
-    assert client.post("/v1/admin/reset-prefix-cache").json() == {}
-    assert client.app.state.icl.runtime.scorer.resets == 1
-    assert_error(client.get("/v1/nothing-here"), 404)
-
-
-def test_health_503_until_engine_ready(tmp_path):
-    settings = Settings(data_dir=tmp_path)
-    with TestClient(create_app(settings, runtime=None, runtime_factory=None)) as c:
-        assert_error(c.get("/health"), 503, "engine_not_ready")
-        assert c.post("/v1/tasks", json=TASK).status_code == 201  # tasks need no engine
-        assert_error(c.post("/v1/tasks/sent/predict", json={"inputs": ["a"]}), 503)
-
-
-def test_state_survives_restart(tmp_path):
-    with make_client(tmp_path) as c:
-        c.post("/v1/tasks", json=TASK)
-        c.post("/v1/tasks/sent/examples", json={"examples": EXAMPLES})
-    with make_client(tmp_path) as c:
-        assert c.get("/v1/tasks/sent").json()["n_examples"] == 5
-        body = c.post("/v1/tasks/sent/predict", json={"inputs": ["great fun"], "demos": 1,
-                                                      "calibration": "none"}).json()
-        assert body["predictions"][0]["demo_ids"] == ["p1"]
-
-
-def test_openapi_describes_the_contract(client):
-    paths = client.get("/openapi.json").json()["paths"]
-    for path in ["/v1/tasks", "/v1/tasks/{name}", "/v1/tasks/{name}/examples",
-                 "/v1/tasks/{name}/examples/{example_id}", "/v1/tasks/{name}/predict",
-                 "/v1/tasks/{name}/controller", "/v1/tasks/{name}/annotation-plan", "/v1/jobs/{job_id}",
-                 "/v1/models", "/health", "/metrics"]:
-        assert path in paths
-
-
 def test_engine_failure_is_503_not_500(tmp_path):
     scorer = FakeScorer()
 
@@ -337,16 +135,6 @@ def test_engine_failure_is_503_not_500(tmp_path):
         response = c.post("/v1/tasks/sent/predict", json={"inputs": ["a"], "demos": 0})
         assert_error(response, 503, "engine_error")
         assert response.headers["retry-after"] == "5"
-
-
-def test_job_endpoint_shape(client):
-    job = client.app.state.icl.store.create_job("controller", "sent")
-    body = client.get(f"/v1/jobs/{job.id}").json()
-    assert body == {"job_id": job.id, "status": "queued", "progress": 0.0, "result": None, "error": None}
-
-
-def test_huge_offset_is_400(client, task):
-    assert_error(client.get("/v1/tasks/sent/examples?offset=99999999999999999999"), 400, param="offset")
 
 
 async def test_admission_control_answers_429_when_busy(tmp_path):

@@ -10,7 +10,7 @@ from service.app import create_app
 from service.config import Settings
 from service.state import Runtime
 from tests.fakes import FakeEmbedder, FakeScorer
-from tests.service.test_api import TASK, assert_error
+from tests.service.support import TASK, assert_error
 
 
 def _examples(n):

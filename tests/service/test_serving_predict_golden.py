@@ -5,7 +5,7 @@ order sent) must stay as recorded, with ``/openapi.json``.
 
 The fake scorer reads only the text after the last blank line, so probabilities alone cannot see demonstration
 order or which bias was applied; the recorded prompts can. A deliberate change of behaviour rewrites the files:
-``ICL_UPDATE_GOLDEN=1 python -m pytest tests/service/test_golden_predictions.py`` (then read the diff)."""
+``ICL_UPDATE_GOLDEN=1 python -m pytest tests/service/test_serving_predict_golden.py`` (then read the diff)."""
 
 from __future__ import annotations
 

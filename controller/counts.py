@@ -1,0 +1,103 @@
+"""How many demonstrations each input gets: one fixed count, or the meta-controller's choice per input (spent
+within the token budget by its allocator when there is one)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+from controller.features import features_for
+from controller.meta import MetaController
+from controller.planning import PromptBuilder
+from controller.retrieval import Retriever
+
+
+@dataclass(frozen=True)
+class QueryBatch:
+    """A batch of queries as retrieval sees them: their embeddings (None when nothing reads them), their
+    similarity to every pool row, and one seed each."""
+
+    queries: Sequence[Mapping[str, str]]
+    embeddings: np.ndarray | None
+    similarities: np.ndarray
+    seeds: Sequence[int]
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+class CountPolicy(Protocol):
+    def needs_embeddings(self, retriever: Retriever) -> bool:
+        """Whether choosing the counts, or retrieving that many, reads the queries' embeddings."""
+        ...
+
+    def demo_rows(self, builder: PromptBuilder, retriever: Retriever, batch: QueryBatch,
+                  max_prompt_tokens: int | None) -> list[list[int]]:
+        """Each query's demonstrations (pool rows, prompt order), before the window and the budget are fitted."""
+        ...
+
+
+@dataclass(frozen=True)
+class FixedCount:
+    """The same count for every input; the budget, if any, is fitted afterwards by trimming."""
+
+    k: int
+
+    def needs_embeddings(self, retriever: Retriever) -> bool:
+        return self.k > 0 and retriever.needs_embeddings
+
+    def demo_rows(self, builder: PromptBuilder, retriever: Retriever, batch: QueryBatch,
+                  max_prompt_tokens: int | None) -> list[list[int]]:
+        return retriever.select_all(builder.pool.embeddings, batch.similarities, [self.k] * len(batch), batch.seeds)
+
+
+@dataclass(frozen=True)
+class ControllerCount:
+    """DynaICL: the meta-controller's expected accuracy of every candidate count for each input, priced in
+    that input's prompt tokens at that count, and the cheapest sufficient count chosen (or the budget spent
+    by the allocator). Prices come from cached per-demonstration token counts; only the chosen prompts are
+    tokenized whole, and the window and the budget are then enforced on their exact counts."""
+
+    controller: MetaController
+    labels: Sequence[str]
+
+    def needs_embeddings(self, retriever: Retriever) -> bool:
+        return True  # the controller's features
+
+    def expected_accuracy(self, builder: PromptBuilder, batch: QueryBatch,
+                          zero_shot_tokens: Sequence[int]) -> np.ndarray:
+        """(n, len(candidate_k)): the controller's P(correct) of each count for each input."""
+        if batch.embeddings is None:
+            raise ValueError("the meta-controller needs the queries' embeddings")
+        features = features_for(builder, self.labels, batch.queries, batch.embeddings, batch.similarities,
+                                zero_shot_tokens)
+        return self.controller.predict_proba(features)
+
+    def priced_options(self, builder: PromptBuilder, retriever: Retriever, batch: QueryBatch,
+                       zero_shot_tokens: Sequence[int]) -> tuple[list[list[list[int]]], np.ndarray]:
+        """Each candidate count's demonstrations for every input, and (n, len(candidate_k)) their prompt tokens."""
+        options = [retriever.select_all(builder.pool.embeddings, batch.similarities, [int(k)] * len(batch),
+                                        batch.seeds) for k in self.controller.candidate_k_]
+        costs = np.array([[zero_shot_tokens[i] + builder.demo_tokens(option[i]) for option in options]
+                          for i in range(len(batch))])
+        return options, costs
+
+    def demo_rows(self, builder: PromptBuilder, retriever: Retriever, batch: QueryBatch,
+                  max_prompt_tokens: int | None) -> list[list[int]]:
+        zero_shot = [builder.zero_shot_tokens(q) for q in batch.queries]
+        expected = self.expected_accuracy(builder, batch, zero_shot)
+        options, costs = self.priced_options(builder, retriever, batch, zero_shot)
+        choice = self.controller.choose(expected, costs, max_prompt_tokens)
+        return [options[j][i] for i, j in enumerate(choice)]
+
+
+def count_policy(demos: int | Literal["auto"], default_k: int, controller: MetaController | None,
+                 labels: Sequence[str], pool_size: int) -> CountPolicy:
+    """``demos: "auto"`` with a fitted controller and a pool to draw from: the controller; otherwise the count
+    asked for, or the task's default count."""
+    if demos == "auto" and controller is not None and pool_size:
+        return ControllerCount(controller, labels)
+    return FixedCount(demos if isinstance(demos, int) else default_k)

@@ -1,0 +1,25 @@
+"""Why a batch cannot be planned: the client's request asks for something no prompt can give."""
+
+from __future__ import annotations
+
+
+class InputTooLongError(ValueError):
+    """A query does not fit the model's context window even without demonstrations."""
+
+    def __init__(self, index: int, tokens: int, limit: int) -> None:
+        super().__init__(
+            f"inputs[{index}] needs {tokens} prompt tokens without demonstrations, more than the model's "
+            f"context window allows ({limit}); shorten the input"
+        )
+        self.index, self.tokens, self.limit = index, tokens, limit
+
+
+class BudgetTooSmallError(ValueError):
+    """The batch's cheapest prompts already exceed the token budget."""
+
+    def __init__(self, needed: int, budget: int) -> None:
+        super().__init__(
+            f"budget.max_prompt_tokens={budget} is too small: the cheapest prompts for these inputs already need "
+            f"{needed} tokens; raise the budget or send fewer inputs"
+        )
+        self.needed, self.budget = needed, budget

@@ -1,0 +1,203 @@
+"""The predict pipeline: a retriever, a count policy and a calibrator composed into plan -> score -> calibrate.
+
+``plan`` is CPU work (retrieval, counts, rendering and tokenizing; run it off the event loop), ``score`` is the
+engine's, ``calibrate`` divides each demonstration set's label bias out of its inputs' distributions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from controller.calibration import (
+    DEFAULT_DOMAIN,
+    BiasCache,
+    Calibration,
+    CalibrationPrompts,
+    Calibrator,
+    DomainSettings,
+    DomainWords,
+    NoCalibration,
+    apply_bias,
+    calibrator_for,
+)
+from controller.counts import CountPolicy, FixedCount, QueryBatch, count_policy
+from controller.meta import MetaController
+from controller.planning import Prompt, PromptBuilder, build_prompts
+from controller.retrieval import Retriever, Selection, per_query_seeds, pool_similarities, retriever_for
+from controller.scoring import LabelScorer, ScoredPrompt, normalise_label_logprobs
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What a predict request asks for, in the library's terms."""
+
+    demos: int | Literal["auto"] = "auto"
+    selection: Selection = "knn"
+    calibration: Calibration = "domain"
+    domain: DomainSettings = DEFAULT_DOMAIN
+    seed: int = 0
+    max_prompt_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probs: dict[str, float]
+    uncalibrated_probs: dict[str, float]
+    demo_rows: list[int]
+    prompt_tokens: int
+    prompt: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int  # prompts of the inputs
+    calibration_tokens: int  # tokens the engine computed to estimate label bias (prefix-cache hits excluded)
+    calibration_cached_tokens: int  # calibration prompts' tokens served from the prefix cache
+    total_tokens: int  # every token the engine was given (label continuations included)
+    cached_tokens: int  # of total_tokens, served from vLLM's prefix cache
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    predictions: list[Prediction]
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class PredictionPlan:
+    """Everything the engine is to score for a batch: the inputs' prompts, then the calibration prompts."""
+
+    prompts: list[Prompt]
+    calibration: CalibrationPrompts
+
+    @property
+    def n_prompts(self) -> int:
+        return len(self.prompts) + len(self.calibration.prompts)
+
+
+@dataclass(frozen=True)
+class Scores:
+    inputs: list[ScoredPrompt]
+    calibration: list[ScoredPrompt]
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """Predictions for one task's pool: demonstrations from ``retriever``, counts from ``counts``, biases
+    divided out by ``calibrator``."""
+
+    builder: PromptBuilder
+    labels: Sequence[str]
+    retriever: Retriever
+    counts: CountPolicy
+    calibrator: Calibrator
+    seed: int = 0
+    max_prompt_tokens: int | None = None
+
+    @classmethod
+    def from_options(cls, builder: PromptBuilder, labels: Sequence[str], options: PredictOptions, default_k: int,
+                     controller: MetaController | None = None, words: Callable[[], DomainWords] | None = None,
+                     biases: BiasCache | None = None) -> Predictor:
+        """The predictor a request's options describe: ``default_k`` and ``controller`` serve ``demos: "auto"``,
+        ``words`` and ``biases`` serve calibration (the cache valid for this pool)."""
+        return cls(
+            builder=builder,
+            labels=labels,
+            retriever=retriever_for(options.selection),
+            counts=count_policy(options.demos, default_k, controller, labels, len(builder.pool)),
+            calibrator=calibrator_for(options.calibration, options.domain, words, biases),
+            seed=options.seed,
+            max_prompt_tokens=options.max_prompt_tokens,
+        )
+
+    @classmethod
+    def uncalibrated(cls, builder: PromptBuilder, labels: Sequence[str], selection: Selection, k: int,
+                     seed: int = 0) -> Predictor:
+        """k demonstrations each, no calibration: what controller training and two-stage vote-k score."""
+        return cls(builder, labels, retriever_for(selection), FixedCount(k), NoCalibration(), seed)
+
+    def with_calibrator(self, calibrator: Calibrator) -> Predictor:
+        return replace(self, calibrator=calibrator)
+
+    @property
+    def needs_embeddings(self) -> bool:
+        """Whether ``plan`` reads the queries' embeddings (retrieval or the controller's features)."""
+        return len(self.builder.pool) > 0 and self.counts.needs_embeddings(self.retriever)
+
+    def embedding_texts(self, queries: Sequence[Mapping[str, str]]) -> list[str]:
+        """What to embed of each query for retrieval and the controller's features."""
+        return [self.builder.template.embedding_text(q) for q in queries]
+
+    def prompts_for(self, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray | None = None,
+                    seeds: Sequence[int] | None = None) -> list[Prompt]:
+        """Each query's prompt: its count, its demonstrations, fitted to the window and the budget. ``seeds``:
+        one per query instead of the predictor's (random selection then draws a set per query)."""
+        pool = self.builder.pool
+        batch = QueryBatch(queries=queries, embeddings=embeddings,
+                           similarities=pool_similarities(pool.embeddings, len(queries), embeddings),
+                           seeds=per_query_seeds(self.seed if seeds is None else seeds, len(queries)))
+        rows = self.counts.demo_rows(self.builder, self.retriever, batch, self.max_prompt_tokens)
+        return build_prompts(self.builder, queries, rows, self.retriever.trim, self.max_prompt_tokens)
+
+    def plan_for(self, prompts: list[Prompt]) -> PredictionPlan:
+        """These prompts and their calibration prompts."""
+        return PredictionPlan(prompts, self.calibrator.prompts(self.builder, prompts, self.retriever, self.seed))
+
+    def plan(self, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray | None = None,
+             seeds: Sequence[int] | None = None) -> PredictionPlan:
+        return self.plan_for(self.prompts_for(queries, embeddings, seeds))
+
+    async def score(self, plan: PredictionPlan, scorer: LabelScorer) -> Scores:
+        continuations = [self.builder.template.continuation(self.builder.verbalizers[label]) for label in self.labels]
+        # Inputs first, calibration after: an input's prompt leaves its demonstrations in the engine's prefix
+        # cache, so the calibration prompts that share them compute little more than their own query.
+        inputs = await scorer.score([p.token_ids for p in plan.prompts], continuations)
+        calibration = [ids for _, ids in plan.calibration.prompts]
+        return Scores(inputs, await scorer.score(calibration, continuations) if calibration else [])
+
+    def calibrate(self, plan: PredictionPlan, scores: Scores) -> BatchResult:
+        distributions = [normalise_label_logprobs(s.label_logprobs) for s in scores.calibration]
+        biases = self.calibrator.biases(plan.calibration, distributions)
+        predictions: list[Prediction] = []
+        for prompt, result in zip(plan.prompts, scores.inputs, strict=True):
+            raw = normalise_label_logprobs(result.label_logprobs)
+            bias = biases.get(tuple(prompt.demo_rows))
+            final = apply_bias(raw, bias) if bias is not None else raw
+            predictions.append(Prediction(
+                label=self.labels[int(np.argmax(final))],
+                probs={label: float(p) for label, p in zip(self.labels, final, strict=True)},
+                uncalibrated_probs={label: float(p) for label, p in zip(self.labels, raw, strict=True)},
+                demo_rows=list(prompt.demo_rows),
+                prompt_tokens=result.prompt_tokens,
+                prompt=prompt.text,
+            ))
+        every = [*scores.inputs, *scores.calibration]
+        usage = Usage(
+            prompt_tokens=sum(s.prompt_tokens for s in scores.inputs),
+            calibration_tokens=sum(s.computed_tokens for s in scores.calibration),
+            calibration_cached_tokens=sum(s.cached_tokens for s in scores.calibration),
+            total_tokens=sum(s.computed_tokens + s.cached_tokens for s in every),
+            cached_tokens=sum(s.cached_tokens for s in every),
+        )
+        return BatchResult(predictions=predictions, usage=usage)
+
+    async def run(self, plan: PredictionPlan, scorer: LabelScorer) -> BatchResult:
+        """Score a plan on the engine and calibrate it."""
+        return self.calibrate(plan, await self.score(plan, scorer))
+
+    async def predict_in_chunks(self, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray | None,
+                                scorer: LabelScorer, chunk: int, seeds: Sequence[int] | None = None,
+                                ) -> AsyncIterator[tuple[slice, list[Prediction]]]:
+        """Predictions ``chunk`` queries per engine batch, yielded with the slice of ``queries`` they answer.
+        Planning runs in a worker thread, so a long job does not hold up the event loop that serves requests."""
+        all_seeds = per_query_seeds(self.seed if seeds is None else seeds, len(queries))
+        for start in range(0, len(queries), chunk):
+            part = slice(start, min(start + chunk, len(queries)))
+            part_embeddings = embeddings[part] if embeddings is not None else None
+            plan = await asyncio.to_thread(self.plan, queries[part], part_embeddings, all_seeds[part])
+            yield part, (await self.run(plan, scorer)).predictions

@@ -1,0 +1,177 @@
+"""What serving a task's predictions needs, cached in memory: its template, its labeled pool with a prompt
+builder over it, the words domain calibration draws from, its bias estimates and its fitted controller.
+
+One cheap read per request (``Store.task_versions``) says whether the cached view is still current: the pool
+part is rebuilt when the pool version moves on (with a fresh bias cache: pool rows are its keys), the
+controller when a new one is fitted. Replicas share only the database; the version check makes a replica
+notice what another one changed."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from controller.calibration import BiasCache, DomainWords
+from controller.meta import MetaController
+from controller.planning import PromptBuilder
+from controller.pool import LabeledPool
+from controller.predictor import PredictOptions, Predictor
+from controller.scoring import LabelScorer
+from controller.templates import PromptTemplate
+from service.errors import APIError
+from service.store import PoolRows, Store, TaskRecord, TaskVersions
+
+
+def task_not_found(name: str) -> APIError:
+    return APIError(404, f"task '{name}' does not exist; create it with POST /v1/tasks", "task_not_found", "name")
+
+
+def task_template(task: TaskRecord) -> PromptTemplate:
+    return PromptTemplate.parse(task.template, task.instruction, task.separator)
+
+
+def labeled_rows(rows: PoolRows) -> list[int]:
+    return [i for i, label in enumerate(rows.labels) if label is not None]
+
+
+def pool_of(rows: PoolRows, indices: Sequence[int]) -> LabeledPool:
+    """The demonstration pool made of these (labeled) rows, in their order."""
+    indices = list(indices)
+    dim = rows.embeddings.shape[-1] if rows.embeddings.ndim == 2 else 0  # a task without examples has none
+    embeddings = rows.embeddings[indices] if indices else np.zeros((0, dim), dtype=np.float32)
+    return LabeledPool(ids=[rows.ids[i] for i in indices], inputs=[rows.inputs[i] for i in indices],
+                       labels=[rows.labels[i] for i in indices],  # type: ignore[misc]
+                       embeddings=embeddings)
+
+
+def prompt_builder(task: TaskRecord, template: PromptTemplate, pool: LabeledPool, scorer: LabelScorer) -> PromptBuilder:
+    """The task's prompt builder on this pool, leaving room in the window for its longest verbalizer."""
+    return PromptBuilder.for_scorer(template, task.verbalizers, pool, scorer)
+
+
+@dataclass
+class PoolView:
+    """One pool version of a task, as predictions use it."""
+
+    version: int
+    builder: PromptBuilder  # over the labeled pool; it caches each demonstration's token count
+    domain_words: DomainWords  # from every input of the task, labeled or not
+    inputs: list[dict[str, str]]
+    # Label-bias estimates by demonstration set: valid while this pool version is (rows are their keys).
+    biases: BiasCache = field(default_factory=BiasCache)
+    # The latest queries, when ICL_DOMAIN_RECENT_QUERIES asks for them in domain-context strings.
+    recent: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=0))
+    _recent_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def labeled(self) -> LabeledPool:
+        return self.builder.pool
+
+    def remember(self, queries: Sequence[dict[str, str]]) -> None:
+        if self.recent.maxlen:
+            with self._recent_lock:
+                self.recent.extend(queries)
+
+    def words(self) -> DomainWords:
+        """Random in-domain words from the task's inputs and its recent queries."""
+        with self._recent_lock:
+            recent = list(self.recent)
+        if not recent:
+            return self.domain_words
+        return DomainWords.from_inputs([*self.inputs, *recent], list(self.domain_words.words))
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """A task as predict serves it: current for ``versions``."""
+
+    task: TaskRecord
+    template: PromptTemplate
+    pool: PoolView
+    controller: MetaController | None
+    default_k: int
+    versions: TaskVersions
+    scorer: LabelScorer
+
+    def predictor(self, options: PredictOptions) -> Predictor:
+        return Predictor.from_options(self.pool.builder, self.task.labels, options, self.default_k, self.controller,
+                                      self.pool.words, self.pool.biases)
+
+
+class ContextCache:
+    """Task contexts by name, at most ``max_tasks`` (the oldest dropped first)."""
+
+    def __init__(self, store: Store, default_k: int, max_tasks: int = 64, recent_queries: int = 0) -> None:
+        self._store = store
+        self._default_k = default_k
+        self._max_tasks = max_tasks
+        self._recent_queries = recent_queries
+        self._lock = threading.Lock()
+        self._entries: dict[str, TaskContext] = {}
+
+    def get(self, name: str, scorer: LabelScorer) -> TaskContext:
+        """The task's current context (404 when there is no such task). Blocking: call from a worker thread."""
+        versions = self._store.task_versions(name)
+        if versions is None:
+            raise task_not_found(name)
+        with self._lock:
+            cached = self._entries.get(name)
+        if cached is not None and cached.scorer is scorer:
+            if cached.versions == versions:
+                return cached
+            same_task = (cached.versions.task_id, cached.versions.created_at) == (versions.task_id,
+                                                                                  versions.created_at)
+            context = self._build(name, versions, scorer, cached if same_task else None)
+        else:
+            context = self._build(name, versions, scorer, None)
+        with self._lock:
+            if name not in self._entries and len(self._entries) >= self._max_tasks:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[name] = context
+        return context
+
+    def _build(self, name: str, versions: TaskVersions, scorer: LabelScorer, reuse: TaskContext | None) -> TaskContext:
+        """A context for ``versions``, keeping what ``reuse`` (the same task's older context) still has right."""
+        task = reuse.task if reuse is not None else self._store.get_task(name)
+        if task is None:  # deleted since its versions were read
+            raise task_not_found(name)
+        template = reuse.template if reuse is not None else task_template(task)
+        if reuse is not None and reuse.pool.version == versions.pool_version:
+            pool = reuse.pool
+        else:
+            pool = self._load_pool(task, template, scorer)
+        if reuse is not None and reuse.versions.controller_stamp == versions.controller_stamp:
+            controller, stamp = reuse.controller, reuse.versions.controller_stamp
+        else:
+            controller, stamp = self._load_controller(task.id)
+        return TaskContext(
+            task=task, template=template, pool=pool, controller=controller,
+            default_k=task.default_k if task.default_k is not None else self._default_k,
+            # What was loaded, which may be newer than ``versions``: the next request's check tells.
+            versions=TaskVersions(task.id, task.created_at, pool.version, stamp), scorer=scorer)
+
+    def _load_pool(self, task: TaskRecord, template: PromptTemplate, scorer: LabelScorer) -> PoolView:
+        rows = self._store.load_pool(task.id)
+        return PoolView(
+            version=rows.pool_version,
+            builder=prompt_builder(task, template, pool_of(rows, labeled_rows(rows)), scorer),
+            domain_words=DomainWords.from_inputs(rows.inputs, template.fields),
+            inputs=list(rows.inputs),
+            recent=deque(maxlen=self._recent_queries),
+        )
+
+    def _load_controller(self, task_id: int) -> tuple[MetaController | None, datetime | None]:
+        stored = self._store.load_controller(task_id)
+        if stored is None:
+            return None, None
+        return pickle.loads(stored.blob), stored.stamp  # written only by this service, never by a client
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._entries.pop(name, None)

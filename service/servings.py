@@ -1,0 +1,31 @@
+"""The serving objects, built once per app in its lifespan and shared by every request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.serving_annotation import AnnotationServing
+from service.serving_controller import ControllerServing
+from service.serving_examples import ExampleServing
+from service.serving_ops import JobServing, OpsServing
+from service.serving_predict import PredictServing
+from service.serving_tasks import TaskServing
+from service.state import AppState
+
+
+@dataclass(frozen=True)
+class Servings:
+    tasks: TaskServing
+    examples: ExampleServing
+    predict: PredictServing
+    annotation: AnnotationServing
+    controller: ControllerServing
+    jobs: JobServing
+    ops: OpsServing
+
+    @classmethod
+    def build(cls, state: AppState) -> Servings:
+        tasks = TaskServing(state)
+        return cls(tasks=tasks, examples=ExampleServing(state, tasks), predict=PredictServing(state),
+                   annotation=AnnotationServing(state, tasks), controller=ControllerServing(state, tasks),
+                   jobs=JobServing(state), ops=OpsServing(state))

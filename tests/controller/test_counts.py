@@ -1,0 +1,67 @@
+"""Count policies: a fixed count, or the meta-controller's per-input choice priced in each input's tokens."""
+
+import numpy as np
+import pytest
+
+from controller.counts import ControllerCount, FixedCount, QueryBatch, count_policy
+from controller.errors import BudgetTooSmallError
+from controller.features import features_for
+from controller.meta import MetaController
+from controller.retrieval import KnnRetriever, RandomRetriever, pool_similarities
+from tests.fakes import fake_builder
+
+LABELS = ["positive", "negative"]
+TEXTS = [f"{w} film number {i}" for i, w in enumerate(["great", "awful", "fun", "boring"] * 4)]
+POOL_LABELS = [LABELS[i % 2] for i in range(len(TEXTS))]
+
+
+def _batch(builder, embedder, texts, seed=0):
+    queries = [{"text": t} for t in texts]
+    vectors = embedder.embed(texts)
+    return QueryBatch(queries, vectors, pool_similarities(builder.pool.embeddings, len(texts), vectors),
+                      [seed] * len(texts))
+
+
+def _controller(builder, embedder):
+    """Right without demonstrations on inputs that say "easy", only with two on those that say "hard"."""
+    texts = [f"{'easy' if i % 2 else 'hard'} case {i} film" for i in range(60)]
+    batch = _batch(builder, embedder, texts)
+    X = features_for(builder, LABELS, batch.queries, batch.embeddings, batch.similarities)
+    Y = np.stack([np.arange(60) % 2, np.ones(60)], axis=1).astype(int)
+    return MetaController(candidate_k=(0, 2), embedding_dims=None, tolerance=0.2).fit(X, Y)
+
+
+def test_fixed_count_retrieves_that_many_for_everyone():
+    builder, _, embedder = fake_builder(TEXTS, POOL_LABELS)
+    batch = _batch(builder, embedder, ["great film", "awful film"])
+    rows = FixedCount(3).demo_rows(builder, KnnRetriever(), batch, None)
+    assert [len(r) for r in rows] == [3, 3]
+    assert rows[0] == KnnRetriever().select(batch.similarities[0], builder.pool.embeddings, 3)
+    assert FixedCount(3).needs_embeddings(KnnRetriever()) and not FixedCount(0).needs_embeddings(KnnRetriever())
+    assert not FixedCount(3).needs_embeddings(RandomRetriever())
+
+
+def test_controller_gives_each_input_the_count_it_needs_and_spends_a_budget():
+    builder, _, embedder = fake_builder(TEXTS, POOL_LABELS)
+    policy = ControllerCount(_controller(builder, embedder), LABELS)
+    assert policy.needs_embeddings(RandomRetriever())  # its features read the embeddings
+    batch = _batch(builder, embedder, ["easy case again film", "hard case again film"])
+    rows = policy.demo_rows(builder, KnnRetriever(), batch, None)
+    assert [len(r) for r in rows] == [0, 2]
+    assert rows[1] == KnnRetriever().select(batch.similarities[1], builder.pool.embeddings, 2)
+    zero_shot = [builder.zero_shot_tokens(q) for q in batch.queries]
+    _, costs = policy.priced_options(builder, KnnRetriever(), batch, zero_shot)
+    assert costs.shape == (2, 2) and (costs[:, 1] > costs[:, 0]).all()
+    # A budget of the zero-shot prompts alone: nobody gets demonstrations; less than that is refused.
+    assert [len(r) for r in policy.demo_rows(builder, KnnRetriever(), batch, int(costs[:, 0].sum()))] == [0, 0]
+    with pytest.raises(BudgetTooSmallError):
+        policy.demo_rows(builder, KnnRetriever(), batch, int(costs[:, 0].sum()) - 1)
+
+
+def test_auto_uses_the_controller_only_when_there_is_one_and_a_pool():
+    builder, _, embedder = fake_builder(TEXTS, POOL_LABELS)
+    controller = _controller(builder, embedder)
+    assert count_policy("auto", 4, None, LABELS, 16) == FixedCount(4)
+    assert count_policy(2, 4, controller, LABELS, 16) == FixedCount(2)
+    assert count_policy("auto", 4, controller, LABELS, 0) == FixedCount(4)
+    assert isinstance(count_policy("auto", 4, controller, LABELS, 16), ControllerCount)
