@@ -75,7 +75,7 @@ def main() -> None:
         for _ in range(args.repeats):  # the steps of ControllerCount.demo_rows, timed one by one
             t0 = time.perf_counter()
             zero_shot = [builder.zero_shot_tokens(q) for q in queries]
-            similarities = pool_similarities(pool.embeddings, batch, embeddings)
+            similarities = pool_similarities(embeddings, pool.embeddings, batch)
             features = features_for(builder, labels, queries, embeddings, similarities, zero_shot)
             t1 = time.perf_counter()
             expected = controller.predict_proba(features)

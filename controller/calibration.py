@@ -5,8 +5,8 @@
 - domain (Fei et al. 2023): the bias is the mean label distribution for strings of random in-domain words,
   as long as the task's inputs on average, under the same demonstrations.
 Either way the calibrated distribution is ``p / bias``, renormalised. Each method is one ``Calibrator``: it
-renders its extra prompts for a batch's demonstration sets (``prompts``), and turns their label distributions
-into one bias per set (``biases``), reading and filling its ``BiasCache``.
+renders its extra prompts for a batch's demonstration sets (``calibration_prompts``), and turns their label
+distributions into one bias per set (``biases``), reading and filling its ``BiasCache``.
 
 The reference domain setting costs 20 extra prompts per demonstration set, which with per-input demonstrations
 is 20 per input. ``DomainSettings`` can make it cheaper: fewer strings per set (each set draws its own), leaving
@@ -21,6 +21,7 @@ own bias is what calibration corrects).
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -182,7 +183,7 @@ class CalibrationPrompts:
     demo_sets: list[DemoSet] = field(default_factory=list)
     prompts: list[tuple[int, list[int]]] = field(default_factory=list)  # (index into demo_sets, token ids)
     cached: dict[int, np.ndarray] = field(default_factory=dict)  # demo_sets index -> estimate from the cache
-    cache_keys: dict[int, tuple] = field(default_factory=dict)  # demo_sets index -> key to store a new one under
+    cache_keys: dict[int, Hashable] = field(default_factory=dict)  # demo_sets index -> key to store a new one under
     targets: list[int] = field(default_factory=list)  # demo_sets indices that get a bias
     pooling: float = 0.0
 
@@ -199,16 +200,20 @@ def _spread(demo_sets: Sequence[DemoSet], max_sets: int | None) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, len(demo_sets) - 1, max_sets).round()})
 
 
-class Calibrator:
+class Calibrator(ABC):
     """One calibration method. Subclasses estimate a bias per demonstration set from queries of their own
-    under that set's demonstrations; each registers under its ``name`` (``calibrator_for`` builds it)."""
+    under that set's demonstrations; a subclass that names its method registers under that ``name``
+    (``calibrator_for`` builds it)."""
 
     name: ClassVar[str]
     methods: ClassVar[dict[str, type[Calibrator]]] = {}
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        Calibrator.methods[cls.name] = cls
+        if "name" in cls.__dict__:  # a subclass of a method, or a base without a name, registers nothing
+            if cls.name in Calibrator.methods:
+                raise TypeError(f"calibration method {cls.name!r} is already {Calibrator.methods[cls.name]}")
+            Calibrator.methods[cls.name] = cls
 
     def __init__(self, cache: BiasCache | None = None) -> None:
         self.cache = cache
@@ -219,18 +224,18 @@ class Calibrator:
         """This method's calibrator for a request (only domain calibration reads ``domain`` and ``words``)."""
         return cls(cache)
 
-    def prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
-                seed: int) -> CalibrationPrompts:
-        """Render and tokenize the calibration prompts of a batch (CPU work: run it off the event loop)."""
-        raise NotImplementedError
+    @abstractmethod
+    def calibration_prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
+                            seed: int) -> CalibrationPrompts:
+        """Render and tokenize the calibration prompts of a batch's prompts (CPU work: off the event loop)."""
 
     def _estimate(self, builder: PromptBuilder, demo_sets: list[DemoSet], chosen: Sequence[int],
-                  targets: list[int], key: Callable[[DemoSet], tuple],
+                  targets: list[int], key: Callable[[DemoSet], Hashable],
                   queries: Callable[[DemoSet], list[dict[str, str]]], pooling: float = 0.0) -> CalibrationPrompts:
         """The prompts of the ``chosen`` sets whose estimate (under ``key``) is not cached: each of the set's
         ``queries`` under its demonstrations, as long as it fits the window."""
         cached: dict[int, np.ndarray] = {}
-        keys: dict[int, tuple] = {}
+        keys: dict[int, Hashable] = {}
         rendered: list[tuple[int, list[int]]] = []
         for set_index in chosen:
             rows = demo_sets[set_index]
@@ -275,8 +280,8 @@ class NoCalibration(Calibrator):
 
     name = "none"
 
-    def prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
-                seed: int) -> CalibrationPrompts:
+    def calibration_prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
+                            seed: int) -> CalibrationPrompts:
         return CalibrationPrompts()
 
 
@@ -285,8 +290,8 @@ class ContextualCalibrator(Calibrator):
 
     name = "contextual"
 
-    def prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
-                seed: int) -> CalibrationPrompts:
+    def calibration_prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
+                            seed: int) -> CalibrationPrompts:
         return self._content_free(builder, demo_sets_of(prompts))
 
 
@@ -312,8 +317,8 @@ class DomainCalibrator(Calibrator):
               cache: BiasCache | None) -> Calibrator:
         return cls(domain, words() if words is not None else None, cache)
 
-    def prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
-                seed: int) -> CalibrationPrompts:
+    def calibration_prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
+                            seed: int) -> CalibrationPrompts:
         demo_sets = demo_sets_of(prompts)
         words = self.words
         if words is None or words.empty:

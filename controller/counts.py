@@ -51,7 +51,7 @@ class FixedCount:
 
     def demo_rows(self, builder: PromptBuilder, retriever: Retriever, batch: QueryBatch,
                   max_prompt_tokens: int | None) -> list[list[int]]:
-        return retriever.select_all(builder.pool.embeddings, batch.similarities, [self.k] * len(batch), batch.seeds)
+        return retriever.select_all(batch.similarities, builder.pool.embeddings, [self.k] * len(batch), batch.seeds)
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class ControllerCount:
     def priced_options(self, builder: PromptBuilder, retriever: Retriever, batch: QueryBatch,
                        zero_shot_tokens: Sequence[int]) -> tuple[list[list[list[int]]], np.ndarray]:
         """Each candidate count's demonstrations for every input, and (n, len(candidate_k)) their prompt tokens."""
-        options = [retriever.select_all(builder.pool.embeddings, batch.similarities, [int(k)] * len(batch),
+        options = [retriever.select_all(batch.similarities, builder.pool.embeddings, [int(k)] * len(batch),
                                         batch.seeds) for k in self.controller.candidate_k_]
         costs = np.array([[zero_shot_tokens[i] + builder.demo_tokens(option[i]) for option in options]
                           for i in range(len(batch))])

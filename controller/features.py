@@ -51,7 +51,7 @@ def features_for(builder: PromptBuilder, labels: Sequence[str], queries: Sequenc
     computed here unless the caller has them)."""
     pool = builder.pool
     if similarities is None:
-        similarities = pool_similarities(pool.embeddings, len(queries), embeddings)
+        similarities = pool_similarities(embeddings, pool.embeddings, len(queries))
     if zero_shot_tokens is None:
         zero_shot_tokens = [builder.zero_shot_tokens(q) for q in queries]
     codes = [list(labels).index(label) for label in pool.labels]

@@ -139,14 +139,15 @@ class Predictor:
         one per query instead of the predictor's (random selection then draws a set per query)."""
         pool = self.builder.pool
         batch = QueryBatch(queries=queries, embeddings=embeddings,
-                           similarities=pool_similarities(pool.embeddings, len(queries), embeddings),
+                           similarities=pool_similarities(embeddings, pool.embeddings, len(queries)),
                            seeds=per_query_seeds(self.seed if seeds is None else seeds, len(queries)))
         rows = self.counts.demo_rows(self.builder, self.retriever, batch, self.max_prompt_tokens)
         return build_prompts(self.builder, queries, rows, self.retriever.trim, self.max_prompt_tokens)
 
     def plan_for(self, prompts: list[Prompt]) -> PredictionPlan:
         """These prompts and their calibration prompts."""
-        return PredictionPlan(prompts, self.calibrator.prompts(self.builder, prompts, self.retriever, self.seed))
+        calibration = self.calibrator.calibration_prompts(self.builder, prompts, self.retriever, self.seed)
+        return PredictionPlan(prompts, calibration)
 
     def plan(self, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray | None = None,
              seeds: Sequence[int] | None = None) -> PredictionPlan:

@@ -21,7 +21,7 @@ def cosine_similarities(queries: np.ndarray, pool: np.ndarray) -> np.ndarray:
     return np.asarray(queries, dtype=np.float32) @ np.asarray(pool, dtype=np.float32).T
 
 
-def pool_similarities(pool_embeddings: np.ndarray, n_queries: int, query_embeddings: np.ndarray | None) -> np.ndarray:
+def pool_similarities(query_embeddings: np.ndarray | None, pool_embeddings: np.ndarray, n_queries: int) -> np.ndarray:
     """Every query's similarity to every pool row; zeros where the queries were not embedded (a retriever that
     does not read them) or the pool is empty."""
     if query_embeddings is not None and len(pool_embeddings):
@@ -108,7 +108,7 @@ class Retriever(ABC):
             return []
         return [int(r) for r in self.in_prompt_order(self.pick(similarities, pool, k, seed), similarities)]
 
-    def select_all(self, pool: np.ndarray, similarities: np.ndarray, ks: Sequence[int],
+    def select_all(self, similarities: np.ndarray, pool: np.ndarray, ks: Sequence[int],
                    seeds: Sequence[int]) -> list[list[int]]:
         """Each query's demonstrations, with its own count and seed."""
         return [self.select(similarities[i], pool, k, seed) for i, (k, seed) in enumerate(zip(ks, seeds, strict=True))]
@@ -156,7 +156,8 @@ class RandomRetriever(Retriever):
         return list(demo_rows[:-1])
 
 
-RETRIEVERS: dict[str, Retriever] = {r.selection: r for r in (KnnRetriever(), RandomRetriever(), DiverseRetriever())}
+RETRIEVERS: dict[Selection, Retriever] = {
+    r.selection: r for r in (KnnRetriever(), RandomRetriever(), DiverseRetriever())}
 
 
 def retriever_for(selection: Selection) -> Retriever:

@@ -8,14 +8,13 @@ notice what another one changed."""
 
 from __future__ import annotations
 
+import logging
 import pickle
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-
-import numpy as np
 
 from controller.calibration import BiasCache, DomainWords
 from controller.meta import MetaController
@@ -24,35 +23,11 @@ from controller.pool import LabeledPool
 from controller.predictor import PredictOptions, Predictor
 from controller.scoring import LabelScorer
 from controller.templates import PromptTemplate
-from service.errors import APIError
-from service.store import PoolRows, Store, TaskRecord, TaskVersions
+from service.errors import task_not_found
+from service.records import labeled_rows, pool_of, prompt_builder, task_template
+from service.store import Store, TaskRecord, TaskVersions
 
-
-def task_not_found(name: str) -> APIError:
-    return APIError(404, f"task '{name}' does not exist; create it with POST /v1/tasks", "task_not_found", "name")
-
-
-def task_template(task: TaskRecord) -> PromptTemplate:
-    return PromptTemplate.parse(task.template, task.instruction, task.separator)
-
-
-def labeled_rows(rows: PoolRows) -> list[int]:
-    return [i for i, label in enumerate(rows.labels) if label is not None]
-
-
-def pool_of(rows: PoolRows, indices: Sequence[int]) -> LabeledPool:
-    """The demonstration pool made of these (labeled) rows, in their order."""
-    indices = list(indices)
-    dim = rows.embeddings.shape[-1] if rows.embeddings.ndim == 2 else 0  # a task without examples has none
-    embeddings = rows.embeddings[indices] if indices else np.zeros((0, dim), dtype=np.float32)
-    return LabeledPool(ids=[rows.ids[i] for i in indices], inputs=[rows.inputs[i] for i in indices],
-                       labels=[rows.labels[i] for i in indices],  # type: ignore[misc]
-                       embeddings=embeddings)
-
-
-def prompt_builder(task: TaskRecord, template: PromptTemplate, pool: LabeledPool, scorer: LabelScorer) -> PromptBuilder:
-    """The task's prompt builder on this pool, leaving room in the window for its longest verbalizer."""
-    return PromptBuilder.for_scorer(template, task.verbalizers, pool, scorer)
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -105,7 +80,8 @@ class TaskContext:
 
 
 class ContextCache:
-    """Task contexts by name, at most ``max_tasks`` (the oldest dropped first)."""
+    """Task contexts by name, the least recently used dropped past ``max_tasks``. One build per task at a time:
+    requests that find a context out of date while another request rebuilds it wait for that one."""
 
     def __init__(self, store: Store, default_k: int, max_tasks: int = 64, recent_queries: int = 0) -> None:
         self._store = store
@@ -113,27 +89,41 @@ class ContextCache:
         self._max_tasks = max_tasks
         self._recent_queries = recent_queries
         self._lock = threading.Lock()
-        self._entries: dict[str, TaskContext] = {}
+        self._entries: OrderedDict[str, TaskContext] = OrderedDict()
+        self._building: dict[str, threading.Lock] = {}
+
+    def _current(self, name: str, versions: TaskVersions, scorer: LabelScorer) -> TaskContext | None:
+        with self._lock:
+            cached = self._entries.get(name)
+            if cached is not None and cached.scorer is scorer and cached.versions == versions:
+                self._entries.move_to_end(name)
+                return cached
+            return None
 
     def get(self, name: str, scorer: LabelScorer) -> TaskContext:
         """The task's current context (404 when there is no such task). Blocking: call from a worker thread."""
         versions = self._store.task_versions(name)
         if versions is None:
             raise task_not_found(name)
+        if (hit := self._current(name, versions, scorer)) is not None:
+            return hit
         with self._lock:
-            cached = self._entries.get(name)
-        if cached is not None and cached.scorer is scorer:
-            if cached.versions == versions:
-                return cached
-            same_task = (cached.versions.task_id, cached.versions.created_at) == (versions.task_id,
-                                                                                  versions.created_at)
+            building = self._building.setdefault(name, threading.Lock())
+        with building:
+            if (hit := self._current(name, versions, scorer)) is not None:  # built while this request waited
+                return hit
+            with self._lock:
+                cached = self._entries.get(name)
+            same_task = (cached is not None and cached.scorer is scorer
+                         and (cached.versions.task_id, cached.versions.created_at) == (versions.task_id,
+                                                                                       versions.created_at))
             context = self._build(name, versions, scorer, cached if same_task else None)
-        else:
-            context = self._build(name, versions, scorer, None)
-        with self._lock:
-            if name not in self._entries and len(self._entries) >= self._max_tasks:
-                self._entries.pop(next(iter(self._entries)))
-            self._entries[name] = context
+            with self._lock:
+                self._entries[name] = context
+                self._entries.move_to_end(name)
+                while len(self._entries) > self._max_tasks:
+                    evicted, _ = self._entries.popitem(last=False)
+                    self._building.pop(evicted, None)
         return context
 
     def _build(self, name: str, versions: TaskVersions, scorer: LabelScorer, reuse: TaskContext | None) -> TaskContext:
@@ -149,7 +139,7 @@ class ContextCache:
         if reuse is not None and reuse.versions.controller_stamp == versions.controller_stamp:
             controller, stamp = reuse.controller, reuse.versions.controller_stamp
         else:
-            controller, stamp = self._load_controller(task.id)
+            controller, stamp = self._load_controller(task)
         return TaskContext(
             task=task, template=template, pool=pool, controller=controller,
             default_k=task.default_k if task.default_k is not None else self._default_k,
@@ -166,12 +156,20 @@ class ContextCache:
             recent=deque(maxlen=self._recent_queries),
         )
 
-    def _load_controller(self, task_id: int) -> tuple[MetaController | None, datetime | None]:
-        stored = self._store.load_controller(task_id)
+    def _load_controller(self, task: TaskRecord) -> tuple[MetaController | None, datetime | None]:
+        """The fitted controller and its stamp. One that cannot be read back (pickled by another scikit-learn,
+        say) is logged and left out, stamp kept, so that "auto" serves the default count until a refit."""
+        stored = self._store.load_controller(task.id)
         if stored is None:
             return None, None
-        return pickle.loads(stored.blob), stored.stamp  # written only by this service, never by a client
+        try:
+            return pickle.loads(stored.blob), stored.stamp  # written only by this service, never by a client
+        except Exception:
+            logger.exception("task '%s': its fitted controller cannot be loaded; serving the default count until "
+                             "it is fitted again", task.name)
+            return None, stored.stamp
 
     def forget(self, name: str) -> None:
         with self._lock:
             self._entries.pop(name, None)
+            self._building.pop(name, None)

@@ -26,6 +26,10 @@ class APIError(Exception):
         self.headers = headers
 
 
+def task_not_found(name: str) -> APIError:
+    return APIError(404, f"task '{name}' does not exist; create it with POST /v1/tasks", "task_not_found", "name")
+
+
 def envelope(status: int, message: str, code: str, param: str | None = None,
              type: str = "invalid_request_error", headers: dict[str, str] | None = None) -> JSONResponse:  # noqa: A002
     body = {"error": {"message": message, "type": type, "param": param, "code": code}}

@@ -34,6 +34,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _Open(BaseModel):
+    """What the service wrote itself: fields it adds later are kept, not dropped."""
+
+    model_config = ConfigDict(extra="allow")
+
+
 class TaskCreate(_Strict):
     name: Annotated[str, Field(pattern=TASK_NAME_PATTERN)]
     labels: Annotated[list[LabelText], Field(min_length=2, max_length=100)]
@@ -44,19 +50,19 @@ class TaskCreate(_Strict):
     default_k: Annotated[StrictInt, Field(ge=0, le=64)] | None = None
 
 
-class FixedCountFigures(BaseModel):
+class FixedCountFigures(_Open):
     k: int
     accuracy: float
     mean_prompt_tokens: float
 
 
-class ControllerFigures(BaseModel):
+class ControllerFigures(_Open):
     accuracy: float
     mean_k: float
     mean_prompt_tokens: float
 
 
-class ControllerValidation(BaseModel):
+class ControllerValidation(_Open):
     """Fitted on 80% of the held-back examples, measured on the other 20%."""
 
     n_train: int
@@ -65,17 +71,15 @@ class ControllerValidation(BaseModel):
     controller: ControllerFigures
 
 
-class ControllerMetadata(BaseModel):
+class ControllerMetadata(_Open):
     model: str
     labels: list[str]
     scikit_learn: str
     pool_version: int
 
 
-class ControllerObject(BaseModel):
+class ControllerObject(_Open):
     """A task's fitted meta-controller: how it was trained and how it did on held-back examples."""
-
-    model_config = ConfigDict(extra="allow")
 
     candidate_k: list[int]
     train_size: int

@@ -12,10 +12,10 @@ import numpy as np
 from anyio import to_thread
 
 from controller.annotation import ideal, model_confidence, random_selection, votek, votek_second_stage
-from service.contexts import labeled_rows, pool_of, prompt_builder, task_template
 from service.errors import APIError
 from service.jobs import ProgressCallback
 from service.protocol import AnnotationPlan, AnnotationPlanRequest, JobCreated
+from service.records import labeled_rows, pool_of, prompt_builder, task_template
 from service.serving_tasks import TaskServing
 from service.state import AppState, Runtime
 from service.store import PoolRows, TaskRecord

@@ -12,10 +12,10 @@ from anyio import to_thread
 
 from controller.meta import MetaController
 from controller.training import MIN_TRAIN_SIZE, collect, validate
-from service.contexts import labeled_rows, pool_of, prompt_builder, task_template
 from service.errors import APIError
 from service.jobs import ProgressCallback
 from service.protocol import ControllerObject, ControllerTrainRequest, JobCreated
+from service.records import labeled_rows, pool_of, prompt_builder, task_template
 from service.serving_tasks import TaskServing
 from service.state import AppState
 

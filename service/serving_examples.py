@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from service.contexts import task_template
 from service.errors import APIError
 from service.inputs import template_input
 from service.protocol import ExampleList, ExampleObject, ExamplePatch, ExamplesAdd, ExamplesAdded
+from service.records import task_template
 from service.serving_tasks import TaskServing
 from service.state import AppState
 from service.store import DuplicateExampleIdError, NewExample

@@ -1,4 +1,4 @@
-"""Operations: health, the served model, metrics, emptying the engine's prefix cache; and background jobs."""
+"""Operations: health, the served model, metrics, emptying the engine's prefix cache."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from prometheus_client import generate_latest
 
 from service.errors import APIError
-from service.protocol import JobObject, ModelCard, ModelList
+from service.protocol import ModelCard, ModelList
 from service.state import AppState
 
 
@@ -38,15 +38,3 @@ class OpsServing:
     async def reset_prefix_cache(self) -> None:
         """Empty vLLM's prefix cache, so that a benchmark's runs do not reuse each other's prompts."""
         await self.state.require_runtime().scorer.reset_prefix_cache()
-
-
-class JobServing:
-    def __init__(self, state: AppState) -> None:
-        self.state = state
-
-    def get(self, job_id: str) -> JobObject:
-        job = self.state.store.get_job(job_id)
-        if job is None:
-            raise APIError(404, f"job '{job_id}' does not exist", "job_not_found", "job_id")
-        return JobObject(job_id=job.id, status=job.status, progress=job.progress,  # type: ignore[arg-type]
-                         result=job.result, error=job.error)

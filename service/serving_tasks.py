@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.templates import PromptTemplate, TemplateError
-from service.contexts import task_not_found
-from service.errors import APIError
+from service.errors import APIError, task_not_found
 from service.protocol import ControllerObject, TaskCreate, TaskObject
 from service.state import AppState
 from service.store import NameTakenError, TaskRecord
@@ -18,7 +17,8 @@ def task_object(task: TaskRecord, default_k: int, controller: dict[str, Any] | N
         instruction=task.instruction, separator=task.separator,
         default_k=task.default_k if task.default_k is not None else default_k,
         n_examples=task.n_examples, n_labeled=task.n_labeled,
-        controller=ControllerObject.model_validate(controller) if controller else None, created_at=task.created_at,
+        controller=ControllerObject.model_validate(controller) if controller is not None else None,
+        created_at=task.created_at,
     )
 
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from service.serving_annotation import AnnotationServing
 from service.serving_controller import ControllerServing
 from service.serving_examples import ExampleServing
-from service.serving_ops import JobServing, OpsServing
+from service.serving_jobs import JobServing
+from service.serving_ops import OpsServing
 from service.serving_predict import PredictServing
 from service.serving_tasks import TaskServing
 from service.state import AppState

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from controller.planning import PromptBuilder
 from controller.scoring import ScoredPrompt
 
 
@@ -97,10 +98,10 @@ class FakeEmbedder:
 
 
 def fake_builder(texts: Sequence[str], labels: Sequence[str], template: str = "Input: {text}\nLabel: {label}",
-                 max_model_len: int = 512, prefix_cache: bool = False):
+                 max_model_len: int = 512,
+                 prefix_cache: bool = False) -> tuple[PromptBuilder, FakeScorer, FakeEmbedder]:
     """A prompt builder over a pool of these texts and labels, on the fake scorer's tokenizer, with the scorer
     and embedder it was made with: (builder, scorer, embedder)."""
-    from controller.planning import PromptBuilder
     from controller.pool import LabeledPool
     from controller.templates import PromptTemplate
 

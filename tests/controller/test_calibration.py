@@ -96,6 +96,12 @@ def test_bias_cache_drops_the_least_recently_used():
 
 
 def test_each_method_is_one_registered_class():
+    class Spy(DomainCalibrator):  # a subclass of a method does not take its name
+        pass
+
+    assert Calibrator.methods["domain"] is DomainCalibrator
+    with pytest.raises(TypeError):
+        type("Twice", (Calibrator,), {"name": "domain"})
     assert set(Calibrator.methods) == {"none", "contextual", "domain"}
     assert isinstance(calibrator_for("none"), NoCalibration)
     assert isinstance(calibrator_for("contextual"), ContextualCalibrator)
@@ -124,15 +130,15 @@ async def _run(builder, scorer, prompts, calibrator, retriever=PER_INPUT):
 
 def test_contextual_uses_the_content_free_inputs_under_every_set():
     builder, _, prompts = _setup()
-    plan = ContextualCalibrator().prompts(builder, prompts, KnnRetriever(), seed=0)
+    plan = ContextualCalibrator().calibration_prompts(builder, prompts, KnnRetriever(), seed=0)
     assert len(plan.demo_sets) == len(prompts) and plan.targets == list(range(len(prompts)))
     assert len(plan.prompts) == 3 * len(plan.demo_sets)
-    assert NoCalibration().prompts(builder, prompts, KnnRetriever(), 0).prompts == []
+    assert NoCalibration().calibration_prompts(builder, prompts, KnnRetriever(), 0).prompts == []
 
 
 def test_reference_draws_twenty_strings_per_set_and_each_set_its_own():
     builder, _, prompts = _setup()
-    plan = DomainCalibrator(REFERENCE_DOMAIN, WORDS).prompts(builder, prompts, PER_INPUT, seed=1)
+    plan = DomainCalibrator(REFERENCE_DOMAIN, WORDS).calibration_prompts(builder, prompts, PER_INPUT, seed=1)
     assert len(plan.demo_sets) == len(prompts)  # demonstrations per input: every set distinct
     assert len(plan.prompts) == 20 * len(plan.demo_sets)
     queries = [tuple(ids[-8:]) for i, ids in plan.prompts if i in (0, 1)]  # the strings and what follows
@@ -142,14 +148,15 @@ def test_reference_draws_twenty_strings_per_set_and_each_set_its_own():
 def test_strings_depend_on_the_seed_and_the_set_not_on_the_rest_of_the_batch():
     builder, _, prompts = _setup()
     calibrator = DomainCalibrator(DomainSettings(samples=2), WORDS)
-    whole = calibrator.prompts(builder, prompts, PER_INPUT, seed=1)
-    alone = calibrator.prompts(builder, prompts[3:4], PER_INPUT, seed=1)
+    whole = calibrator.calibration_prompts(builder, prompts, PER_INPUT, seed=1)
+    alone = calibrator.calibration_prompts(builder, prompts[3:4], PER_INPUT, seed=1)
     index = whole.demo_sets.index(tuple(prompts[3].demo_rows))
     assert [ids for i, ids in whole.prompts if i == index] == [ids for _, ids in alone.prompts]
-    other_seed = calibrator.prompts(builder, prompts[3:4], PER_INPUT, seed=2)
+    other_seed = calibrator.calibration_prompts(builder, prompts[3:4], PER_INPUT, seed=2)
     assert [ids for _, ids in other_seed.prompts] != [ids for _, ids in alone.prompts]
     # The first string of twenty is the string of one: fewer samples are a prefix of more.
-    one = DomainCalibrator(DomainSettings(samples=1), WORDS).prompts(builder, prompts[3:4], PER_INPUT, seed=1)
+    one = DomainCalibrator(DomainSettings(samples=1), WORDS).calibration_prompts(builder, prompts[3:4], PER_INPUT,
+                                                                                 seed=1)
     assert one.prompts[0][1] == alone.prompts[0][1]
 
 
@@ -178,8 +185,8 @@ async def test_bias_cache_skips_sets_already_estimated_with_the_same_answer():
     assert [p.probs for p in second.predictions] == [p.probs for p in first.predictions]
     assert second.usage.calibration_tokens == 0
     # Another seed draws other strings: not the same estimate; nor is another method's.
-    assert DomainCalibrator(settings, WORDS, cache).prompts(builder, prompts, PER_INPUT, seed=1).prompts
-    assert ContextualCalibrator(cache).prompts(builder, prompts, PER_INPUT, seed=0).prompts
+    assert DomainCalibrator(settings, WORDS, cache).calibration_prompts(builder, prompts, PER_INPUT, seed=1).prompts
+    assert ContextualCalibrator(cache).calibration_prompts(builder, prompts, PER_INPUT, seed=0).prompts
 
 
 async def test_calibration_tokens_count_computed_tokens_and_cache_hits_apart():
@@ -202,9 +209,9 @@ async def test_default_leaves_knn_demonstrations_uncalibrated_but_not_zero_shot_
     assert result.predictions[0].probs == result.predictions[0].uncalibrated_probs
     assert result.predictions[2].probs != result.predictions[2].uncalibrated_probs
     # The same prompts with random demonstrations, or the reference settings, calibrate every set.
-    shared = default.prompts(builder, prompts, RandomRetriever(), 0)
+    shared = default.calibration_prompts(builder, prompts, RandomRetriever(), 0)
     assert len(shared.prompts) == DEFAULT_DOMAIN.samples_for(shared_set=True) * len(shared.demo_sets)
-    reference = DomainCalibrator(REFERENCE_DOMAIN, WORDS).prompts(builder, prompts, KnnRetriever(), 0)
+    reference = DomainCalibrator(REFERENCE_DOMAIN, WORDS).calibration_prompts(builder, prompts, KnnRetriever(), 0)
     assert len(reference.prompts) == 20 * len(reference.demo_sets)
     assert DEFAULT_DOMAIN.samples_for(shared_set=False) == 2 and REFERENCE_DOMAIN.samples_for(shared_set=True) == 20
 
@@ -213,5 +220,5 @@ def test_domain_falls_back_to_content_free_inputs_without_domain_text():
     builder, _, prompts = _setup()
     empty = DomainWords.from_inputs([], ["text"])
     for words in (None, empty):
-        plan = DomainCalibrator(DEFAULT_DOMAIN, words).prompts(builder, prompts, KnnRetriever(), 0)
+        plan = DomainCalibrator(DEFAULT_DOMAIN, words).calibration_prompts(builder, prompts, KnnRetriever(), 0)
         assert len(plan.prompts) == 3 * len(prompts)  # kNN sets too: there is nothing else to go on

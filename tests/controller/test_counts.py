@@ -18,7 +18,7 @@ POOL_LABELS = [LABELS[i % 2] for i in range(len(TEXTS))]
 def _batch(builder, embedder, texts, seed=0):
     queries = [{"text": t} for t in texts]
     vectors = embedder.embed(texts)
-    return QueryBatch(queries, vectors, pool_similarities(builder.pool.embeddings, len(texts), vectors),
+    return QueryBatch(queries, vectors, pool_similarities(vectors, builder.pool.embeddings, len(texts)),
                       [seed] * len(texts))
 
 

@@ -18,8 +18,8 @@ KNN = KnnRetriever()
 
 def _prompts(builder, embedder, queries, k, retriever=KNN, budget=None, seed=0):
     vectors = embedder.embed([q["text"] for q in queries])
-    sims = pool_similarities(builder.pool.embeddings, len(queries), vectors)
-    rows = retriever.select_all(builder.pool.embeddings, sims, [k] * len(queries), [seed] * len(queries))
+    sims = pool_similarities(vectors, builder.pool.embeddings, len(queries))
+    rows = retriever.select_all(sims, builder.pool.embeddings, [k] * len(queries), [seed] * len(queries))
     return build_prompts(builder, queries, rows, retriever.trim, budget)
 
 

@@ -79,10 +79,10 @@ def test_each_selection_says_how_its_sets_behave():
 
 def test_select_all_gives_each_query_its_count_and_seed():
     pool = _unit(np.random.default_rng(1).normal(size=(30, 4)))
-    sims = pool_similarities(pool, 3, _unit(np.random.default_rng(2).normal(size=(3, 4))))
-    rows = RandomRetriever().select_all(pool, sims, [2, 0, 4], [5, 5, 6])
+    sims = pool_similarities(_unit(np.random.default_rng(2).normal(size=(3, 4))), pool, 3)
+    rows = RandomRetriever().select_all(sims, pool, [2, 0, 4], [5, 5, 6])
     assert rows[0] == random_demos(30, 2, 5).tolist() and rows[1] == [] and rows[2] == random_demos(30, 4, 6).tolist()
-    assert pool_similarities(pool, 3, None).shape == (3, 30) and not pool_similarities(pool, 3, None).any()
+    assert pool_similarities(None, pool, 3).shape == (3, 30) and not pool_similarities(None, pool, 3).any()
 
 
 def test_per_query_seeds():

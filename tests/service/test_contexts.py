@@ -110,3 +110,52 @@ def test_a_recreated_task_gets_a_context_of_its_own(store):
     new = contexts.get("t", scorer)
     assert new.task.labels == ["x", "y"] and new.default_k == 2 and len(new.pool.labeled) == 0
     assert new.pool is not old.pool
+
+
+def test_concurrent_requests_after_a_change_reload_once(store):
+    import threading
+
+    task, scorer = _task(store), FakeScorer()
+    contexts = ContextCache(store, default_k=4)
+    contexts.get("t", scorer)
+    store.add_examples(task.id, _examples(["three films"]))
+    seen, start = [], threading.Barrier(8)
+
+    def request():
+        start.wait()
+        seen.append(contexts.get("t", scorer))
+
+    threads = [threading.Thread(target=request) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.loads["pool"] == 2  # the first load, and one reload for eight requests
+    assert all(context is seen[0] for context in seen) and len(seen[0].pool.labeled) == 3
+
+
+def test_the_least_recently_used_task_is_dropped(store):
+    scorer = FakeScorer()
+    for name in ("a", "b", "c"):
+        _task(store, name)
+    contexts = ContextCache(store, default_k=4, max_tasks=2)
+    contexts.get("a", scorer)
+    contexts.get("b", scorer)
+    contexts.get("a", scorer)  # a is used again: b is now the oldest
+    contexts.get("c", scorer)
+    loads = store.loads["pool"]
+    contexts.get("a", scorer)
+    assert store.loads["pool"] == loads
+    contexts.get("b", scorer)
+    assert store.loads["pool"] == loads + 1
+
+
+def test_a_controller_that_cannot_be_read_leaves_the_default_count(store, caplog):
+    task, scorer = _task(store), FakeScorer()
+    store.save_controller(task.id, b"not a pickle", {})
+    contexts = ContextCache(store, default_k=4)
+    context = contexts.get("t", scorer)
+    assert context.controller is None and "cannot be loaded" in caplog.text
+    assert contexts.get("t", scorer) is context  # not retried on every request; a refit is read again
+    store.save_controller(task.id, _controller(), {})
+    assert isinstance(contexts.get("t", scorer).controller, MetaController)

@@ -1,4 +1,4 @@
-"""Health, models, metrics, the prefix-cache reset and jobs over HTTP on the fake engine."""
+"""Health, models, metrics and the prefix-cache reset over HTTP on the fake engine."""
 
 from __future__ import annotations
 
@@ -30,8 +30,3 @@ def test_health_503_until_engine_ready(tmp_path):
         assert c.post("/v1/tasks", json=TASK).status_code == 201  # tasks need no engine
         assert_error(c.post("/v1/tasks/sent/predict", json={"inputs": ["a"]}), 503)
 
-
-def test_job_endpoint_shape(client):
-    job = client.app.state.icl.store.create_job("controller", "sent")
-    body = client.get(f"/v1/jobs/{job.id}").json()
-    assert body == {"job_id": job.id, "status": "queued", "progress": 0.0, "result": None, "error": None}

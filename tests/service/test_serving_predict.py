@@ -192,3 +192,12 @@ def test_domain_strings_can_draw_on_recent_queries(tmp_path):
         first = len(scorer.calls)
         c.post("/v1/tasks/sent/predict", json={**body, "inputs": ["quokka"], "seed": 1})
         assert not any("zebra" in scorer.decode(ids) for ids in scorer.calls[first:])
+
+
+def test_a_controller_that_cannot_be_read_leaves_predict_working(client, task):
+    store = client.app.state.icl.store
+    store.save_controller(store.get_task("sent").id, b"pickled by another version", {})
+    fixed = client.post("/v1/tasks/sent/predict", json={"inputs": ["great fun"], "demos": 2})
+    assert fixed.status_code == 200 and fixed.json()["predictions"][0]["k"] == 2
+    auto = client.post("/v1/tasks/sent/predict", json={"inputs": ["great fun"]})
+    assert auto.status_code == 200 and auto.json()["predictions"][0]["k"] == 4  # the default count

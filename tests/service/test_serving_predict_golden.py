@@ -196,7 +196,7 @@ class Recorder:
         if response.status_code != 200:
             error = response.json()["error"]
             self.records[label] = {"status": response.status_code, "code": error["code"], "param": error["param"],
-                                   "engine_prompts": sent}
+                                   "message": error["message"], "engine_prompts": sent}
             return
         answer = response.json()
         n = len(answer["predictions"])
