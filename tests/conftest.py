@@ -1,29 +1,21 @@
-"""Shared fixtures. Datasets come from ../shared/datasets (or ICL_DATASETS_DIR)."""
+"""Shared fixtures. Data comes from tests/data: label-stratified slices of the benchmark datasets, each row with
+its line in the full split (scripts/make-test-data.py writes them), so that a bare clone runs every test."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def datasets_dir() -> Path:
-    configured = os.environ.get("ICL_DATASETS_DIR")
-    return Path(configured) if configured else REPO.parent / "shared" / "datasets"
+DATA = REPO / "tests" / "data"
 
 
 def load_split(dataset: str, split: str, limit: int | None = None) -> list[dict]:
-    path = datasets_dir() / dataset / f"{split}.jsonl"
+    """A slice's rows in source order (``limit``: the first ones); each has its source ``line``."""
+    path = DATA / dataset / f"{split}.jsonl"
     if not path.is_file():
-        pytest.fail(f"dataset file {path} is missing; set ICL_DATASETS_DIR to the shared datasets folder")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            rows.append(json.loads(line))
-            if limit is not None and len(rows) >= limit:
-                break
-    return rows
+        pytest.fail(f"test data {path} is missing; scripts/make-test-data.py writes it")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return rows[:limit] if limit is not None else rows
