@@ -8,9 +8,11 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from anyio import to_thread
 from fastapi import FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
 from starlette.middleware.base import RequestResponseEndpoint
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -88,6 +90,20 @@ class BodyLimitMiddleware:
             await envelope(error.status, error.message, error.code)(scope, receive, send)
 
 
+def published_schema(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's OpenAPI document without the 422 answers it adds to every operation: validation errors are
+    400 in the error envelope here (declared per operation)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def create_app(settings: Settings, runtime: Runtime | None = None,
                runtime_factory: RuntimeFactory | None = start_runtime) -> FastAPI:
     """Build the app. Pass ``runtime`` to serve an engine that already runs (tests share one per session);
@@ -138,12 +154,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
         title="iclserve",
         version="0.1.0",
         description="In-context-learning classification on vLLM: retrieved demonstrations, calibrated label "
-        "probabilities, token budgets. Contract: API.md v1.",
+        "probabilities, token budgets. Every endpoint, field, status and error: docs/api.md.",
         lifespan=lifespan,
     )
     install_error_handlers(app)
     app.include_router(v1)
     app.include_router(ops)
+    app.openapi = lambda: published_schema(app)  # type: ignore[method-assign]
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 

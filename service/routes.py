@@ -30,7 +30,20 @@ from service.protocol import (
 from service.servings import Servings
 from service.state import AppState
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 503)}
+WHY = {
+    400: "Invalid request: malformed JSON, a field out of its schema, or a value the service cannot use.",
+    401: "Missing or wrong API key (when the service has keys).",
+    404: "No such task, example or job.",
+    409: "The name or id is already taken.",
+    413: "The body, an input or a batch is over the service's limits, or an input over the model's window.",
+    429: "The engine has too many prompts in flight; retry after `Retry-After` seconds.",
+    503: "The engine is not ready (starting) or failed; retry after `Retry-After` seconds.",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict]:
+    """The error statuses an operation can answer with, each with the error envelope."""
+    return {status: {"model": ErrorResponse, "description": WHY[status]} for status in statuses}
 
 
 def state_of(request: Request) -> AppState:
@@ -52,11 +65,11 @@ def require_api_key(request: Request) -> None:
                        type="authentication_error", headers={"WWW-Authenticate": "Bearer"})
 
 
-v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=_ERRORS)
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=errors(401))
 ops = APIRouter()
 
 
-@v1.post("/tasks", status_code=201, response_model=TaskObject)
+@v1.post("/tasks", status_code=201, response_model=TaskObject, responses=errors(400, 409, 413))
 def create_task(body: TaskCreate, request: Request) -> TaskObject:
     return serving(request).tasks.create(body)
 
@@ -66,23 +79,23 @@ def list_tasks(request: Request) -> TaskList:
     return TaskList(tasks=serving(request).tasks.list())
 
 
-@v1.get("/tasks/{name}", response_model=TaskObject)
+@v1.get("/tasks/{name}", response_model=TaskObject, responses=errors(404))
 def get_task(name: str, request: Request) -> TaskObject:
     return serving(request).tasks.get(name)
 
 
-@v1.delete("/tasks/{name}", status_code=204)
+@v1.delete("/tasks/{name}", status_code=204, responses=errors(404))
 def delete_task(name: str, request: Request) -> Response:
     serving(request).tasks.delete(name)
     return Response(status_code=204)
 
 
-@v1.post("/tasks/{name}/examples", response_model=ExamplesAdded)
+@v1.post("/tasks/{name}/examples", response_model=ExamplesAdded, responses=errors(400, 404, 409, 413, 503))
 def add_examples(name: str, body: ExamplesAdd, request: Request) -> ExamplesAdded:
     return serving(request).examples.add(name, body)
 
 
-@v1.get("/tasks/{name}/examples", response_model=ExampleList)
+@v1.get("/tasks/{name}/examples", response_model=ExampleList, responses=errors(400, 404))
 def list_examples(
     name: str, request: Request, labeled: bool | None = None,
     limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=2**62),
@@ -90,18 +103,19 @@ def list_examples(
     return serving(request).examples.list(name, labeled, limit, offset)
 
 
-@v1.patch("/tasks/{name}/examples/{example_id}", response_model=ExampleObject)
+@v1.patch("/tasks/{name}/examples/{example_id}", response_model=ExampleObject, responses=errors(400, 404, 413))
 def patch_example(name: str, example_id: str, body: ExamplePatch, request: Request) -> ExampleObject:
     return serving(request).examples.patch(name, example_id, body)
 
 
-@v1.post("/tasks/{name}/predict", response_model=PredictResponse)
+@v1.post("/tasks/{name}/predict", response_model=PredictResponse, responses=errors(400, 404, 413, 429, 503))
 async def predict(name: str, body: PredictRequest, request: Request) -> PredictResponse:
     return await serving(request).predict.create_predictions(name, body)
 
 
 @v1.post("/tasks/{name}/annotation-plan", response_model=AnnotationPlan,
-         responses={202: {"model": JobCreated, "description": "two-stage vote-k or a large pool: a job"}})
+         responses={202: {"model": JobCreated, "description": "two-stage vote-k or a large pool: a job"},
+                    **errors(400, 404, 413, 503)})
 async def annotation_plan(name: str, body: AnnotationPlanRequest, request: Request) -> AnnotationPlan | JSONResponse:
     plan = await serving(request).annotation.annotation_plan(name, body)
     if isinstance(plan, JobCreated):
@@ -109,45 +123,48 @@ async def annotation_plan(name: str, body: AnnotationPlanRequest, request: Reque
     return plan
 
 
-@v1.post("/tasks/{name}/controller", status_code=202, response_model=JobCreated)
+@v1.post("/tasks/{name}/controller", status_code=202, response_model=JobCreated,
+         responses=errors(400, 404, 413, 503))
 async def train_controller(name: str, request: Request, body: ControllerTrainRequest | None = None) -> JobCreated:
     return await serving(request).controller.train(name, body or ControllerTrainRequest())
 
 
-@v1.get("/tasks/{name}/controller", response_model=ControllerObject)
+@v1.get("/tasks/{name}/controller", response_model=ControllerObject, responses=errors(404))
 def get_controller(name: str, request: Request) -> ControllerObject:
     return serving(request).controller.get(name)
 
 
-@v1.delete("/tasks/{name}/controller", status_code=204)
+@v1.delete("/tasks/{name}/controller", status_code=204, responses=errors(404))
 def delete_controller(name: str, request: Request) -> Response:
     serving(request).controller.delete(name)
     return Response(status_code=204)
 
 
-@v1.get("/jobs/{job_id}", response_model=JobObject)
+@v1.get("/jobs/{job_id}", response_model=JobObject, responses=errors(404))
 def get_job(job_id: str, request: Request) -> JobObject:
     return serving(request).jobs.get(job_id)
 
 
-@v1.post("/admin/reset-prefix-cache")
+@v1.post("/admin/reset-prefix-cache", responses=errors(503))
 async def reset_prefix_cache(request: Request) -> JSONResponse:
     """Empty vLLM's prefix cache, so that a benchmark's runs do not reuse each other's prompts."""
     await serving(request).ops.reset_prefix_cache()
     return JSONResponse({})
 
 
-@v1.get("/models", response_model=ModelList)
+@v1.get("/models", response_model=ModelList, responses=errors(503))
 def list_models(request: Request) -> ModelList:
     return serving(request).ops.models()
 
 
-@ops.get("/health")
+@ops.get("/health", responses=errors(503))
 async def health(request: Request) -> JSONResponse:
     await serving(request).ops.health()
     return JSONResponse({})
 
 
-@ops.get("/metrics")
+@ops.get("/metrics", response_class=Response,
+         responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+                          "description": "Prometheus text exposition."}})
 def metrics(request: Request) -> Response:
     return Response(serving(request).ops.metrics(), media_type=CONTENT_TYPE_LATEST)
