@@ -27,27 +27,25 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 from sklearn.metrics import f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from controller_offline import describe_saving, plot, saving_at_best_fixed  # noqa: E402
 from eval_http import DEFAULT_TEMPLATE, REPO, TEMPLATES, input_of, load, service, setup_task  # noqa: E402
 
+from iclclient import APIError, Client, JobFailed  # noqa: E402
 
-def run(client: httpx.Client, name: str, template: str, rows: list[dict], batch: int, **predict: object) -> dict:
-    client.post("/v1/admin/reset-prefix-cache").raise_for_status()
+
+def run(client: Client, name: str, template: str, rows: list[dict], batch: int, demos: int | str,
+        budget_per_input: float | None = None) -> dict:
+    client.reset_prefix_cache()
     gold, predicted, tokens, ks = [], [], 0, []
     began = time.perf_counter()
     for start in range(0, len(rows), batch):
         chunk = rows[start:start + batch]
-        body = {"inputs": [input_of(r, template) for r in chunk], "calibration": "none", **predict}
-        budget_per_input = body.pop("budget_per_input", None)
-        if budget_per_input is not None:
-            body["budget"] = {"max_prompt_tokens": int(budget_per_input * len(chunk))}
-        r = client.post(f"/v1/tasks/{name}/predict", json=body)
-        r.raise_for_status()
-        out = r.json()
+        budget = int(budget_per_input * len(chunk)) if budget_per_input is not None else None
+        out = client.predict(name, [input_of(r, template) for r in chunk], demos=demos, calibration="none",
+                             max_prompt_tokens=budget)
         gold += [row["label"] for row in chunk]
         predicted += [p["label"] for p in out["predictions"]]
         ks += [p["k"] for p in out["predictions"]]
@@ -58,19 +56,12 @@ def run(client: httpx.Client, name: str, template: str, rows: list[dict], batch:
             "mean_k": sum(ks) / n, "wall_s": time.perf_counter() - began}
 
 
-def train(client: httpx.Client, name: str, candidate_k: list[int], train_size: int, seed: int) -> dict:
-    job = client.post(f"/v1/tasks/{name}/controller", json={"candidate_k": candidate_k, "train_size": train_size,
-                                                             "seed": seed})
-    job.raise_for_status()
-    job_id = job.json()["job_id"]
-    while True:
-        state = client.get(f"/v1/jobs/{job_id}").json()
-        if state["status"] in ("succeeded", "failed"):
-            break
-        time.sleep(5)
-    if state["status"] != "succeeded":
-        raise SystemExit(f"controller training failed: {state['error']}")
-    return state["result"]
+def train(client: Client, name: str, candidate_k: list[int], train_size: int, seed: int) -> dict:
+    job_id = client.train_controller(name, candidate_k, train_size, seed=seed)
+    try:
+        return client.wait_for_job(job_id, poll_s=5)["result"]
+    except JobFailed as exc:
+        raise SystemExit(f"controller training failed: {exc}") from exc
 
 
 def save_results(path: Path, results: list[dict]) -> None:
@@ -78,13 +69,13 @@ def save_results(path: Path, results: list[dict]) -> None:
     path.write_text(json.dumps(results, indent=1))
 
 
-def run_dataset(client: httpx.Client, dataset: str, args: argparse.Namespace) -> dict:
+def run_dataset(client: Client, dataset: str, args: argparse.Namespace) -> dict:
     if args.reuse_controller:
         name, template = f"bench-{dataset.replace('_', '-')}", TEMPLATES.get(dataset, DEFAULT_TEMPLATE)
-        stored = client.get(f"/v1/tasks/{name}/controller")
-        if stored.status_code != 200:
-            raise SystemExit(f"--reuse-controller: {stored.json()['error']['message']}")
-        summary = stored.json()
+        try:
+            summary = client.get_controller(name)
+        except APIError as exc:
+            raise SystemExit(f"--reuse-controller: {exc.message}") from exc
     else:
         name, template = setup_task(client, dataset, args.pool_size + args.train_size, args.seed)
         summary = train(client, name, args.fixed_k, args.train_size, args.seed)
@@ -126,8 +117,8 @@ def main() -> None:
     args = parser.parse_args()
 
     results: list[dict] = []
-    with service(args.url, args.data_dir, args.model) as url, httpx.Client(base_url=url, timeout=7200) as client:
-        args.model_id = client.get("/v1/models").json()["data"][0]["id"]
+    with service(args.url, args.data_dir, args.model) as url, Client(url, timeout=7200) as client:
+        args.model_id = client.models()[0]["id"]
         path = args.out / f"controller-{args.model_id}-{time.strftime('%Y%m%d-%H%M%S')}.json"
         for dataset in args.datasets:
             results.append(run_dataset(client, dataset, args))

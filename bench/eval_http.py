@@ -27,6 +27,9 @@ import httpx
 from sklearn.metrics import f1_score
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from iclclient import Client, ServiceUnreachable  # noqa: E402
+
 DATASETS = Path(os.environ.get("ICL_DATASETS_DIR", REPO.parent / "shared" / "datasets"))
 
 TEMPLATES = {
@@ -59,15 +62,16 @@ def start_server(data_dir: str, extra_env: dict[str, str]) -> tuple[subprocess.P
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 600
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited; see {log.name}")
-        try:
-            if httpx.get(url + "/health", timeout=5).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
+    with Client(url, timeout=5) as client:
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"server exited; see {log.name}")
+            try:
+                if client.health():
+                    return proc, url
+            except (ServiceUnreachable, httpx.HTTPError):
+                pass
+            time.sleep(2)
     proc.terminate()
     raise SystemExit("server did not become healthy in 10 minutes")
 
@@ -102,38 +106,35 @@ def input_of(row: dict, template: str) -> str | dict:
     return row[fields[0]] if len(fields) == 1 else {f: row[f] for f in fields}
 
 
-def setup_task(client: httpx.Client, dataset: str, pool_size: int, seed: int) -> tuple[str, str]:
+def setup_task(client: Client, dataset: str, pool_size: int, seed: int) -> tuple[str, str]:
     name = f"bench-{dataset.replace('_', '-')}"
     template = TEMPLATES.get(dataset, DEFAULT_TEMPLATE)
-    client.delete(f"/v1/tasks/{name}")
-    r = client.post("/v1/tasks", json={"name": name, "labels": manifest_labels(dataset), "template": template})
-    r.raise_for_status()
+    if name in {t["name"] for t in client.list_tasks()}:
+        client.delete_task(name)
+    client.create_task(name, manifest_labels(dataset), template)
     train = load(dataset, "train")
     random.Random(seed).shuffle(train)
     examples = [{"id": f"{dataset}-{i}", "input": input_of(row, template), "label": row["label"]}
                 for i, row in enumerate(train[:pool_size])]
     for start in range(0, len(examples), 500):
-        client.post(f"/v1/tasks/{name}/examples", json={"examples": examples[start:start + 500]}).raise_for_status()
+        client.add_examples(name, examples[start:start + 500])
     return name, template
 
 
-def evaluate(client: httpx.Client, name: str, template: str, rows: list[dict], k: int, selection: str,
+def evaluate(client: Client, name: str, template: str, rows: list[dict], k: int, selection: str,
              calibration: str, batch: int, seed: int) -> dict:
     # Each configuration starts from an empty prefix cache: otherwise a run re-reads the prompts of the
     # run before it (same inputs), and its computed tokens and latency look better than they are.
-    client.post("/v1/admin/reset-prefix-cache").raise_for_status()
+    client.reset_prefix_cache()
     gold, predicted, latencies = [], [], []
     prompt_tokens = calibration_tokens = total_tokens = cached_tokens = 0
     began = time.perf_counter()
     for start in range(0, len(rows), batch):
         chunk = rows[start:start + batch]
         t0 = time.perf_counter()
-        r = client.post(f"/v1/tasks/{name}/predict", json={
-            "inputs": [input_of(row, template) for row in chunk], "demos": k, "selection": selection,
-            "calibration": calibration, "seed": seed})
-        r.raise_for_status()
+        body = client.predict(name, [input_of(row, template) for row in chunk], demos=k, selection=selection,
+                              calibration=calibration, seed=seed)
         latencies.append((time.perf_counter() - t0) / len(chunk))
-        body = r.json()
         gold += [row["label"] for row in chunk]
         predicted += [p["label"] for p in body["predictions"]]
         usage = body["usage"]
@@ -173,10 +174,9 @@ def main() -> None:
         print_table([r for path in args.table for r in read_results(path)])
         return
 
-    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     results = []
-    with service(args.url) as url, httpx.Client(base_url=url, timeout=3600, headers=headers) as client:
-        model = client.get("/v1/models").json()["data"][0]["id"]
+    with service(args.url) as url, Client(url, args.api_key, timeout=3600) as client:
+        model = client.models()[0]["id"]
         for dataset in args.datasets:
             name, template = setup_task(client, dataset, args.pool_size, args.seed)
             test = load(dataset, "test")

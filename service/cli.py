@@ -1,4 +1,5 @@
-"""``iclserve``: the command line. Flags override ``ICL_*`` environment variables, which override defaults."""
+"""The server's commands, ``iclserve serve`` and ``iclserve prepare-model``. Flags override ``ICL_*`` environment
+variables, which override defaults. Light at import: the command line of the client reads these parsers too."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
-from service.config import Settings
+SERVER_COMMANDS = ("serve", "prepare-model")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iclserve", description="In-context-learning classification on vLLM.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_server_commands(commands: Any) -> None:
+    """The server's subcommands, on an ``add_subparsers()`` object."""
     serve = commands.add_parser("serve", help="start the HTTP service")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -27,17 +28,17 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--model-cache", type=Path)
     prepare.add_argument("--gguf", type=Path, help="convert this local GGUF file instead; serve the printed folder "
                          "with --model or ICL_MODEL")
-    return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "gguf") and v is not None}
-    return Settings(**overrides)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    settings = _settings(args)
+def run_server_command(args: argparse.Namespace) -> int:
+    try:
+        from service.config import Settings
+    except ImportError as exc:
+        print(f"iclserve {args.command}: the server is not installed ({exc.name} is missing); install "
+              "'icl-service[cpu]' (or [gpu]), or run `make install`", file=sys.stderr)
+        return 2
+    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    settings = Settings(**overrides)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "prepare-model":
         from service.model_files import ensure_default_model, ensure_gguf_model
@@ -54,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
 
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="iclserve", description="In-context-learning classification on vLLM.")
+    add_server_commands(parser.add_subparsers(dest="command", required=True))
+    return run_server_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,82 @@
+"""The JSON objects the service answers with, as typed dictionaries (docs/api.md describes every field)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+InputValue = str | dict[str, str]
+
+
+class Task(TypedDict):
+    name: str
+    labels: list[str]
+    verbalizers: dict[str, str]
+    template: str
+    instruction: str | None
+    separator: str
+    default_k: int
+    n_examples: int
+    n_labeled: int
+    controller: dict[str, Any] | None
+    created_at: str
+
+
+class ExampleIn(TypedDict):
+    input: InputValue
+    label: NotRequired[str | None]
+    id: NotRequired[str]
+
+
+class Example(TypedDict):
+    id: str
+    input: dict[str, str]
+    label: str | None
+
+
+class ExampleList(TypedDict):
+    examples: list[Example]
+    total: int
+
+
+class ExamplesAdded(TypedDict):
+    added: int
+    n_examples: int
+    n_labeled: int
+
+
+class Prediction(TypedDict):
+    label: str
+    probs: dict[str, float]
+    uncalibrated_probs: dict[str, float]
+    k: int
+    demo_ids: list[str]
+    prompt_tokens: int
+    prompt: str | None
+
+
+class Usage(TypedDict):
+    prompt_tokens: int
+    calibration_tokens: int
+    calibration_cached_tokens: int
+    total_tokens: int
+    cached_tokens: int
+
+
+class PredictResponse(TypedDict):
+    model: str
+    predictions: list[Prediction]
+    usage: Usage
+
+
+class AnnotationPlan(TypedDict):
+    ids: list[str]
+    method: str
+    elapsed_s: float
+
+
+class Job(TypedDict):
+    job_id: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    progress: float
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None

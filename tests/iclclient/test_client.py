@@ -1,0 +1,73 @@
+"""The typed client over the whole API, on the fake engine."""
+
+from __future__ import annotations
+
+import pytest
+
+from iclclient import APIError, Client, ServiceUnreachable
+from tests.service.support import EXAMPLES, TASK
+
+
+def _examples(n):
+    return [{"id": f"e{i}", "input": f"{'positive' if i % 2 else 'negative'} film {i}",
+             "label": "positive" if i % 2 else "negative"} for i in range(n)]
+
+
+def test_every_resource_round_trips(http):
+    client = Client(api_key="secret", http=http)
+    task = client.create_task(TASK["name"], TASK["labels"], TASK["template"], default_k=2)
+    assert task["name"] == "sent" and task["default_k"] == 2 and task["controller"] is None
+    assert [t["name"] for t in client.list_tasks()] == ["sent"]
+    assert client.add_examples("sent", EXAMPLES)["n_labeled"] == 4
+    assert client.list_examples("sent", labeled=False)["examples"][0]["id"] == "u1"
+    assert client.label_example("sent", "u1", "negative")["label"] == "negative"
+    answer = client.predict("sent", ["great fun positive", {"text": "boring"}], demos=1, calibration="none",
+                            include_prompt=True)
+    assert [p["k"] for p in answer["predictions"]] == [1, 1] and answer["predictions"][0]["prompt"]
+    budget = client.predict("sent", ["great fun"], demos=4, max_prompt_tokens=12)
+    assert budget["usage"]["prompt_tokens"] <= 12
+    assert client.get_task("sent")["n_labeled"] == 5
+    client.delete_task("sent")
+    assert client.list_tasks() == []
+
+
+def test_jobs_plans_and_operations(http):
+    client = Client(api_key="secret", http=http)
+    client.create_task("sent", TASK["labels"], TASK["template"])
+    client.add_examples("sent", _examples(40) + [{"input": f"unlabeled {i}"} for i in range(6)])
+    seen = []
+    job = client.wait_for_job(client.train_controller("sent", [0, 1, 2], train_size=20), poll_s=0.01,
+                              on_progress=seen.append)
+    assert job["status"] == "succeeded" and seen[-1] == 1.0
+    assert client.get_controller("sent")["candidate_k"] == [0, 1, 2]
+    plan = client.annotation_plan("sent", 3, "votek")
+    assert len(plan["ids"]) == 3 and plan["method"] == "votek"
+    two_stage = client.annotation_plan("sent", 2, "votek_two_stage", confidence_demos=2)  # a job, waited for
+    assert len(two_stage["ids"]) == 2
+    client.delete_controller("sent")
+    assert client.health() and client.models()[0]["id"] == "fake-model"
+    assert "icl_requests_total" in client.metrics()
+    client.reset_prefix_cache()
+
+
+def test_errors_carry_the_envelope(http):
+    client = Client(api_key="secret", http=http)
+    with pytest.raises(APIError) as missing:
+        client.get_task("nothing")
+    assert (missing.value.status, missing.value.code, missing.value.param) == (404, "task_not_found", "name")
+    client.create_task("sent", TASK["labels"], TASK["template"])
+    with pytest.raises(APIError) as bad:
+        client.predict("sent", [])
+    assert bad.value.status == 400 and bad.value.param == "inputs"
+    with pytest.raises(APIError) as unauthorised:
+        Client(api_key="wrong", http=http).list_tasks()
+    assert unauthorised.value.status == 401
+
+
+def test_url_and_key_from_the_environment(monkeypatch):
+    monkeypatch.setenv("ICL_URL", "http://127.0.0.1:9/")
+    monkeypatch.setenv("ICL_API_KEY", "k")
+    client = Client()
+    assert client.url == "http://127.0.0.1:9" and client._http.headers["authorization"] == "Bearer k"
+    with pytest.raises(ServiceUnreachable, match="no service answers at http://127.0.0.1:9"):
+        client.list_tasks()
