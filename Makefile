@@ -26,7 +26,7 @@ test: install
 	$(PYTHON) -m pytest -ra
 
 lint:
-	$(PYTHON) -m ruff check controller service tests bench
+	$(PYTHON) -m ruff check controller service iclclient tests bench scripts
 
 bench: install
 	$(PYTHON) bench/eval_http.py --help

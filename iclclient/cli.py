@@ -16,6 +16,7 @@ service is.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import string
 import sys
@@ -36,19 +37,21 @@ def template_fields(template: str) -> list[str]:
     return list(dict.fromkeys(n for n in names if n != "label"))
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The file's objects, each with where it stands (``FILE:LINE``); blank lines skipped."""
     rows = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
+            where = f"{path}:{number}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ClientError(f"{path}:{number} is not JSON: {exc}") from exc
+                raise ClientError(f"{where} is not JSON: {exc}") from exc
             if not isinstance(row, dict):
-                raise ClientError(f"{path}:{number} is not a JSON object")
-            rows.append(row)
+                raise ClientError(f"{where} is not a JSON object")
+            rows.append((where, row))
     return rows
 
 
@@ -71,6 +74,13 @@ def example_of(row: dict[str, Any], fields: list[str], where: str) -> ExampleIn:
     return example
 
 
+def answer_key(value: InputValue, gold: object, options: dict[str, Any]) -> str:
+    """What an answer answers: its input, its gold label and the predict options, hashed. A resumed run
+    keeps only answers whose key it would write itself."""
+    text = json.dumps([value, gold, options], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _batches(items: list[Any], size: int, start: int = 0) -> Iterator[tuple[int, list[Any]]]:
     for begin in range(start, len(items), size):
         yield begin, items[begin:begin + size]
@@ -80,8 +90,31 @@ def _print(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def _verbalizer(text: str) -> tuple[str, str]:
+    label, sep, words = text.partition("=")
+    if not sep or not label or not words:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LABEL=WORDS")
+    return label, words
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def _demos(text: str) -> str | int:
+    if text == "auto":
+        return text
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'{value}: demos is "auto" or a count of 0 or more')
+    return value
+
+
 def cmd_task_create(client: Client, args: argparse.Namespace) -> int:
-    verbalizers = dict(v.split("=", 1) for v in args.verbalizer) if args.verbalizer else None
+    verbalizers = dict(args.verbalizer) if args.verbalizer else None
     _print(client.create_task(args.name, args.labels, args.template.replace("\\n", "\n"), verbalizers,
                               args.instruction, args.separator, args.default_k))
     return 0
@@ -90,27 +123,36 @@ def cmd_task_create(client: Client, args: argparse.Namespace) -> int:
 def cmd_examples_add(client: Client, args: argparse.Namespace) -> int:
     task = client.get_task(args.task)
     fields = template_fields(task["template"])
-    rows = read_jsonl(args.file)
-    examples = [example_of(row, fields, f"{args.file}:{i + 1}") for i, row in enumerate(rows)]
-    added = None
+    rows = read_jsonl(args.file)[args.skip:]
+    examples = [example_of(row, fields, where) for where, row in rows]
+    summary = {"added": 0, "n_examples": task["n_examples"], "n_labeled": task["n_labeled"]}
     with tqdm(total=len(examples), unit="example", desc=f"adding to {args.task}", disable=args.quiet) as bar:
-        for _, batch in _batches(examples, args.batch):
-            added = client.add_examples(args.task, batch)
+        for begin, batch in _batches(examples, args.batch):
+            try:
+                added = client.add_examples(args.task, batch)
+            except ClientError as exc:
+                done = args.skip + begin
+                raise ClientError(f"{exc} (the batch from {rows[begin][0]} on; the {done} examples before it "
+                                  f"are stored: add the rest with --skip {done})") from exc
+            summary = {**added, "added": summary["added"] + added["added"]}
             bar.update(len(batch))
-    _print(added or {"added": 0, "n_examples": task["n_examples"], "n_labeled": task["n_labeled"]})
+    _print(summary)
     return 0
 
 
 def _answered(output: Path) -> list[dict[str, Any]]:
-    """The answers an earlier run already wrote (a torn last line is dropped and written again)."""
+    """The answers an earlier run already wrote (from a torn or foreign line on, nothing is kept)."""
     if not output.exists():
         return []
     answers = []
     for line in output.read_text(encoding="utf-8").splitlines():
         try:
-            answers.append(json.loads(line))
+            answer = json.loads(line)
         except json.JSONDecodeError:
             break
+        if not isinstance(answer, dict):
+            break
+        answers.append(answer)
     return answers
 
 
@@ -118,14 +160,16 @@ def cmd_predict(client: Client, args: argparse.Namespace) -> int:
     task: Task = client.get_task(args.task)
     fields = template_fields(task["template"])
     rows = read_jsonl(args.file)
-    inputs = [input_of(row, fields, f"{args.file}:{i + 1}") for i, row in enumerate(rows)]
+    inputs = [input_of(row, fields, where) for where, row in rows]
+    golds = [None if row.get("label") is None else str(row["label"]) for _, row in rows]
+    options = {"demos": args.demos, "selection": args.selection, "calibration": args.calibration,
+               "seed": args.seed}
+    keys = [answer_key(value, gold, options) for value, gold in zip(inputs, golds, strict=True)]
     done = _answered(args.output)
-    if len(done) > len(rows) or any(a.get("index") != i for i, a in enumerate(done)):
-        raise ClientError(f"{args.output} does not hold answers to the first lines of {args.file}; "
-                          "remove it or choose another --output")
+    if len(done) > len(rows) or any(a.get("index") != i or a.get("key") != keys[i] for i, a in enumerate(done)):
+        raise ClientError(f"{args.output} holds answers to other inputs or options than these lines of "
+                          f"{args.file}; remove it or choose another --output")
     args.output.write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in done), encoding="utf-8")
-    options = {"demos": args.demos if args.demos in (None, "auto") else int(args.demos),
-               "selection": args.selection, "calibration": args.calibration, "seed": args.seed}
     with args.output.open("a", encoding="utf-8") as out, \
             tqdm(total=len(inputs), initial=len(done), unit="input", desc=f"predicting {args.task}",
                  disable=args.quiet) as bar:
@@ -133,12 +177,12 @@ def cmd_predict(client: Client, args: argparse.Namespace) -> int:
             answer = client.predict(args.task, batch, **options)
             for offset, prediction in enumerate(answer["predictions"]):
                 i = begin + offset
-                line = {"index": i, "label": prediction["label"], "probs": prediction["probs"],
+                line = {"index": i, "key": keys[i], "label": prediction["label"], "probs": prediction["probs"],
                         "k": prediction["k"], "prompt_tokens": prediction["prompt_tokens"]}
-                if rows[i].get("id") is not None:
-                    line["id"] = rows[i]["id"]
-                if rows[i].get("label") is not None:
-                    line["gold"] = rows[i]["label"]
+                if rows[i][1].get("id") is not None:
+                    line["id"] = rows[i][1]["id"]
+                if golds[i] is not None:
+                    line["gold"] = golds[i]
                 out.write(json.dumps(line, ensure_ascii=False) + "\n")
             out.flush()
             bar.update(len(batch))
@@ -200,7 +244,8 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--labels", nargs="+", required=True)
     create.add_argument("--template", required=True, help="e.g. 'Input: {text}\\nLabel: {label}' (\\n: a newline)")
-    create.add_argument("--verbalizer", action="append", metavar="LABEL=WORDS", help="repeat for each label")
+    create.add_argument("--verbalizer", action="append", type=_verbalizer, metavar="LABEL=WORDS",
+                        help="repeat for each label")
     create.add_argument("--instruction")
     create.add_argument("--separator")
     create.add_argument("--default-k", type=int)
@@ -210,15 +255,16 @@ def _parser() -> argparse.ArgumentParser:
     add = client_command("add", "add the examples of a JSON Lines file", examples)
     add.add_argument("file", type=Path)
     add.add_argument("--task", required=True)
-    add.add_argument("--batch", type=int, default=1000, help="examples per request")
+    add.add_argument("--batch", type=_positive, default=1000, help="examples per request")
+    add.add_argument("--skip", type=int, default=0, help="skip the file's first N examples (added already)")
     add.set_defaults(run=cmd_examples_add)
 
     predict = client_command("predict", "classify every line of a JSON Lines file")
     predict.add_argument("file", type=Path)
     predict.add_argument("--task", required=True)
     predict.add_argument("--output", type=Path, required=True, help="answers, one line each; a rerun resumes it")
-    predict.add_argument("--batch", type=int, default=32, help="inputs per request")
-    predict.add_argument("--demos", help='"auto" or a count')
+    predict.add_argument("--batch", type=_positive, default=32, help="inputs per request")
+    predict.add_argument("--demos", type=_demos, help='"auto" or a count')
     predict.add_argument("--selection", choices=["knn", "random", "diverse"])
     predict.add_argument("--calibration", choices=["domain", "contextual", "none"])
     predict.add_argument("--seed", type=int)
@@ -250,7 +296,7 @@ def main(argv: list[str] | None = None, http: Any = None) -> int:
     try:
         with Client(args.url, args.api_key, http=http) as client:
             return args.run(client, args)
-    except ClientError as exc:
+    except (ClientError, OSError, UnicodeDecodeError) as exc:
         command = " ".join(filter(None, (args.command, getattr(args, "action", None))))
         print(f"iclserve {command}: {exc}", file=sys.stderr)
         return 1

@@ -53,6 +53,10 @@ class APIError(ClientError):
         self.retry_after = retry_after
 
 
+class ServiceTimeout(ClientError):
+    """The service did not answer within the client's timeout."""
+
+
 class JobFailed(ClientError):
     def __init__(self, job: Job) -> None:
         error = job.get("error") or {}
@@ -67,16 +71,17 @@ def _without_none(values: dict[str, Any]) -> dict[str, Any]:
 class Client:
     """The service at ``url`` (default ``ICL_URL``, else http://127.0.0.1:8000), with ``api_key`` (default
     ``ICL_API_KEY``) as its bearer key. ``http``: an httpx client to send through instead (tests pass the
-    app's own test client)."""
+    app's own test client). A 429 or 503 with ``Retry-After`` (busy, or the engine still starting) is retried
+    up to ``retries`` times after the time it asks for."""
 
     def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 300.0,
-                 http: httpx.Client | None = None) -> None:
+                 http: httpx.Client | None = None, retries: int = 3) -> None:
         self.url = (url or os.environ.get("ICL_URL") or DEFAULT_URL).rstrip("/")
         key = api_key if api_key is not None else os.environ.get("ICL_API_KEY")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._owns_http = http is None
         self._http = http if http is not None else httpx.Client(base_url=self.url, timeout=timeout)
-        self._http.headers.update(headers)
+        self.retries = retries
 
     def close(self) -> None:
         if self._owns_http:
@@ -88,15 +93,26 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, path, **kwargs)
+            return self._http.request(method, path, headers=self._headers, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise ServiceTimeout(f"{self.url} did not answer {method} {path} in time ({type(exc).__name__}); "
+                                 "raise the client's timeout or send less at once") from exc
         except httpx.TransportError as exc:
             raise ServiceUnreachable(f"no service answers at {self.url} ({type(exc).__name__}: {exc}); start it "
                                      "with `make run` or `iclserve serve`, or point ICL_URL at it") from exc
-        if response.status_code >= 400:
-            raise self._error(response)
-        return response
+
+    def _request(self, method: str, path: str, retry: bool = True, **kwargs: Any) -> httpx.Response:
+        for attempt in range(self.retries + 1):
+            response = self._send(method, path, **kwargs)
+            if response.status_code < 400:
+                return response
+            error = self._error(response)
+            if not retry or error.status not in (429, 503) or error.retry_after is None or attempt == self.retries:
+                raise error
+            time.sleep(error.retry_after)
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _error(response: httpx.Response) -> APIError:
@@ -175,14 +191,14 @@ class Client:
     # --- selective annotation ---------------------------------------------------------------------------
 
     def annotation_plan(self, name: str, budget: int, method: str | None = None, seed: int | None = None,
-                        confidence_demos: int | None = None,
-                        on_progress: Callable[[float], None] | None = None) -> AnnotationPlan:
+                        confidence_demos: int | None = None, on_progress: Callable[[float], None] | None = None,
+                        poll_s: float = 1.0) -> AnnotationPlan:
         """Which unlabeled examples to label first. A plan the service runs as a job is waited for."""
         body = _without_none({"budget": budget, "method": method, "seed": seed,
                               "confidence_demos": confidence_demos})
         response = self._request("POST", f"/v1/tasks/{name}/annotation-plan", json=body)
         if response.status_code == 202:
-            job = self.wait_for_job(response.json()["job_id"], on_progress=on_progress)
+            job = self.wait_for_job(response.json()["job_id"], poll_s=poll_s, on_progress=on_progress)
             return job["result"]  # type: ignore[return-value]
         return response.json()
 
@@ -210,11 +226,11 @@ class Client:
     # --- operations -------------------------------------------------------------------------------------
 
     def health(self) -> bool:
-        """Whether the engine answers (False while it starts)."""
+        """Whether the engine answers: False while it starts; ``APIError`` when it failed to start or fails."""
         try:
-            self._request("GET", "/health")
+            self._request("GET", "/health", retry=False)
         except APIError as exc:
-            if exc.status == 503:
+            if exc.code == "engine_not_ready":
                 return False
             raise
         return True

@@ -32,6 +32,8 @@ def add_server_commands(commands: Any) -> None:
 
 def run_server_command(args: argparse.Namespace) -> int:
     try:
+        import uvicorn  # noqa: F401  (what serve needs, checked before anything starts)
+
         from service.config import Settings
     except ImportError as exc:
         print(f"iclserve {args.command}: the server is not installed ({exc.name} is missing); install "

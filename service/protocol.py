@@ -1,4 +1,4 @@
-"""Pydantic models of the HTTP contract (../shared/API.md)."""
+"""Pydantic models of the HTTP API (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
@@ -58,7 +58,7 @@ class ControllerServing:
             summary = {
                 "candidate_k": candidate_k, "train_size": train_size, "selection": request.selection,
                 "seed": request.seed, "validation": figures,
-                "created_at": datetime.now(timezone.utc).isoformat(),
+                "created_at": datetime.now(UTC).isoformat(),
                 "metadata": {"model": scorer.model_name, "labels": task.labels,
                              "scikit_learn": version("scikit-learn"), "pool_version": rows.pool_version},
             }

@@ -68,7 +68,9 @@ class AppState:
 
     def require_runtime(self) -> Runtime:
         if self.runtime is None:
-            why = f" (it failed to start: {self.startup_error})" if self.startup_error else ""
-            raise APIError(503, f"the engine is not ready yet{why}; retry shortly", "engine_not_ready",
+            if self.startup_error:  # it will not come: retrying does not help, restarting the service might
+                raise APIError(503, f"the engine failed to start: {self.startup_error}; see the service's log",
+                               "engine_failed", type="service_unavailable")
+            raise APIError(503, "the engine is not ready yet; retry shortly", "engine_not_ready",
                            type="service_unavailable", headers={"Retry-After": "5"})
         return self.runtime

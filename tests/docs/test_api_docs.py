@@ -4,6 +4,7 @@ them are required)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -14,18 +15,20 @@ from tests.service.support import make_client
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 OPERATION = re.compile(r"^### `(GET|POST|PATCH|DELETE|PUT) (\S+)`$")
 OBJECT = re.compile(r"^#### `(\w+)`$")
-FIELD_ROW = re.compile(r"^\| `(\w+)` \| [^|]+ \| (yes|no) \|")
+FIELD_ROW = re.compile(r"^\| `(\w+)` \| ([^|]+) \| (yes|no) \| (.*) \|$")
 
 
 def _names(text: str) -> list[str]:
     return re.findall(r"`(\w+)`", text)
 
 
-def parse(doc: str) -> tuple[dict[tuple[str, str], dict], dict[str, dict[str, bool]]]:
+def parse(doc: str) -> tuple[dict[tuple[str, str], dict], dict[str, dict[str, dict]]]:
+    """Operations by (method, path) and objects by name, each field with its type text, whether it is
+    required, and its meaning text."""
     operations: dict[tuple[str, str], dict] = {}
-    objects: dict[str, dict[str, bool]] = {}
+    objects: dict[str, dict[str, dict]] = {}
     operation: dict | None = None
-    fields: dict[str, bool] | None = None
+    fields: dict[str, dict] | None = None
     for line in doc.splitlines():
         if match := OPERATION.match(line):
             operation = operations.setdefault((match[1].lower(), match[2]),
@@ -47,7 +50,7 @@ def parse(doc: str) -> tuple[dict[tuple[str, str], dict], dict[str, dict[str, bo
         elif operation is not None and line.startswith("- Errors: "):
             operation["errors"] = sorted(line.removeprefix("- Errors: ").replace(" ", "").split(","))
         elif fields is not None and (match := FIELD_ROW.match(line)):
-            fields[match[1]] = match[2] == "yes"
+            fields[match[1]] = {"type": match[2], "required": match[3] == "yes", "meaning": match[4]}
     return operations, objects
 
 
@@ -105,7 +108,41 @@ def test_the_same_objects_with_the_same_fields(published, documented):
         schema = schemas[name]
         assert list(fields) == list(schema["properties"]), name
         required = set(schema.get("required", []))
-        assert {f for f, is_required in fields.items() if is_required} == required, name
+        assert {f for f, row in fields.items() if row["required"]} == required, name
+
+
+def _options(prop: dict) -> list[dict]:
+    return [prop, *prop.get("anyOf", [])]
+
+
+def _number_forms(value: float) -> set[str]:
+    if float(value).is_integer():
+        return {str(int(value)), f"{int(value):,}"}
+    return {str(value)}
+
+
+def test_choices_defaults_and_bounds_as_documented(published, documented):
+    """The values a field may take (its enum), its default and its numeric bounds, as its row states them."""
+    _, objects = documented
+    schemas = published["components"]["schemas"]
+    for name, fields in objects.items():
+        for field, row in fields.items():
+            prop, where = schemas[name]["properties"][field], f"{name}.{field}"
+            choices = {str(v) for option in _options(prop) for v in [*option.get("enum", []),
+                                                                     *([option["const"]] if "const" in option else [])]}
+            assert set(re.findall(r'"([^"]+)"', row["type"])) == choices, where
+            text = f"{row['type']} {row['meaning']}"
+            if prop.get("default") is not None:
+                default = prop["default"]
+                forms = _number_forms(default) if isinstance(default, int | float) and not isinstance(
+                    default, bool) else {json.dumps(default)}
+                assert any(form in text for form in forms), f"{where}: default {default!r} not stated"
+            for option in _options(prop):
+                for bound in ("minimum", "maximum"):
+                    if bound in option and abs(option[bound]) < 1e9:
+                        numbers = {n.rstrip(",.") for n in re.findall(r"\d[\d,.]*", text)}
+                        assert _number_forms(option[bound]) & numbers, \
+                            f"{where}: {bound} {option[bound]} not stated"
 
 
 def test_the_parser_sees_what_the_page_says(documented):
@@ -114,5 +151,5 @@ def test_the_parser_sees_what_the_page_says(documented):
     predict = operations[("post", "/v1/tasks/{name}/predict")]
     assert predict == {"body": "PredictRequest", "query": [], "answers": {"200": "PredictResponse"},
                        "errors": ["400", "401", "404", "413", "429", "503"]}
-    assert objects["PredictRequest"]["inputs"] is True and objects["PredictRequest"]["demos"] is False
+    assert objects["PredictRequest"]["inputs"]["required"] and not objects["PredictRequest"]["demos"]["required"]
     assert len(objects["PredictionObject"]) == 7

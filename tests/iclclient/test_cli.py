@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from iclclient.cli import main, template_fields
 from tests.conftest import load_split
 
@@ -29,7 +31,7 @@ def test_a_task_from_a_dataset_file_to_graded_answers(http, capsys, tmp_path):
     assert code == 0 and json.loads(out)["template"] == "Review: {text}\nSentiment: {label}"
     train = _jsonl(tmp_path / "train.jsonl", load_split("sst2", "train", limit=60))
     code, out, _ = _run(http, capsys, "examples", "add", str(train), "--task", "sst2", "--batch", "25")
-    assert code == 0 and json.loads(out) == {"added": 10, "n_examples": 60, "n_labeled": 60}  # the last batch
+    assert code == 0 and json.loads(out) == {"added": 60, "n_examples": 60, "n_labeled": 60}
     test_rows = load_split("sst2", "test", limit=30)
     test = _jsonl(tmp_path / "test.jsonl", test_rows)
     answers = tmp_path / "answers.jsonl"
@@ -56,9 +58,11 @@ def test_predict_resumes_where_the_output_stops(http, capsys, tmp_path):
     code, out, _ = _run(http, capsys, "predict", str(data), "--task", "t", "--output", str(answers), "--demos", "0")
     assert code == 0 and len(scorer.calls) - before == 6  # only what was missing was sent
     assert answers.read_text().splitlines() == first
-    other = _jsonl(tmp_path / "other.jsonl", rows[:3])
-    code, _, err = _run(http, capsys, "predict", str(other), "--task", "t", "--output", str(answers))
-    assert code == 1 and "does not hold answers" in err
+    changed = _jsonl(tmp_path / "changed.jsonl", [{"text": "another film", "label": "positive"}, *rows[1:]])
+    for path, options in ((changed, ["--demos", "0"]), (data, ["--demos", "1"])):  # other inputs, other options
+        code, _, err = _run(http, capsys, "predict", str(path), "--task", "t", "--output", str(answers), *options)
+        assert code == 1 and "holds answers to other inputs or options" in err
+    assert answers.read_text().splitlines() == first
 
 
 def test_fit_and_annotate_follow_their_jobs(http, capsys, tmp_path):
@@ -82,7 +86,23 @@ def test_errors_are_one_line_and_exit_1(http, capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("iclserve task create: no service answers at http://127.0.0.1:9")
     bad = tmp_path / "bad.jsonl"
-    bad.write_text("{not json\n")
+    bad.write_text('\n{"text": "fine", "label": "a"}\n\n{not json\n')
     _run(http, capsys, "task", "create", "t", "--labels", "a", "b", "--template", "X: {text}\\nY: {label}")
     code, _, err = _run(http, capsys, "examples", "add", str(bad), "--task", "t")
-    assert code == 1 and "bad.jsonl:1 is not JSON" in err
+    assert code == 1 and "bad.jsonl:4 is not JSON" in err  # the file's own line number
+    code, _, err = _run(http, capsys, "examples", "add", str(tmp_path / "missing.jsonl"), "--task", "t")
+    assert code == 1 and "missing.jsonl" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit):  # argparse: usage and exit 2
+        main(["predict", str(bad), "--task", "t", "--output", str(tmp_path / "o"), "--batch", "0"])
+    capsys.readouterr()
+
+
+def test_a_failed_upload_says_how_to_add_the_rest(http, capsys, tmp_path):
+    _run(http, capsys, "task", "create", "t", "--labels", "a", "b", "--template", "X: {text}\\nY: {label}")
+    rows = [{"text": f"row {i}", "label": "a"} for i in range(5)] + [{"text": "bad", "label": "c"}]
+    path = _jsonl(tmp_path / "e.jsonl", rows)
+    code, _, err = _run(http, capsys, "examples", "add", str(path), "--task", "t", "--batch", "4")
+    assert code == 1 and "the 4 examples before it are stored: add the rest with --skip 4" in err
+    fixed = _jsonl(tmp_path / "e.jsonl", rows[:5] + [{"text": "good", "label": "b"}])
+    code, out, _ = _run(http, capsys, "examples", "add", str(fixed), "--task", "t", "--skip", "4")
+    assert code == 0 and json.loads(out) == {"added": 2, "n_examples": 6, "n_labeled": 6}

@@ -62,12 +62,28 @@ def test_errors_carry_the_envelope(http):
     with pytest.raises(APIError) as unauthorised:
         Client(api_key="wrong", http=http).list_tasks()
     assert unauthorised.value.status == 401
+    with pytest.raises(APIError):  # a key given to one client is not left on the shared connection
+        Client(http=http).list_tasks()
+
+
+def test_busy_answers_are_retried_after_the_time_they_ask(http, monkeypatch):
+    client = Client(api_key="secret", http=http, retries=2)
+    client.create_task("sent", TASK["labels"], TASK["template"])
+    state = http.app.state.icl
+    waits = []
+    monkeypatch.setattr("iclclient.client.time.sleep", waits.append)
+    state.inflight_prompts = state.settings.max_inflight_prompts  # as if the engine were full
+    with pytest.raises(APIError) as busy:
+        client.predict("sent", ["a"], demos=0)
+    assert busy.value.status == 429 and waits == [2.0, 2.0]  # Retry-After: 2, twice, then the answer
+    state.inflight_prompts = 0
+    assert client.predict("sent", ["a"], demos=0)["predictions"]
 
 
 def test_url_and_key_from_the_environment(monkeypatch):
     monkeypatch.setenv("ICL_URL", "http://127.0.0.1:9/")
     monkeypatch.setenv("ICL_API_KEY", "k")
     client = Client()
-    assert client.url == "http://127.0.0.1:9" and client._http.headers["authorization"] == "Bearer k"
+    assert client.url == "http://127.0.0.1:9" and client._headers == {"Authorization": "Bearer k"}
     with pytest.raises(ServiceUnreachable, match="no service answers at http://127.0.0.1:9"):
         client.list_tasks()

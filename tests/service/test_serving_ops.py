@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -30,3 +32,17 @@ def test_health_503_until_engine_ready(tmp_path):
         assert c.post("/v1/tasks", json=TASK).status_code == 201  # tasks need no engine
         assert_error(c.post("/v1/tasks/sent/predict", json={"inputs": ["a"]}), 503)
 
+
+
+def test_an_engine_that_failed_to_start_says_so_without_retry_after(tmp_path):
+    def broken(settings):
+        raise RuntimeError("Insufficient space in /dev/shm")
+
+    with TestClient(create_app(Settings(data_dir=tmp_path), runtime=None, runtime_factory=broken)) as c:
+        for _ in range(200):
+            if c.app.state.icl.startup_error:
+                break
+            time.sleep(0.01)
+        response = c.get("/health")
+        assert_error(response, 503, "engine_failed")
+        assert "/dev/shm" in response.json()["error"]["message"] and "retry-after" not in response.headers
