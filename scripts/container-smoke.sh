@@ -13,6 +13,15 @@ PORT=${ICL_SMOKE_PORT:-18000}
 WORK=$(mktemp -d /tmp/iclserve-smoke.XXXXXX)
 NAME=iclserve-smoke-$$
 say() { printf '\n== %s\n' "$*"; }
+# A request that must succeed: its answer, or the error body and the container's log.
+call() {
+  local out; out=$(curl -s -w '\n%{http_code}' "$@")
+  local status=${out##*$'\n'} body=${out%$'\n'*}
+  echo "$body"
+  if [ "${status:0:1}" != 2 ]; then
+    echo "HTTP $status" >&2; docker logs "$NAME" 2>&1 | grep -v "GET /health" | tail -30 >&2; return 1
+  fi
+}
 DOCKERD_PID=
 cleanup() {
   docker rm -f "$NAME" >/dev/null 2>&1 || true
@@ -82,15 +91,15 @@ docker run -d --name "$NAME" --network host --shm-size 1g -v "$WORK/data:/data" 
 wait_healthy "$start" run
 
 say "create a task, add examples, predict"
-curl -sf -X POST "$URL/v1/tasks" -H 'content-type: application/json' -d '{"name": "movie-sentiment",
+call -X POST "$URL/v1/tasks" -H 'content-type: application/json' -d '{"name": "movie-sentiment",
   "labels": ["negative", "positive"], "template": "Input: {text}\nLabel: {label}"}' >/dev/null
-curl -sf -X POST "$URL/v1/tasks/movie-sentiment/examples" -H 'content-type: application/json' -d '{"examples": [
+call -X POST "$URL/v1/tasks/movie-sentiment/examples" -H 'content-type: application/json' -d '{"examples": [
   {"id": "m1", "input": "a gorgeous, witty, seductive movie.", "label": "positive"},
   {"id": "m2", "input": "the acting is wooden and the plot is a mess.", "label": "negative"},
   {"id": "m3", "input": "one of the most exciting films of the year.", "label": "positive"},
   {"id": "m4", "input": "dull, predictable and far too long.", "label": "negative"}]}'
 echo
-curl -sf -X POST "$URL/v1/tasks/movie-sentiment/predict" -H 'content-type: application/json' \
+call -X POST "$URL/v1/tasks/movie-sentiment/predict" -H 'content-type: application/json' \
   -d '{"inputs": ["a witty and gorgeous film", "the plot is boring"]}'
 echo
 
@@ -98,12 +107,12 @@ say "restart the container: the task must survive"
 start=$(python3 -c 'import time; print(time.time())')
 docker restart "$NAME" >/dev/null
 wait_healthy "$start" restart
-curl -sf "$URL/v1/tasks/movie-sentiment" | python3 -c '
+call "$URL/v1/tasks/movie-sentiment" | python3 -c '
 import json, sys
 task = json.load(sys.stdin)
 assert task["n_examples"] == 4, task
 print("task kept across restart:", task["name"], "with", task["n_examples"], "examples")'
-curl -sf -X POST "$URL/v1/tasks/movie-sentiment/predict" -H 'content-type: application/json' \
+call -X POST "$URL/v1/tasks/movie-sentiment/predict" -H 'content-type: application/json' \
   -d '{"inputs": ["dull and predictable"]}'
 echo
 
