@@ -142,8 +142,8 @@ async def model_confidence(builder: PromptBuilder, queries: Sequence[Mapping[str
     prompted with its k nearest labeled examples (uncalibrated). Low means unsure."""
     out = np.zeros(len(queries))
     predictor = Predictor.uncalibrated(builder, labels, "knn", k, seed)
-    async for part, predictions in predictor.predict_in_chunks(queries, embeddings, scorer, chunk):
-        out[part] = [np.log(max(p.probs.values())) for p in predictions]
+    async for part, result in predictor.predict_in_chunks(queries, embeddings, scorer, chunk):
+        out[part] = [np.log(max(p.probs.values())) for p in result.predictions]
         progress(part.stop / len(queries))
     return out
 

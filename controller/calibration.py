@@ -4,9 +4,14 @@
   under the same demonstrations.
 - domain (Fei et al. 2023): the bias is the mean label distribution for strings of random in-domain words,
   as long as the task's inputs on average, under the same demonstrations.
+- batch (Zhou et al. 2024): the bias is the mean label distribution of the request's own inputs; no extra
+  prompts. A lone input takes the task's fitted estimate (the held-back mean at its count), or none.
+- auto (the default): what the task's fit chose for each input's count (``controller.calibration_fit``), with
+  its temperature; before a fit, the unfitted default (``UNFITTED_DOMAIN``).
 Either way the calibrated distribution is ``p / bias``, renormalised. Each method is one ``Calibrator``: it
-renders its extra prompts for a batch's demonstration sets (``calibration_prompts``), and turns their label
-distributions into one bias per set (``biases``), reading and filling its ``BiasCache``.
+renders its extra prompts for a batch's demonstration sets (``calibration_prompts``), turns their label
+distributions into one bias per set (``biases``), reading and filling its ``BiasCache``, and calibrates each
+input (``calibrate``), saying which calibration the input got.
 
 The reference domain setting costs 20 extra prompts per demonstration set, which with per-input demonstrations
 is 20 per input. ``DomainSettings`` can make it cheaper: fewer strings per set (each set draws its own), leaving
@@ -25,14 +30,19 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
 from controller.planning import Prompt, PromptBuilder
 from controller.retrieval import Retriever
 
-Calibration = Literal["none", "contextual", "domain"]
+if TYPE_CHECKING:
+    from controller.calibration_fit import CountCalibration, TaskCalibration
+
+Calibration = Literal["auto", "batch", "none", "contextual", "domain"]
+# A calibrated distribution and the calibration it got ("none" where it got none).
+Calibrated = tuple[np.ndarray, str]
 
 CONTENT_FREE_INPUTS: tuple[str, ...] = ("N/A", "", "[MASK]")
 
@@ -62,12 +72,16 @@ class DomainSettings:
 
 
 REFERENCE_DOMAIN = DomainSettings(samples=20, pooling=0.0)  # Fei et al. 2023, one estimate per demonstration set
+# `calibration: "domain"` calibrates the demonstrations an input is served with, kNN sets included, cheaply.
 # Chosen with bench/calibration.py (bench/README.md): random demonstrations are one set shared by every input,
 # estimated once and cached; on it 5 strings gained as much as the reference's 20 (and 10) for a quarter of the
-# calibration prompts. Calibrating kNN demonstrations gained little on average for 3-12x the engine time
-# (reference settings); per-input sets (diverse) get 2 strings, which kept most of the reference's gain on
-# per-input random sets; pooling across sets lost it.
-DEFAULT_DOMAIN = DomainSettings(samples=2, shared_set_samples=5, pooling=0.0, calibrate_knn=False)
+# calibration prompts; per-input sets get 2 strings, which kept most of the reference's gain on per-input
+# random sets; pooling across sets lost it.
+DEFAULT_DOMAIN = DomainSettings(samples=2, shared_set_samples=5, pooling=0.0, calibrate_knn=True)
+# `calibration: "auto"` before the task is fitted: the shared random set calibrated as above, kNN sets left
+# alone (their label mix is evidence about the query; calibrating them gained +0.006 macro-F1 on average for
+# 3-12x the engine time), other per-input sets with 2 strings.
+UNFITTED_DOMAIN = DomainSettings(samples=2, shared_set_samples=5, pooling=0.0, calibrate_knn=False)
 
 
 def content_free_queries(fields: Sequence[str]) -> list[dict[str, str]]:
@@ -200,9 +214,25 @@ def _spread(demo_sets: Sequence[DemoSet], max_sets: int | None) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, len(demo_sets) - 1, max_sets).round()})
 
 
+@dataclass(frozen=True)
+class CalibrationSources:
+    """What a request's calibrator may draw on: the selection it serves, domain-calibration settings, the
+    task's words (asked only by domain calibration), the pool's bias cache, and the task's fitted calibration."""
+
+    selection: str = "knn"
+    domain: DomainSettings = DEFAULT_DOMAIN
+    words: Callable[[], DomainWords] | None = None
+    cache: BiasCache | None = None
+    fit: TaskCalibration | None = None
+
+    def fit_for(self, selection: str) -> TaskCalibration | None:
+        """The task's fitted calibration, if it was fitted for this selection."""
+        return self.fit if self.fit is not None and self.fit.selection == selection else None
+
+
 class Calibrator(ABC):
-    """One calibration method. Subclasses estimate a bias per demonstration set from queries of their own
-    under that set's demonstrations; a subclass that names its method registers under that ``name``
+    """One calibration method. Set-based subclasses estimate a bias per demonstration set from queries of their
+    own under that set's demonstrations; a subclass that names its method registers under that ``name``
     (``calibrator_for`` builds it)."""
 
     name: ClassVar[str]
@@ -219,10 +249,9 @@ class Calibrator(ABC):
         self.cache = cache
 
     @classmethod
-    def build(cls, domain: DomainSettings, words: Callable[[], DomainWords] | None,
-              cache: BiasCache | None) -> Calibrator:
-        """This method's calibrator for a request (only domain calibration reads ``domain`` and ``words``)."""
-        return cls(cache)
+    def build(cls, sources: CalibrationSources) -> Calibrator:
+        """This method's calibrator for a request."""
+        return cls(sources.cache)
 
     @abstractmethod
     def calibration_prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
@@ -274,6 +303,17 @@ class Calibrator(ABC):
         pooled = pool_biases(own, targets, calibration.pooling)
         return {calibration.demo_sets[j]: bias for j, bias in pooled.items()}
 
+    def calibrate(self, calibration: CalibrationPrompts, distributions: Sequence[np.ndarray],
+                  prompts: Sequence[Prompt], inputs: Sequence[np.ndarray]) -> list[Calibrated]:
+        """Each input's calibrated distribution, from its uncalibrated one (``inputs``) and the calibration
+        prompts' distributions; an input whose demonstration set got no bias stays as it was."""
+        biases = self.biases(calibration, distributions)
+        out: list[Calibrated] = []
+        for prompt, raw in zip(prompts, inputs, strict=True):
+            bias = biases.get(tuple(prompt.demo_rows))
+            out.append((apply_bias(raw, bias), self.name) if bias is not None else (raw, "none"))
+        return out
+
 
 class NoCalibration(Calibrator):
     """Uncalibrated: no extra prompts, no biases."""
@@ -300,9 +340,9 @@ class DomainCalibrator(Calibrator):
 
     A set every input shares (random selection) draws ``shared_set_samples``, others ``samples``, seeded by the
     request seed and the set itself (reproducible whatever else is in the batch). Sets whose labels are
-    evidence about the query (kNN) are left alone unless ``calibrate_knn``; prompts without demonstrations
-    are still calibrated. Without in-domain text yet it falls back to content-free inputs rather than skip
-    calibrating."""
+    evidence about the query (kNN) are left alone when ``calibrate_knn`` is off; prompts without
+    demonstrations are still calibrated. Without in-domain text yet it falls back to content-free inputs
+    rather than skip calibrating."""
 
     name = "domain"
 
@@ -313,9 +353,8 @@ class DomainCalibrator(Calibrator):
         self.words = words
 
     @classmethod
-    def build(cls, domain: DomainSettings, words: Callable[[], DomainWords] | None,
-              cache: BiasCache | None) -> Calibrator:
-        return cls(domain, words() if words is not None else None, cache)
+    def build(cls, sources: CalibrationSources) -> Calibrator:
+        return cls(sources.domain, sources.words() if sources.words is not None else None, sources.cache)
 
     def calibration_prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
                             seed: int) -> CalibrationPrompts:
@@ -334,11 +373,108 @@ class DomainCalibrator(Calibrator):
                               lambda rows: words.sample(samples, [seed, *rows]), settings.pooling)
 
 
-def calibrator_for(method: Calibration, domain: DomainSettings = DEFAULT_DOMAIN,
-                   words: Callable[[], DomainWords] | None = None, cache: BiasCache | None = None) -> Calibrator:
-    """The calibrator of a method. ``words``: where domain calibration draws its strings from, asked only by it."""
+class BatchCalibrator(Calibrator):
+    """Zhou et al. 2024: the bias is the mean of the batch's own uncalibrated distributions, so it needs no
+    extra prompt. A lone input has no batch: it takes the task's fitted estimate for its count (the mean
+    over held-back examples) when the task was fitted for this selection, and otherwise stays uncalibrated.
+    What a batch gets depends on its companions: the default (``auto``) never uses it that way."""
+
+    name = "batch"
+
+    def __init__(self, cache: BiasCache | None = None, fit: TaskCalibration | None = None) -> None:
+        super().__init__(cache)
+        self.fit = fit
+
+    @classmethod
+    def build(cls, sources: CalibrationSources) -> Calibrator:
+        return cls(sources.cache, sources.fit_for(sources.selection))
+
+    def calibration_prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
+                            seed: int) -> CalibrationPrompts:
+        return CalibrationPrompts()
+
+    def calibrate(self, calibration: CalibrationPrompts, distributions: Sequence[np.ndarray],
+                  prompts: Sequence[Prompt], inputs: Sequence[np.ndarray]) -> list[Calibrated]:
+        if len(inputs) >= 2:
+            bias = estimate_bias(np.stack(inputs))
+            return [(apply_bias(raw, bias), self.name) for raw in inputs]
+        out: list[Calibrated] = []
+        for prompt, raw in zip(prompts, inputs, strict=True):
+            fitted = self.fit.for_count(len(prompt.demo_rows)) if self.fit is not None else None
+            if fitted is None or fitted.held_back_mean is None:
+                out.append((raw, "none"))
+            else:
+                out.append((apply_bias(raw, fitted.held_back_mean), "batch:fitted"))
+        return out
+
+
+@dataclass(frozen=True)
+class AutoCalibrationPrompts(CalibrationPrompts):
+    """The default's calibration work: per input, the fitted count calibration it gets (None: the unfitted
+    default), and the domain-calibration prompts of the inputs that need them."""
+
+    assigned: list[CountCalibration | None] = field(default_factory=list)
+    domain_rows: list[int] = field(default_factory=list)  # inputs calibrated by domain-context prompts
+    domain: CalibrationPrompts = field(default_factory=CalibrationPrompts)
+
+
+class AutoCalibrator(Calibrator):
+    """The default: each input gets what the task's fit chose for its count (the nearest fitted count), with
+    the fit's temperature; inputs of a task not fitted for this selection get ``UNFITTED_DOMAIN``. What an
+    input gets depends on the task's pool and fit alone, never on the other inputs of its request."""
+
+    name = "auto"
+
+    def __init__(self, sources: CalibrationSources) -> None:
+        super().__init__(sources.cache)
+        self.fit = sources.fit_for(sources.selection)
+        words = sources.words() if sources.words is not None else None
+        self.unfitted = DomainCalibrator(UNFITTED_DOMAIN, words, sources.cache)
+        self.fitted_domain = DomainCalibrator(DEFAULT_DOMAIN, words, sources.cache)
+
+    @classmethod
+    def build(cls, sources: CalibrationSources) -> Calibrator:
+        return cls(sources)
+
+    def calibration_prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
+                            seed: int) -> CalibrationPrompts:
+        if self.fit is None:
+            domain = self.unfitted.calibration_prompts(builder, prompts, retriever, seed)
+            return AutoCalibrationPrompts(prompts=domain.prompts, assigned=[None] * len(prompts),
+                                          domain_rows=list(range(len(prompts))), domain=domain)
+        assigned = [self.fit.for_count(len(p.demo_rows)) for p in prompts]
+        rows = [i for i, chosen in enumerate(assigned) if chosen.needs_prompts()]
+        domain = (self.fitted_domain.calibration_prompts(builder, [prompts[i] for i in rows], retriever, seed)
+                  if rows else CalibrationPrompts())
+        return AutoCalibrationPrompts(prompts=domain.prompts, assigned=list(assigned), domain_rows=rows,
+                                      domain=domain)
+
+    def calibrate(self, calibration: CalibrationPrompts, distributions: Sequence[np.ndarray],
+                  prompts: Sequence[Prompt], inputs: Sequence[np.ndarray]) -> list[Calibrated]:
+        assert isinstance(calibration, AutoCalibrationPrompts)
+        rows = calibration.domain_rows
+        by_domain: dict[int, Calibrated] = {}
+        if rows:
+            domain = self.unfitted if self.fit is None else self.fitted_domain
+            results = domain.calibrate(calibration.domain, distributions, [prompts[i] for i in rows],
+                                       [inputs[i] for i in rows])
+            by_domain = dict(zip(rows, results, strict=True))
+        out: list[Calibrated] = []
+        for i, (raw, chosen) in enumerate(zip(inputs, calibration.assigned, strict=True)):
+            if chosen is None:
+                out.append(by_domain.get(i, (raw, "none")))
+            elif chosen.needs_prompts():
+                probs, got = by_domain[i]
+                out.append((chosen.with_temperature(probs), got))
+            else:
+                out.append((chosen.apply(raw), chosen.method))
+        return out
+
+
+def calibrator_for(method: Calibration, sources: CalibrationSources | None = None) -> Calibrator:
+    """The calibrator of a method for a request drawing on ``sources``."""
     try:
         method_class = Calibrator.methods[method]
     except KeyError:
         raise ValueError(f"unknown calibration {method!r}") from None
-    return method_class.build(domain, words, cache)
+    return method_class.build(sources or CalibrationSources())

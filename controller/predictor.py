@@ -17,13 +17,14 @@ from controller.calibration import (
     BiasCache,
     Calibration,
     CalibrationPrompts,
+    CalibrationSources,
     Calibrator,
     DomainSettings,
     DomainWords,
     NoCalibration,
-    apply_bias,
     calibrator_for,
 )
+from controller.calibration_fit import TaskCalibration
 from controller.counts import CountPolicy, FixedCount, QueryBatch, count_policy
 from controller.meta import MetaController
 from controller.planning import Prompt, PromptBuilder, build_prompts
@@ -37,7 +38,7 @@ class PredictOptions:
 
     demos: int | Literal["auto"] = "auto"
     selection: Selection = "knn"
-    calibration: Calibration = "domain"
+    calibration: Calibration = "auto"
     domain: DomainSettings = DEFAULT_DOMAIN
     seed: int = 0
     max_prompt_tokens: int | None = None
@@ -51,6 +52,7 @@ class Prediction:
     demo_rows: list[int]
     prompt_tokens: int
     prompt: str
+    calibration: str = "none"  # the calibration this input got
 
 
 @dataclass(frozen=True)
@@ -102,15 +104,18 @@ class Predictor:
     @classmethod
     def from_options(cls, builder: PromptBuilder, labels: Sequence[str], options: PredictOptions, default_k: int,
                      controller: MetaController | None = None, words: Callable[[], DomainWords] | None = None,
-                     biases: BiasCache | None = None) -> Predictor:
+                     biases: BiasCache | None = None, fitted: TaskCalibration | None = None) -> Predictor:
         """The predictor a request's options describe: ``default_k`` and ``controller`` serve ``demos: "auto"``,
-        ``words`` and ``biases`` serve calibration (the cache valid for this pool)."""
+        ``words``, ``biases`` (the cache valid for this pool) and the task's ``fitted`` calibration serve
+        calibration."""
+        sources = CalibrationSources(selection=options.selection, domain=options.domain, words=words, cache=biases,
+                                     fit=fitted)
         return cls(
             builder=builder,
             labels=labels,
             retriever=retriever_for(options.selection),
             counts=count_policy(options.demos, default_k, controller, labels, len(builder.pool)),
-            calibrator=calibrator_for(options.calibration, options.domain, words, biases),
+            calibrator=calibrator_for(options.calibration, sources),
             seed=options.seed,
             max_prompt_tokens=options.max_prompt_tokens,
         )
@@ -163,12 +168,10 @@ class Predictor:
 
     def calibrate(self, plan: PredictionPlan, scores: Scores) -> BatchResult:
         distributions = [normalise_label_logprobs(s.label_logprobs) for s in scores.calibration]
-        biases = self.calibrator.biases(plan.calibration, distributions)
+        raws = [normalise_label_logprobs(s.label_logprobs) for s in scores.inputs]
+        calibrated = self.calibrator.calibrate(plan.calibration, distributions, plan.prompts, raws)
         predictions: list[Prediction] = []
-        for prompt, result in zip(plan.prompts, scores.inputs, strict=True):
-            raw = normalise_label_logprobs(result.label_logprobs)
-            bias = biases.get(tuple(prompt.demo_rows))
-            final = apply_bias(raw, bias) if bias is not None else raw
+        for prompt, result, raw, (final, got) in zip(plan.prompts, scores.inputs, raws, calibrated, strict=True):
             predictions.append(Prediction(
                 label=self.labels[int(np.argmax(final))],
                 probs={label: float(p) for label, p in zip(self.labels, final, strict=True)},
@@ -176,6 +179,7 @@ class Predictor:
                 demo_rows=list(prompt.demo_rows),
                 prompt_tokens=result.prompt_tokens,
                 prompt=prompt.text,
+                calibration=got,
             ))
         every = [*scores.inputs, *scores.calibration]
         usage = Usage(
@@ -193,7 +197,7 @@ class Predictor:
 
     async def predict_in_chunks(self, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray | None,
                                 scorer: LabelScorer, chunk: int, seeds: Sequence[int] | None = None,
-                                ) -> AsyncIterator[tuple[slice, list[Prediction]]]:
+                                ) -> AsyncIterator[tuple[slice, BatchResult]]:
         """Predictions ``chunk`` queries per engine batch, yielded with the slice of ``queries`` they answer.
         Planning runs in a worker thread, so a long job does not hold up the event loop that serves requests."""
         all_seeds = per_query_seeds(self.seed if seeds is None else seeds, len(queries))
@@ -201,4 +205,4 @@ class Predictor:
             part = slice(start, min(start + chunk, len(queries)))
             part_embeddings = embeddings[part] if embeddings is not None else None
             plan = await asyncio.to_thread(self.plan, queries[part], part_embeddings, all_seeds[part])
-            yield part, (await self.run(plan, scorer)).predictions
+            yield part, await self.run(plan, scorer)

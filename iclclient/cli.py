@@ -26,7 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from iclclient.client import Client, ClientError
+from iclclient.client import APIError, Client, ClientError
 from iclclient.types import ExampleIn, InputValue, Task
 from service.cli import SERVER_COMMANDS, add_server_commands, run_server_command
 
@@ -209,7 +209,20 @@ def _progress_bar(desc: str, quiet: bool) -> tuple[tqdm, Any]:
 
 
 def cmd_fit(client: Client, args: argparse.Namespace) -> int:
-    job_id = client.train_controller(args.task, args.candidate_k, args.train_size, args.selection, args.seed)
+    """Start the fit and follow it; while another fit of the task runs (the service's own, say), follow that
+    one first, then start this one."""
+    job_id = None
+    while job_id is None:
+        try:
+            job_id = client.train_controller(args.task, args.candidate_k, args.train_size, args.selection,
+                                             args.seed)
+        except APIError as exc:
+            running = client.get_task(args.task)["fit"]["job_id"] if exc.code == "fit_running" else None
+            if running is None:
+                raise
+            bar, update = _progress_bar(f"{args.task}: waiting for the fit already running ({running})", args.quiet)
+            with bar:
+                client.wait_for_job(running, poll_s=args.poll, on_progress=update)
     bar, update = _progress_bar(f"fitting {args.task} ({job_id})", args.quiet)
     with bar:
         job = client.wait_for_job(job_id, poll_s=args.poll, on_progress=update)

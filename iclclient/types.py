@@ -7,6 +7,12 @@ from typing import Any, Literal, NotRequired, TypedDict
 InputValue = str | dict[str, str]
 
 
+class FitState(TypedDict):
+    state: Literal["none", "running", "fitted"]
+    pool_version: int | None
+    job_id: str | None
+
+
 class Task(TypedDict):
     name: str
     labels: list[str]
@@ -18,6 +24,7 @@ class Task(TypedDict):
     n_examples: int
     n_labeled: int
     controller: dict[str, Any] | None
+    fit: FitState
     created_at: str
 
 
@@ -52,6 +59,7 @@ class Prediction(TypedDict):
     demo_ids: list[str]
     prompt_tokens: int
     prompt: str | None
+    calibration: str
 
 
 class Usage(TypedDict):

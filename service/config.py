@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     domain_recent_queries: int = 0
     # Annotation plans over more unlabeled examples than this run as a job (202) instead of answering at once.
     annotation_sync_max: int = 20_000
+    # The fit job (meta-controller and calibration) starts by itself once a task has this many labeled
+    # examples, and again once they have grown by `auto_refit_growth` (0.5: half as many again) since the fit.
+    auto_fit: bool = True
+    auto_fit_min_labeled: int = 40
+    auto_refit_growth: float = 0.5
 
     log_level: str = "info"
 

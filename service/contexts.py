@@ -23,6 +23,7 @@ from controller.pool import LabeledPool
 from controller.predictor import PredictOptions, Predictor
 from controller.scoring import LabelScorer
 from controller.templates import PromptTemplate
+from controller.training import TaskFit
 from service.errors import task_not_found
 from service.records import labeled_rows, pool_of, prompt_builder, task_template
 from service.store import Store, TaskRecord, TaskVersions
@@ -69,14 +70,19 @@ class TaskContext:
     task: TaskRecord
     template: PromptTemplate
     pool: PoolView
-    controller: MetaController | None
+    fit: TaskFit | None  # the meta-controller and the task's calibration, when fitted
     default_k: int
     versions: TaskVersions
     scorer: LabelScorer
 
+    @property
+    def controller(self) -> MetaController | None:
+        return self.fit.controller if self.fit is not None else None
+
     def predictor(self, options: PredictOptions) -> Predictor:
+        calibration = self.fit.calibration if self.fit is not None else None
         return Predictor.from_options(self.pool.builder, self.task.labels, options, self.default_k, self.controller,
-                                      self.pool.words, self.pool.biases)
+                                      self.pool.words, self.pool.biases, calibration)
 
 
 class ContextCache:
@@ -137,11 +143,11 @@ class ContextCache:
         else:
             pool = self._load_pool(task, template, scorer)
         if reuse is not None and reuse.versions.controller_stamp == versions.controller_stamp:
-            controller, stamp = reuse.controller, reuse.versions.controller_stamp
+            fit, stamp = reuse.fit, reuse.versions.controller_stamp
         else:
-            controller, stamp = self._load_controller(task)
+            fit, stamp = self._load_fit(task)
         return TaskContext(
-            task=task, template=template, pool=pool, controller=controller,
+            task=task, template=template, pool=pool, fit=fit,
             default_k=task.default_k if task.default_k is not None else self._default_k,
             # What was loaded, which may be newer than ``versions``: the next request's check tells.
             versions=TaskVersions(task.id, task.created_at, pool.version, stamp), scorer=scorer)
@@ -156,18 +162,21 @@ class ContextCache:
             recent=deque(maxlen=self._recent_queries),
         )
 
-    def _load_controller(self, task: TaskRecord) -> tuple[MetaController | None, datetime | None]:
-        """The fitted controller and its stamp. One that cannot be read back (pickled by another scikit-learn,
-        say) is logged and left out, stamp kept, so that "auto" serves the default count until a refit."""
+    def _load_fit(self, task: TaskRecord) -> tuple[TaskFit | None, datetime | None]:
+        """The task's fit and its stamp. One that cannot be read back (pickled by another scikit-learn, say)
+        is logged and left out, stamp kept, so that "auto" serves the unfitted defaults until a refit."""
         stored = self._store.load_controller(task.id)
         if stored is None:
             return None, None
         try:
-            return pickle.loads(stored.blob), stored.stamp  # written only by this service, never by a client
+            fit = pickle.loads(stored.blob)  # written only by this service, never by a client
         except Exception:
-            logger.exception("task '%s': its fitted controller cannot be loaded; serving the default count until "
-                             "it is fitted again", task.name)
+            logger.exception("task '%s': its fit cannot be loaded; serving the unfitted defaults until it is fitted "
+                             "again", task.name)
             return None, stored.stamp
+        if isinstance(fit, MetaController):  # stored before fits carried a calibration
+            fit = TaskFit(controller=fit, calibration=None, model=str(stored.summary.get("metadata", {}).get("model")))
+        return fit, stored.stamp
 
     def forget(self, name: str) -> None:
         with self._lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from controller.calibration import DEFAULT_DOMAIN, REFERENCE_DOMAIN, DomainSettings
 from controller.predictor import PredictOptions
@@ -76,6 +76,41 @@ class ControllerMetadata(_Open):
     labels: list[str]
     scikit_learn: str
     pool_version: int
+    n_labeled: int | None = Field(default=None, description="Labeled examples the task had when fitted.")
+
+
+class MethodFigures(_Open):
+    """One calibration method on held-back examples it was not fitted on."""
+
+    macro_f1: float
+    ece: float = Field(description="Expected calibration error, 10 confidence bins.")
+    log_loss: float
+
+
+class CountCalibrationObject(_Open):
+    """What `calibration: "auto"` applies at one count, and how every method compared there."""
+
+    method: str = Field(description='"none", "batch", "affine" or "domain".')
+    temperature: float
+    ece_with_temperature: float = Field(description="The chosen method's validation ECE with its temperature.")
+    log_loss_with_temperature: float
+    validation: dict[str, MethodFigures]
+
+
+class CalibrationFitObject(_Open):
+    """The task's fitted calibration, for one selection: per candidate count (other counts take the nearest)."""
+
+    selection: str
+    counts: dict[str, CountCalibrationObject]
+
+
+class FitCost(_Open):
+    """What the fit's held-back pass cost the engine."""
+
+    prompt_tokens: int
+    calibration_tokens: int
+    computed_tokens: int
+    seconds: float
 
 
 class ControllerObject(_Open):
@@ -86,8 +121,19 @@ class ControllerObject(_Open):
     selection: str
     seed: int
     validation: ControllerValidation
+    calibration: CalibrationFitObject | None = Field(
+        default=None, description="The task's fitted calibration (null for a fit made before they had one).")
+    cost: FitCost | None = None
     created_at: str = Field(description="When it was fitted (ISO 8601, UTC).")
     metadata: ControllerMetadata
+
+
+class FitState(BaseModel):
+    """Where the task's fit (meta-controller and calibration) stands."""
+
+    state: Literal["none", "running", "fitted"]
+    pool_version: int | None = Field(description="The pool version the present fit was made on.")
+    job_id: str | None = Field(description="The running fit job, while one runs.")
 
 
 class TaskObject(BaseModel):
@@ -101,6 +147,7 @@ class TaskObject(BaseModel):
     n_examples: int
     n_labeled: int
     controller: ControllerObject | None = None
+    fit: FitState
     created_at: datetime
 
 
@@ -172,14 +219,27 @@ class PredictRequest(_Strict):
     demos: Literal["auto"] | Annotated[StrictInt, Field(ge=0)] = "auto"
     selection: Literal["knn", "random", "diverse"] = "knn"
     budget: Budget | None = None
-    calibration: Literal["domain", "contextual", "none"] = "domain"
+    calibration: Literal["auto", "batch", "domain", "contextual", "none"] = Field(
+        default="auto",
+        description='"auto": what the task\'s fit chose for each input\'s count (before a fit: random selection\'s '
+                    'shared set domain-calibrated, kNN sets not); "batch": the mean of the request\'s own inputs; '
+                    '"domain": domain-context calibration of the demonstrations served, kNN sets included; '
+                    '"contextual": content-free inputs; "none".')
     domain_calibration: Literal["default", "reference"] | DomainCalibrationOptions = Field(
         default="default",
         description='"reference": 20 strings under every demonstration set, as Fei et al. (2023) run it; '
-                    '"default": the cheap settings measured in bench/calibration.py; or explicit options.')
+                    '"default": the cheap settings measured in bench/calibration.py; or explicit options. '
+                    'Given without `calibration`, it asks for `calibration: "domain"`.')
     include_prompt: bool = False
     seed: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] = Field(
         default=0, description="Seed of random selection and of domain-context sampling.")
+
+    @model_validator(mode="after")
+    def _domain_options_ask_for_domain(self) -> PredictRequest:
+        """Domain-calibration options without a `calibration` ask for domain calibration."""
+        if "domain_calibration" in self.model_fields_set and "calibration" not in self.model_fields_set:
+            self.calibration = "domain"
+        return self
 
     def domain_settings(self) -> DomainSettings:
         options = self.domain_calibration
@@ -204,6 +264,8 @@ class PredictionObject(BaseModel):
     demo_ids: list[str]
     prompt_tokens: int
     prompt: str | None = None
+    calibration: str = Field(description='The calibration this input got: "none", "contextual", "domain", '
+                             '"batch", "batch:fitted" (a lone input, the task\'s held-back estimate) or "affine".')
 
 
 class UsageObject(BaseModel):

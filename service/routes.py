@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -34,7 +35,7 @@ WHY = {
     400: "Invalid request: malformed JSON, a field out of its schema, or a value the service cannot use.",
     401: "Missing or wrong API key (when the service has keys).",
     404: "No such task, example or job.",
-    409: "The name or id is already taken.",
+    409: "The name or id is already taken, or the task is being fitted already.",
     413: "The body, an input or a batch is over the service's limits, or an input over the model's window.",
     429: "The engine has too many prompts in flight; retry after `Retry-After` seconds.",
     503: "The engine is not ready (starting) or failed; retry after `Retry-After` seconds.",
@@ -91,8 +92,10 @@ def delete_task(name: str, request: Request) -> Response:
 
 
 @v1.post("/tasks/{name}/examples", response_model=ExamplesAdded, responses=errors(400, 404, 409, 413, 503))
-def add_examples(name: str, body: ExamplesAdd, request: Request) -> ExamplesAdded:
-    return serving(request).examples.add(name, body)
+async def add_examples(name: str, body: ExamplesAdd, request: Request) -> ExamplesAdded:
+    added = await to_thread.run_sync(serving(request).examples.add, name, body)
+    await serving(request).controller.fit_if_due(name)
+    return added
 
 
 @v1.get("/tasks/{name}/examples", response_model=ExampleList, responses=errors(400, 404))
@@ -104,8 +107,10 @@ def list_examples(
 
 
 @v1.patch("/tasks/{name}/examples/{example_id}", response_model=ExampleObject, responses=errors(400, 404, 413))
-def patch_example(name: str, example_id: str, body: ExamplePatch, request: Request) -> ExampleObject:
-    return serving(request).examples.patch(name, example_id, body)
+async def patch_example(name: str, example_id: str, body: ExamplePatch, request: Request) -> ExampleObject:
+    example = await to_thread.run_sync(serving(request).examples.patch, name, example_id, body)
+    await serving(request).controller.fit_if_due(name)
+    return example
 
 
 @v1.post("/tasks/{name}/predict", response_model=PredictResponse, responses=errors(400, 404, 413, 429, 503))
@@ -124,7 +129,7 @@ async def annotation_plan(name: str, body: AnnotationPlanRequest, request: Reque
 
 
 @v1.post("/tasks/{name}/controller", status_code=202, response_model=JobCreated,
-         responses=errors(400, 404, 413, 503))
+         responses=errors(400, 404, 409, 413, 503))
 async def train_controller(name: str, request: Request, body: ControllerTrainRequest | None = None) -> JobCreated:
     return await serving(request).controller.train(name, body or ControllerTrainRequest())
 

@@ -1,8 +1,12 @@
-"""Meta-controller endpoints: train in a background job, describe, delete."""
+"""The fit (meta-controller and calibration): train in a background job, on request or by itself once a task
+has enough labeled examples; describe, delete."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import pickle
+import time
 from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
@@ -10,24 +14,27 @@ from typing import Any
 import numpy as np
 from anyio import to_thread
 
+from controller.calibration import DomainWords
 from controller.meta import MetaController
-from controller.training import MIN_TRAIN_SIZE, collect, validate
+from controller.training import MIN_TRAIN_SIZE, TaskFit, collect, fit_calibration, validate
 from service.errors import APIError
 from service.jobs import ProgressCallback
 from service.protocol import ControllerObject, ControllerTrainRequest, JobCreated
 from service.records import labeled_rows, pool_of, prompt_builder, task_template
-from service.serving_tasks import TaskServing
+from service.serving_tasks import FIT_JOB, TaskServing
 from service.state import AppState
+from service.store import TaskRecord
+
+logger = logging.getLogger(__name__)
 
 
 class ControllerServing:
     def __init__(self, state: AppState, tasks: TaskServing) -> None:
         self.state = state
         self.tasks = tasks
+        self._submitting = asyncio.Lock()  # a fit checked and submitted at a time: never two at once for a task
 
-    async def train(self, name: str, request: ControllerTrainRequest) -> JobCreated:
-        task = await to_thread.run_sync(self.tasks.get_record, name)
-        candidate_k = sorted(set(request.candidate_k))
+    def _check(self, task: TaskRecord, candidate_k: list[int]) -> None:
         if len(candidate_k) < 2:
             raise APIError(400, "candidate_k needs at least two distinct counts", "invalid_value", "candidate_k")
         if candidate_k[-1] > self.state.settings.max_demos:
@@ -36,12 +43,54 @@ class ControllerServing:
         needed = MIN_TRAIN_SIZE + candidate_k[-1]
         if task.n_labeled < needed:
             raise APIError(400, f"training needs at least {needed} labeled examples ({MIN_TRAIN_SIZE} to hold back "
-                           f"and {candidate_k[-1]} to serve as demonstrations); task '{name}' has {task.n_labeled}",
-                           "not_enough_labeled_examples", "train_size")
+                           f"and {candidate_k[-1]} to serve as demonstrations); task '{task.name}' has "
+                           f"{task.n_labeled}", "not_enough_labeled_examples", "train_size")
+
+    async def train(self, name: str, request: ControllerTrainRequest) -> JobCreated:
+        """Start the fit job; 409 while another fit of the task runs (its job id in the message)."""
+        async with self._submitting:
+            task = await to_thread.run_sync(self.tasks.get_record, name)
+            candidate_k = sorted(set(request.candidate_k))
+            self._check(task, candidate_k)
+            running = await to_thread.run_sync(self.state.store.unfinished_job, FIT_JOB, name)
+            if running is not None:
+                raise APIError(409, f"task '{name}' is being fitted already (job {running.id}); follow it with "
+                               f"GET /v1/jobs/{running.id}, or ask again when it has finished", "fit_running",
+                               "name")
+            return await self._submit(task, request, candidate_k)
+
+    async def fit_if_due(self, name: str) -> None:
+        """Start the fit by itself when the task has enough labeled examples and no fit yet, or has grown by
+        ``auto_refit_growth`` since its fit; nothing when one runs, the engine is not ready, or it is off."""
+        settings = self.state.settings
+        if not settings.auto_fit or self.state.runtime is None:
+            return
+        async with self._submitting:
+            task = await to_thread.run_sync(self.tasks.get_record, name)
+            if task.n_labeled < max(settings.auto_fit_min_labeled, MIN_TRAIN_SIZE + 1):
+                return
+            if await to_thread.run_sync(self.state.store.unfinished_job, FIT_JOB, name) is not None:
+                return
+            summary = await to_thread.run_sync(self.state.store.controller_summary, task.id)
+            if summary is not None:
+                fitted = int(summary.get("metadata", {}).get("n_labeled") or summary.get("train_size", 0))
+                if task.n_labeled < fitted * (1 + settings.auto_refit_growth):
+                    return
+            request = ControllerTrainRequest()
+            # A small pool cannot spare every default count's demonstrations: the counts it can.
+            candidate_k = [k for k in sorted(set(request.candidate_k)) if MIN_TRAIN_SIZE + k <= task.n_labeled]
+            if len(candidate_k) < 2:
+                return
+            job = await self._submit(task, request, candidate_k)
+            logger.info("task '%s': fitting by itself (%d labeled examples), job %s", name, task.n_labeled,
+                        job.job_id)
+
+    async def _submit(self, task: TaskRecord, request: ControllerTrainRequest, candidate_k: list[int]) -> JobCreated:
         runtime = self.state.require_runtime()
         train_size = min(request.train_size, task.n_labeled - candidate_k[-1])
 
         async def body(progress: ProgressCallback) -> dict[str, Any]:
+            began = time.perf_counter()
             rows = await to_thread.run_sync(self.state.store.load_pool, task.id)
             labeled = labeled_rows(rows)
             order = np.random.default_rng(request.seed).permutation(len(labeled))
@@ -50,22 +99,28 @@ class ControllerServing:
             template = task_template(task)
             scorer = runtime.scorer
             builder = prompt_builder(task, template, pool, scorer)
+            words = DomainWords.from_inputs(rows.inputs, template.fields)
             data = await collect(builder, [rows.inputs[i] for i in held], rows.embeddings[held],
                                  [rows.labels[i] for i in held], task.labels, candidate_k, request.selection,
-                                 request.seed, scorer, lambda f: progress(0.95 * f))
+                                 request.seed, scorer, lambda f: progress(0.95 * f), words=words)
             figures = validate(data, candidate_k, request.seed)
             controller = MetaController(candidate_k=tuple(candidate_k)).fit(data.features, data.correct)
+            calibration = await to_thread.run_sync(fit_calibration, data, request.selection, candidate_k,
+                                                   len(task.labels), request.seed)
+            fit = TaskFit(controller=controller, calibration=calibration, model=scorer.model_name)
             summary = {
                 "candidate_k": candidate_k, "train_size": train_size, "selection": request.selection,
-                "seed": request.seed, "validation": figures,
+                "seed": request.seed, "validation": figures, "calibration": calibration.describe(),
+                "cost": {**data.engine_tokens, "seconds": round(time.perf_counter() - began, 1)},
                 "created_at": datetime.now(UTC).isoformat(),
                 "metadata": {"model": scorer.model_name, "labels": task.labels,
-                             "scikit_learn": version("scikit-learn"), "pool_version": rows.pool_version},
+                             "scikit_learn": version("scikit-learn"), "pool_version": rows.pool_version,
+                             "n_labeled": len(labeled)},
             }
-            await to_thread.run_sync(self.state.store.save_controller, task.id, pickle.dumps(controller), summary)
+            await to_thread.run_sync(self.state.store.save_controller, task.id, pickle.dumps(fit), summary)
             return summary
 
-        job = await self.state.jobs.submit("controller", name, body)
+        job = await self.state.jobs.submit(FIT_JOB, task.name, body)
         return JobCreated(job_id=job.id)
 
     def get(self, name: str) -> ControllerObject:

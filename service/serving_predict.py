@@ -74,7 +74,7 @@ class PredictServing:
                 PredictionObject(
                     label=p.label, probs=p.probs, uncalibrated_probs=p.uncalibrated_probs, k=len(p.demo_rows),
                     demo_ids=[ids[r] for r in p.demo_rows], prompt_tokens=p.prompt_tokens,
-                    prompt=p.prompt if request.include_prompt else None,
+                    prompt=p.prompt if request.include_prompt else None, calibration=p.calibration,
                 )
                 for p in result.predictions
             ],

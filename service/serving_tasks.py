@@ -6,19 +6,28 @@ from typing import Any
 
 from controller.templates import PromptTemplate, TemplateError
 from service.errors import APIError, task_not_found
-from service.protocol import ControllerObject, TaskCreate, TaskObject
+from service.protocol import ControllerObject, FitState, TaskCreate, TaskObject
 from service.state import AppState
-from service.store import NameTakenError, TaskRecord
+from service.store import JobRecord, NameTakenError, TaskRecord
+
+FIT_JOB = "controller"
 
 
-def task_object(task: TaskRecord, default_k: int, controller: dict[str, Any] | None = None) -> TaskObject:
+def fit_state(controller: dict[str, Any] | None, running: JobRecord | None) -> FitState:
+    pool_version = controller.get("metadata", {}).get("pool_version") if controller is not None else None
+    state = "running" if running is not None else "fitted" if controller is not None else "none"
+    return FitState(state=state, pool_version=pool_version, job_id=running.id if running is not None else None)
+
+
+def task_object(task: TaskRecord, default_k: int, controller: dict[str, Any] | None = None,
+                running: JobRecord | None = None) -> TaskObject:
     return TaskObject(
         name=task.name, labels=task.labels, verbalizers=task.verbalizers, template=task.template,
         instruction=task.instruction, separator=task.separator,
         default_k=task.default_k if task.default_k is not None else default_k,
         n_examples=task.n_examples, n_labeled=task.n_labeled,
         controller=ControllerObject.model_validate(controller) if controller is not None else None,
-        created_at=task.created_at,
+        fit=fit_state(controller, running), created_at=task.created_at,
     )
 
 
@@ -67,7 +76,9 @@ class TaskServing:
         return task_object(task, self.state.settings.default_k)
 
     def describe(self, task: TaskRecord) -> TaskObject:
-        return task_object(task, self.state.settings.default_k, self.state.store.controller_summary(task.id))
+        store = self.state.store
+        return task_object(task, self.state.settings.default_k, store.controller_summary(task.id),
+                           store.unfinished_job(FIT_JOB, task.name))
 
     def get(self, name: str) -> TaskObject:
         return self.describe(self.get_record(name))

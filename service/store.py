@@ -398,6 +398,17 @@ class Store:
                 return None
             return JobRecord(row.id, row.kind, row.task_name, row.status, row.progress, row.result, row.error)
 
+    def unfinished_job(self, kind: str, task_name: str) -> JobRecord | None:
+        """The latest queued or running job of this kind for the task, if any."""
+        with self._sessions() as session:
+            row = session.scalar(
+                select(JobRow).where(JobRow.kind == kind, JobRow.task_name == task_name,
+                                     JobRow.status.in_(("queued", "running")))
+                .order_by(JobRow.created_at.desc()).limit(1))
+            if row is None:
+                return None
+            return JobRecord(row.id, row.kind, row.task_name, row.status, row.progress, row.result, row.error)
+
     def touch_jobs(self, job_ids: list[str]) -> None:
         """Heartbeat of the jobs this process runs: their ``updated_at`` says they are alive."""
         if not job_ids:

@@ -1,9 +1,11 @@
-"""The meta-controller trained on the real engine and used by demos=auto (small, to keep the suite quick)."""
+"""The fit (meta-controller and calibration) on the real engine: started by itself once the task has enough
+labeled examples, then used by the default request; and started on request (small, to keep the suite quick)."""
 
 from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from tests.acceptance.conftest import serve
@@ -12,28 +14,56 @@ from tests.conftest import load_split
 pytestmark = pytest.mark.engine
 
 
-async def test_train_controller_and_predict_auto(tmp_path, runtime):
+async def _wait(client: httpx.AsyncClient, job_id: str) -> dict:
+    for _ in range(1200):
+        job = (await client.get(f"/v1/jobs/{job_id}")).json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+async def test_fit_by_itself_then_default_request_and_refit_on_request(tmp_path, runtime):
     rows = load_split("sst2", "train", limit=40)
     async with serve(tmp_path, runtime) as client:
         await client.post("/v1/tasks", json={"name": "sst2", "labels": ["negative", "positive"],
                                              "template": "Input: {text}\nLabel: {label}"})
         examples = [{"id": f"s{i}", "input": r["text"], "label": r["label"]} for i, r in enumerate(rows)]
         await client.post("/v1/tasks/sst2/examples", json={"examples": examples})
+        fit = (await client.get("/v1/tasks/sst2")).json()["fit"]
+        assert fit["state"] == "running" and fit["job_id"], fit
+        # While it runs a fit on request is refused, not queued twice.
+        busy = await client.post("/v1/tasks/sst2/controller", json={"candidate_k": [0, 2], "train_size": 24})
+        assert busy.status_code == 409 and busy.json()["error"]["code"] == "fit_running"
+        job = await _wait(client, fit["job_id"])
+        assert job["status"] == "succeeded", job
+        task = (await client.get("/v1/tasks/sst2")).json()
+        assert task["fit"]["state"] == "fitted" and task["fit"]["pool_version"] >= 1 and task["fit"]["job_id"] is None
+        summary = (await client.get("/v1/tasks/sst2/controller")).json()
+        chosen = {int(k): c["method"] for k, c in summary["calibration"]["counts"].items()}
+        assert set(chosen) == set(summary["candidate_k"])
+
+        test = [r["text"] for r in load_split("sst2", "test", limit=6)]
+        default = await client.post("/v1/tasks/sst2/predict", json={"inputs": test})
+        assert default.status_code == 200, default.text
+        for p in default.json()["predictions"]:
+            assert p["calibration"].startswith(chosen[p["k"]]), (p["calibration"], chosen)
+            assert abs(sum(p["probs"].values()) - 1) < 1e-6
+        # Deterministic: the same input alone gets the same probabilities as in the batch.
+        alone = await client.post("/v1/tasks/sst2/predict", json={"inputs": test[:1]})
+        assert alone.json()["predictions"][0]["probs"] == pytest.approx(
+            default.json()["predictions"][0]["probs"], abs=2e-3)
+
         started = await client.post("/v1/tasks/sst2/controller",
                                     json={"candidate_k": [0, 2], "train_size": 24, "seed": 0})
-        assert started.status_code == 202
-        for _ in range(600):
-            job = (await client.get(f"/v1/jobs/{started.json()['job_id']}")).json()
-            if job["status"] in ("succeeded", "failed"):
-                break
-            await asyncio.sleep(0.5)
+        assert started.status_code == 202, started.text
+        job = await _wait(client, started.json()["job_id"])
         assert job["status"] == "succeeded", job
         summary = (await client.get("/v1/tasks/sst2/controller")).json()
         fixed = {f["k"]: f for f in summary["validation"]["fixed"]}
         assert fixed[2]["mean_prompt_tokens"] > fixed[0]["mean_prompt_tokens"] > 0
         assert summary["metadata"]["model"] == "SmolLM2-135M-Instruct"
 
-        test = [r["text"] for r in load_split("sst2", "test", limit=6)]
         auto = await client.post("/v1/tasks/sst2/predict", json={"inputs": test, "calibration": "none"})
         assert auto.status_code == 200, auto.text
         assert {p["k"] for p in auto.json()["predictions"]} <= {0, 2}

@@ -7,7 +7,11 @@ import pytest
 from controller.calibration import (
     DEFAULT_DOMAIN,
     REFERENCE_DOMAIN,
+    UNFITTED_DOMAIN,
+    BatchCalibrator,
     BiasCache,
+    CalibrationPrompts,
+    CalibrationSources,
     Calibrator,
     ContextualCalibrator,
     DomainCalibrator,
@@ -20,6 +24,7 @@ from controller.calibration import (
     estimate_bias,
     pool_biases,
 )
+from controller.calibration_fit import CountCalibration, TaskCalibration
 from controller.counts import FixedCount
 from controller.planning import build_prompts
 from controller.predictor import Predictor
@@ -102,13 +107,13 @@ def test_each_method_is_one_registered_class():
     assert Calibrator.methods["domain"] is DomainCalibrator
     with pytest.raises(TypeError):
         type("Twice", (Calibrator,), {"name": "domain"})
-    assert set(Calibrator.methods) == {"none", "contextual", "domain"}
+    assert set(Calibrator.methods) == {"none", "contextual", "domain", "batch", "auto"}
     assert isinstance(calibrator_for("none"), NoCalibration)
     assert isinstance(calibrator_for("contextual"), ContextualCalibrator)
-    domain = calibrator_for("domain", REFERENCE_DOMAIN, lambda: WORDS)
+    domain = calibrator_for("domain", CalibrationSources(domain=REFERENCE_DOMAIN, words=lambda: WORDS))
     assert isinstance(domain, DomainCalibrator) and domain.settings == REFERENCE_DOMAIN and domain.words is WORDS
     asked: list[int] = []
-    calibrator_for("contextual", words=lambda: asked.append(1) or WORDS)
+    calibrator_for("contextual", CalibrationSources(words=lambda: asked.append(1) or WORDS))
     assert not asked  # only domain calibration reads the words
     with pytest.raises(ValueError):
         calibrator_for("magic")  # type: ignore[arg-type]
@@ -198,19 +203,23 @@ async def test_calibration_tokens_count_computed_tokens_and_cache_hits_apart():
     assert result.usage.calibration_tokens < sent / 2
 
 
-async def test_default_leaves_knn_demonstrations_uncalibrated_but_not_zero_shot_prompts():
+async def test_unfitted_default_leaves_knn_demonstrations_uncalibrated_but_not_zero_shot_prompts():
     builder, scorer, _ = _setup()
     queries = [{"text": "query great 1"}, {"text": "query awful 2"}, {"text": "query fun 3"}]
     prompts = build_prompts(builder, queries, [[0, 1, 2], [3, 4, 5], []], KnnRetriever().trim)
-    default = DomainCalibrator(DEFAULT_DOMAIN, WORDS)
-    plan, result = await _run(builder, scorer, prompts, default, KnnRetriever())
+    unfitted = DomainCalibrator(UNFITTED_DOMAIN, WORDS)
+    plan, result = await _run(builder, scorer, prompts, unfitted, KnnRetriever())
     assert {plan.calibration.demo_sets[i] for i, _ in plan.calibration.prompts} == {()}  # the zero-shot set only
-    assert len(plan.calibration.prompts) == DEFAULT_DOMAIN.samples
+    assert len(plan.calibration.prompts) == UNFITTED_DOMAIN.samples
     assert result.predictions[0].probs == result.predictions[0].uncalibrated_probs
+    assert result.predictions[0].calibration == "none" and result.predictions[2].calibration == "domain"
     assert result.predictions[2].probs != result.predictions[2].uncalibrated_probs
+    # "domain" itself calibrates what each input is served with, kNN sets included: 2 strings a set.
+    plan, result = await _run(builder, scorer, prompts, DomainCalibrator(DEFAULT_DOMAIN, WORDS), KnnRetriever())
+    assert len(plan.calibration.prompts) == 2 * 3 and {p.calibration for p in result.predictions} == {"domain"}
     # The same prompts with random demonstrations, or the reference settings, calibrate every set.
-    shared = default.calibration_prompts(builder, prompts, RandomRetriever(), 0)
-    assert len(shared.prompts) == DEFAULT_DOMAIN.samples_for(shared_set=True) * len(shared.demo_sets)
+    shared = unfitted.calibration_prompts(builder, prompts, RandomRetriever(), 0)
+    assert len(shared.prompts) == UNFITTED_DOMAIN.samples_for(shared_set=True) * len(shared.demo_sets)
     reference = DomainCalibrator(REFERENCE_DOMAIN, WORDS).calibration_prompts(builder, prompts, KnnRetriever(), 0)
     assert len(reference.prompts) == 20 * len(reference.demo_sets)
     assert DEFAULT_DOMAIN.samples_for(shared_set=False) == 2 and REFERENCE_DOMAIN.samples_for(shared_set=True) == 20
@@ -222,3 +231,68 @@ def test_domain_falls_back_to_content_free_inputs_without_domain_text():
     for words in (None, empty):
         plan = DomainCalibrator(DEFAULT_DOMAIN, words).calibration_prompts(builder, prompts, KnnRetriever(), 0)
         assert len(plan.prompts) == 3 * len(prompts)  # kNN sets too: there is nothing else to go on
+
+
+def _inputs(*rows):
+    return [np.array(r, dtype=float) for r in rows]
+
+
+def test_batch_calibration_of_a_batch_that_is_nine_tenths_one_label():
+    """The batch's mean is taken for the model's bias. When the batch itself is 90% one label, that label's
+    share is divided out too: the least confident of its inputs flip to the other label."""
+    builder, _, prompts = _setup()
+    majority = [[0.95, 0.05], [0.9, 0.1], [0.85, 0.15], [0.8, 0.2], [0.75, 0.25], [0.7, 0.3], [0.68, 0.32],
+                [0.66, 0.34], [0.64, 0.36]]
+    inputs = _inputs(*majority, [0.2, 0.8])  # nine of the first label (all predicted right), one of the second
+    out = BatchCalibrator().calibrate(CalibrationPrompts(), [], prompts[:10], inputs)
+    labels = [int(np.argmax(p)) for p, _ in out]
+    assert labels[-1] == 1 and sum(labels[:9]) >= 3  # right answers of the majority now read as the minority
+    assert {got for _, got in out} == {"batch"}
+
+
+def test_a_lone_input_under_batch_takes_the_fitted_estimate_or_stays_uncalibrated():
+    builder, _, prompts = _setup()
+    alone = _inputs([0.7, 0.3])
+    assert BatchCalibrator().calibrate(CalibrationPrompts(), [], prompts[:1], alone)[0][1] == "none"
+    fit = TaskCalibration("knn", {3: CountCalibration("none", held_back_mean=np.array([0.8, 0.2]))})
+    probs, got = BatchCalibrator(fit=fit).calibrate(CalibrationPrompts(), [], prompts[:1], alone)[0]
+    assert got == "batch:fitted" and probs.argmax() == 1  # 0.7/0.8 < 0.3/0.2
+    sources = CalibrationSources(selection="random", fit=fit)  # fitted for kNN only: not for random selection
+    assert calibrator_for("batch", sources).fit is None
+
+
+async def test_auto_applies_each_count_s_fitted_calibration_and_temperature():
+    builder, scorer, _ = _setup()
+    queries = [{"text": "query great 1"}, {"text": "query awful 2"}, {"text": "query fun 3"}]
+    prompts = build_prompts(builder, queries, [[], [3, 4, 5], [0, 1, 2]], KnnRetriever().trim)
+    at_zero = CountCalibration("batch", temperature=2.0, held_back_mean=np.array([0.7, 0.3]))
+    at_three = CountCalibration("none", temperature=0.5)
+    auto = calibrator_for("auto", CalibrationSources(fit=TaskCalibration("knn", {0: at_zero, 3: at_three})))
+    plan, result = await _run(builder, scorer, prompts, auto, KnnRetriever())
+    assert plan.calibration.prompts == []  # neither needs calibration prompts
+    raws = [np.array([p.uncalibrated_probs[label] for label in LABELS]) for p in result.predictions]
+    assert [p.calibration for p in result.predictions] == ["batch", "none", "none"]
+    assert np.allclose(list(result.predictions[0].probs.values()), at_zero.apply(raws[0]))
+    assert np.allclose(list(result.predictions[1].probs.values()), at_three.apply(raws[1]))
+    # Another selection than the fit's: the unfitted default (kNN sets uncalibrated, zero-shot prompts domain).
+    other = calibrator_for("auto", CalibrationSources(selection="diverse", fit=TaskCalibration("knn", {0: at_zero})))
+    assert other.fit is None
+
+
+async def test_auto_domain_counts_get_prompts_and_answers_never_depend_on_companions():
+    builder, scorer, _ = _setup()
+    queries = [{"text": f"query {w} {i}"} for i, w in enumerate(["great", "awful", "fun", "boring"])]
+    prompts = build_prompts(builder, queries, [[0, 1], [2, 3], [4, 5], [6, 7]], RandomRetriever().trim)
+    fit = TaskCalibration("random", {2: CountCalibration("domain", temperature=1.5)})
+    sources = CalibrationSources(selection="random", words=lambda: WORDS, cache=BiasCache(), fit=fit)
+    plan, whole = await _run(builder, scorer, prompts, calibrator_for("auto", sources), RandomRetriever())
+    assert len(plan.calibration.prompts) == 4 * DEFAULT_DOMAIN.samples_for(shared_set=True)
+    assert {p.calibration for p in whole.predictions} == {"domain"}
+    for fitted in (fit, None):  # fitted or not, an input's answer is its own
+        sources = CalibrationSources(selection="random", words=lambda: WORDS, cache=BiasCache(), fit=fitted)
+        together = (await _run(builder, scorer, prompts[::-1], calibrator_for("auto", sources),
+                               RandomRetriever()))[1].predictions[::-1]
+        for i, prompt in enumerate(prompts):
+            sources = CalibrationSources(selection="random", words=lambda: WORDS, cache=BiasCache(), fit=fitted)
+            alone = (await _run(builder, scorer, [prompt], calibrator_for("auto", sources), RandomRetriever()))[1]
+            assert np.allclose(list(alone.predictions[0].probs.values()), list(together[i].probs.values()))

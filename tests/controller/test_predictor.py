@@ -112,7 +112,7 @@ async def test_chunks_answer_what_one_batch_would():
     vectors = embedder.embed(texts)
     predictor = Predictor.uncalibrated(builder, LABELS, "knn", 2)
     whole = (await predictor.run(predictor.plan(_queries(*texts), vectors), scorer)).predictions
-    parts = [(part, predictions) async for part, predictions in
+    parts = [(part, result.predictions) async for part, result in
              predictor.predict_in_chunks(_queries(*texts), vectors, scorer, chunk=2)]
     assert [part for part, _ in parts] == [slice(0, 2), slice(2, 4), slice(4, 5)]
     assert [p for _, predictions in parts for p in predictions] == whole

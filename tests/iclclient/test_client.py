@@ -35,6 +35,10 @@ def test_jobs_plans_and_operations(http):
     client = Client(api_key="secret", http=http)
     client.create_task("sent", TASK["labels"], TASK["template"])
     client.add_examples("sent", _examples(40) + [{"input": f"unlabeled {i}"} for i in range(6)])
+    fit = client.get_task("sent")["fit"]  # 40 labeled examples: the service fits the task by itself
+    assert fit["state"] == "running"
+    assert client.wait_for_job(fit["job_id"], poll_s=0.01)["status"] == "succeeded"
+    assert client.get_task("sent")["fit"]["state"] == "fitted"
     seen = []
     job = client.wait_for_job(client.train_controller("sent", [0, 1, 2], train_size=20), poll_s=0.01,
                               on_progress=seen.append)

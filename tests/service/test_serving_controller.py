@@ -32,8 +32,8 @@ def _wait(client, job_id):
     raise AssertionError(f"job {job_id} did not finish: {job}")
 
 
-def _client(tmp_path, scorer):
-    settings = Settings(data_dir=tmp_path)
+def _client(tmp_path, scorer, **overrides):
+    settings = Settings(data_dir=tmp_path, **{"auto_fit": False, **overrides})
     return TestClient(create_app(settings, runtime=Runtime(scorer=scorer, embedder=FakeEmbedder())))
 
 
@@ -92,3 +92,52 @@ def test_train_use_and_delete_controller(tmp_path):
         assert_error(c.get("/v1/tasks/sent/controller"), 404)
         assert c.get("/v1/tasks/sent").json()["controller"] is None
         assert_error(c.delete("/v1/tasks/sent/controller"), 404)
+
+
+def test_the_service_fits_a_task_by_itself_and_refits_as_it_grows(tmp_path):
+    with _client(tmp_path, FakeScorer(), auto_fit=True, auto_fit_min_labeled=40) as c:
+        c.post("/v1/tasks", json=TASK)
+        c.post("/v1/tasks/sent/examples", json={"examples": _examples(30)})
+        assert c.get("/v1/tasks/sent").json()["fit"] == {"state": "none", "pool_version": None, "job_id": None}
+        c.post("/v1/tasks/sent/examples", json={"examples": _examples(40)[30:]})  # 40 labeled: it starts
+        fit = c.get("/v1/tasks/sent").json()["fit"]
+        assert fit["state"] == "running" and fit["job_id"]
+        # A fit asked for while one runs gets 409 with the running job; the running one goes on.
+        busy = c.post("/v1/tasks/sent/controller", json={})
+        assert_error(busy, 409, "fit_running")
+        assert fit["job_id"] in busy.json()["error"]["message"]
+        assert _wait(c, fit["job_id"])["status"] == "succeeded"
+        task = c.get("/v1/tasks/sent").json()
+        assert task["fit"] == {"state": "fitted", "pool_version": 2, "job_id": None}
+        assert task["controller"]["metadata"]["n_labeled"] == 40
+        assert set(task["controller"]["calibration"]["counts"]) == {"0", "1", "2", "4", "8"}
+        assert task["controller"]["cost"]["prompt_tokens"] > 0
+        # Grown by less than half: no refit; by half: a refit, at the new pool version.
+        more = [{"id": f"x{i}", "input": f"film {i}", "label": "positive"} for i in range(20)]
+        c.post("/v1/tasks/sent/examples", json={"examples": more[:19]})
+        assert c.get("/v1/tasks/sent").json()["fit"]["state"] == "fitted"
+        c.post("/v1/tasks/sent/examples", json={"examples": more[19:]})
+        refit = c.get("/v1/tasks/sent").json()["fit"]
+        assert refit["state"] == "running"
+        _wait(c, refit["job_id"])
+        assert c.get("/v1/tasks/sent").json()["fit"]["pool_version"] == 4
+
+
+def test_fitted_auto_calibration_is_the_same_whatever_the_companions(tmp_path):
+    with _client(tmp_path, FakeScorer()) as c:
+        c.post("/v1/tasks", json=TASK)
+        c.post("/v1/tasks/sent/examples", json={"examples": _examples(80)})
+        _wait(c, c.post("/v1/tasks/sent/controller", json={"candidate_k": [0, 1, 2], "train_size": 40}).json()[
+            "job_id"])
+        fitted = c.get("/v1/tasks/sent/controller").json()["calibration"]
+        assert fitted["selection"] == "knn"
+        for figures in fitted["counts"].values():
+            assert figures["method"] in figures["validation"] and {"macro_f1", "ece", "log_loss"} <= set(
+                figures["validation"]["none"])
+        inputs = ["positive film again", "film again plain", "negative film", "another plain film"]
+        together = c.post("/v1/tasks/sent/predict", json={"inputs": inputs}).json()["predictions"]
+        shuffled = c.post("/v1/tasks/sent/predict", json={"inputs": inputs[::-1]}).json()["predictions"][::-1]
+        for i, text in enumerate(inputs):
+            alone = c.post("/v1/tasks/sent/predict", json={"inputs": [text]}).json()["predictions"][0]
+            assert alone["probs"] == together[i]["probs"] == shuffled[i]["probs"]
+            assert alone["calibration"] == fitted["counts"][str(alone["k"])]["method"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -31,24 +32,16 @@ def test_predict_shapes_and_knn_demos(client, task):
     assert body["usage"]["calibration_tokens"] == 0
 
 
-def test_predict_defaults_use_task_default_k_and_domain_calibration(client, task):
+def test_predict_defaults_use_task_default_k_and_the_unfitted_calibration(client, task):
     body = client.post("/v1/tasks/sent/predict", json={"inputs": ["great fun"]}).json()
     assert body["predictions"][0]["k"] == 4  # all four labeled examples
     assert body["predictions"][0]["prompt"] is None
-    # kNN demonstrations are left uncalibrated by the default domain settings...
-    assert body["usage"]["calibration_tokens"] == 0
+    # Before a fit, "auto" leaves kNN demonstrations uncalibrated, and says so...
+    assert body["usage"]["calibration_tokens"] == 0 and body["predictions"][0]["calibration"] == "none"
     assert body["predictions"][0]["probs"] == body["predictions"][0]["uncalibrated_probs"]
-    # ...per-input sets (diverse) get two strings per set, the reference twenty...
-    usage = {}
-    for options in ("default", "reference"):
-        out = client.post("/v1/tasks/sent/predict", json={"inputs": ["great fun"], "selection": "diverse",
-                                                          "domain_calibration": options}).json()
-        usage[options] = out["usage"]
-        assert out["usage"]["total_tokens"] == (out["usage"]["prompt_tokens"] + out["usage"]["calibration_tokens"]
-                                                + out["usage"]["calibration_cached_tokens"])
-        assert out["predictions"][0]["probs"] != out["predictions"][0]["uncalibrated_probs"]
-    assert usage["default"]["calibration_tokens"] > 0
-    assert usage["reference"]["calibration_tokens"] > 5 * usage["default"]["calibration_tokens"]
+    # ...per-input sets (diverse) get two domain strings per set...
+    diverse = client.post("/v1/tasks/sent/predict", json={"inputs": ["great fun"], "selection": "diverse"}).json()
+    assert diverse["usage"]["calibration_tokens"] > 0 and diverse["predictions"][0]["calibration"] == "domain"
     # ...and random selection's one shared set gets five, estimated once for every input.
     scorer = client.app.state.icl.runtime.scorer
     before = len(scorer.calls)
@@ -58,15 +51,46 @@ def test_predict_defaults_use_task_default_k_and_domain_calibration(client, task
     again = client.post("/v1/tasks/sent/predict", json={"inputs": ["so dull"], "selection": "random"}).json()
     assert again["usage"]["calibration_tokens"] == 0 and again["usage"]["calibration_cached_tokens"] == 0
     assert again["predictions"][0]["probs"] != again["predictions"][0]["uncalibrated_probs"]
+
+
+def test_domain_calibration_calibrates_what_each_input_is_served_with(client, task):
+    scorer = client.app.state.icl.runtime.scorer
+    usage = {}
+    for options in ("default", "reference"):
+        before = len(scorer.calls)
+        out = client.post("/v1/tasks/sent/predict", json={"inputs": ["great fun"], "calibration": "domain",
+                                                          "domain_calibration": options}).json()
+        usage[options] = out["usage"]
+        assert out["usage"]["total_tokens"] == (out["usage"]["prompt_tokens"] + out["usage"]["calibration_tokens"]
+                                                + out["usage"]["calibration_cached_tokens"])
+        assert out["predictions"][0]["probs"] != out["predictions"][0]["uncalibrated_probs"]
+        assert out["predictions"][0]["calibration"] == "domain"
+        assert len(scorer.calls) - before == 1 + (2 if options == "default" else 20)  # kNN sets included
+    assert usage["reference"]["calibration_tokens"] > 5 * usage["default"]["calibration_tokens"] > 0
     # Explicit options leave the shared set at the default's 5 strings unless told otherwise (null: `samples`).
     for seed, options, strings in ((2, {"samples": 7}, 5), (3, {"samples": 7, "shared_set_samples": None}, 7)):
         before = len(scorer.calls)
         client.post("/v1/tasks/sent/predict", json={"inputs": ["dull"], "selection": "random", "seed": seed,
-                                                    "domain_calibration": options})
+                                                    "calibration": "domain", "domain_calibration": options})
         assert len(scorer.calls) - before == 1 + strings
-    explicit = client.post("/v1/tasks/sent/predict", json={
-        "inputs": ["great fun"], "domain_calibration": {"samples": 3, "pooling": 0.5, "max_sets": None}}).json()
-    assert explicit["usage"]["calibration_tokens"] > 0  # explicit options calibrate kNN sets too
+    alone = client.post("/v1/tasks/sent/predict", json={
+        "inputs": ["great fun"], "calibration": "domain", "domain_calibration": {"samples": 3, "calibrate_knn": False}})
+    assert alone.json()["usage"]["calibration_tokens"] == 0  # kNN sets left alone when asked
+
+
+def test_batch_calibration_uses_the_batch_and_says_when_an_input_was_alone(client, task):
+    inputs = ["great fun", "boring plot", "awful mess", "fun acting"]
+    out = client.post("/v1/tasks/sent/predict", json={"inputs": inputs, "calibration": "batch"}).json()
+    assert out["usage"]["calibration_tokens"] == 0  # no extra prompt
+    assert {p["calibration"] for p in out["predictions"]} == {"batch"}
+    raw = np.array([[p["uncalibrated_probs"][label] for label in ("negative", "positive")] for p in out["predictions"]])
+    bias = raw.mean(axis=0)
+    expected = raw / bias / (raw / bias).sum(axis=1, keepdims=True)
+    assert np.allclose([[p["probs"][label] for label in ("negative", "positive")] for p in out["predictions"]],
+                       expected)
+    alone = client.post("/v1/tasks/sent/predict", json={"inputs": ["great fun"], "calibration": "batch"}).json()
+    assert alone["predictions"][0]["calibration"] == "none"  # no batch, no fit: uncalibrated, and it says so
+    assert alone["predictions"][0]["probs"] == alone["predictions"][0]["uncalibrated_probs"]
 
 
 @pytest.mark.parametrize("options", [{"samples": 0}, {"pooling": 2}, {"max_sets": 0}, {"shared_set_samples": 0},

@@ -93,7 +93,7 @@ def _prediction_grid() -> list[tuple[str, dict[str, Any]]]:
     for selection in ("knn", "random", "diverse"):
         for count, extra in (("fixed", {"demos": 3}), ("auto", {}),
                              ("budget", {"demos": 4, "budget": {"max_prompt_tokens": 110}})):
-            for calibration in ("none", "contextual", "domain"):
+            for calibration in ("none", "contextual", "domain", "batch", "auto"):
                 grid.append((f"{selection}/{count}/{calibration}",
                              {"inputs": SENTIMENT_INPUTS, "selection": selection, "calibration": calibration,
                               **extra}))
@@ -140,7 +140,7 @@ def _variants() -> list[tuple[str, dict[str, Any]]]:
 def _after_training() -> list[tuple[str, dict[str, Any]]]:
     grid = []
     for selection in ("knn", "random", "diverse"):
-        for calibration in ("none", "contextual", "domain"):
+        for calibration in ("none", "contextual", "domain", "batch", "auto"):
             grid.append((f"trained/{selection}/auto/{calibration}",
                          {"inputs": SENTIMENT_INPUTS, "selection": selection, "calibration": calibration}))
             grid.append((f"trained/{selection}/auto_budget/{calibration}",
@@ -148,6 +148,8 @@ def _after_training() -> list[tuple[str, dict[str, Any]]]:
                           "budget": {"max_prompt_tokens": 90}}))
     grid.append(("trained/auto/budget_too_small", {"inputs": SENTIMENT_INPUTS, "budget": {"max_prompt_tokens": 20}}))
     grid.append(("trained/fixed_ignores_controller", {"inputs": SENTIMENT_INPUTS, "demos": 2}))
+    grid.append(("trained/batch/alone", {"inputs": SENTIMENT_INPUTS[:1], "calibration": "batch"}))
+    grid.append(("trained/default/alone", {"inputs": SENTIMENT_INPUTS[1:2]}))
     return grid
 
 
@@ -202,7 +204,8 @@ class Recorder:
         n = len(answer["predictions"])
         self.records[label] = {
             "predictions": [{key: p[key] for key in ("label", "probs", "uncalibrated_probs", "k", "demo_ids",
-                                                     "prompt_tokens", "prompt")} for p in answer["predictions"]],
+                                                     "prompt_tokens", "prompt", "calibration")}
+                            for p in answer["predictions"]],
             "usage": answer["usage"],
             "prompts": sent[:n],
             "calibration_prompts": sent[n:],
@@ -222,13 +225,15 @@ class Recorder:
         result = dict(job["result"])
         result.pop("created_at", None)
         result.pop("elapsed_s", None)
+        if "cost" in result:  # tokens are fixed; seconds are not
+            result["cost"] = {k: v for k, v in result["cost"].items() if k != "seconds"}
         if "metadata" in result:
             result["metadata"] = {k: v for k, v in result["metadata"].items() if k != "scikit_learn"}
         self.records[label] = {"result": result, "engine_prompts": len(self.scorer.calls) - before}
 
 
 def record_everything(tmp_path: Path) -> dict[str, Any]:
-    settings = Settings(data_dir=tmp_path, max_inputs=16, max_input_chars=2000)
+    settings = Settings(data_dir=tmp_path, max_inputs=16, max_input_chars=2000, auto_fit=False)
     runtime = Runtime(scorer=DemoReadingScorer(max_model_len=100, prefix_cache=True), embedder=FakeEmbedder())
     with TestClient(create_app(settings, runtime=runtime)) as client:
         rec = Recorder(client)
@@ -301,8 +306,13 @@ def test_the_grid_covers_what_it_claims():
     a grid that quietly stopped doing so would still match itself."""
     records = json.loads((GOLDEN / "predictions.json").read_text())
     ok = {label: r for label, r in records.items() if "predictions" in r}
-    assert all(ok[f"{s}/fixed/{c}"]["calibration_prompts"] for s in ("random", "diverse")
+    assert all(ok[f"{s}/fixed/{c}"]["calibration_prompts"] for s in ("knn", "random", "diverse")
                for c in ("contextual", "domain"))
+    assert not ok["knn/fixed/auto"]["calibration_prompts"] and not ok["knn/fixed/batch"]["calibration_prompts"]
+    assert {p["calibration"] for p in ok["knn/fixed/batch"]["predictions"]} == {"batch"}
+    fitted = {p["calibration"] for label, r in ok.items() if label.startswith("trained/knn/auto/auto")
+              for p in r["predictions"]}
+    assert fitted <= {"none", "batch", "affine"}
     assert ok["cache/random/first"]["calibration_prompts"] and not ok["cache/random/again"]["calibration_prompts"]
     assert ok["cache/random/again"]["predictions"] == ok["cache/random/first"]["predictions"]
     assert any(p["k"] < 8 for p in ok["window/knn/8"]["predictions"])

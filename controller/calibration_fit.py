@@ -1,0 +1,220 @@
+"""A task's own calibration, fitted on its held-back labeled examples: per count, which method corrects the
+model's label bias best, and a temperature that makes the corrected probabilities honest confidences.
+
+The fit job scores held-back examples at every candidate count anyway (for the meta-controller); from those
+uncalibrated label distributions it evaluates, per count, the methods that cost (almost) nothing at serving
+time: ``none``, ``batch`` (divide by the mean distribution, Zhou et al. 2024; here the held-back mean, fixed
+for serving), ``affine`` (a multinomial logistic map of the log-probabilities, fitted on held-back examples:
+LinC-style) and, where every input shares one demonstration set (random selection), ``domain`` (its bias
+estimated once per set). Each is fitted on 80% of the held-back examples and measured on the other 20%; the
+best macro-F1 wins (ties: the simpler). A temperature is then fitted for the winner, and the served
+parameters are refitted on every held-back example.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+
+from controller.calibration import apply_bias, estimate_bias
+
+# Cheapest first: ties go to the earlier method.
+FITTED_METHODS = ("none", "batch", "affine", "domain")
+VALIDATION_SHARE = 0.2
+ECE_BINS = 10
+
+
+def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE over ``bins`` equal-width confidence bins: the gap between confidence (the top probability) and
+    accuracy, weighted by each bin's share of the examples."""
+    probs = np.asarray(probs, dtype=np.float64)
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(gold)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            total += members.mean() * abs(confidence[members].mean() - correct[members].mean())
+    return float(total)
+
+
+def log_loss(probs: np.ndarray, gold: np.ndarray) -> float:
+    probs = np.asarray(probs, dtype=np.float64)
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(gold)), gold], 1e-12, None))))
+
+
+def macro_f1(probs: np.ndarray, gold: np.ndarray, n_labels: int) -> float:
+    return float(f1_score(gold, np.asarray(probs).argmax(axis=1), average="macro", labels=list(range(n_labels)),
+                          zero_division=0))
+
+
+def with_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities p^(1/T), renormalised: T > 1 softens, T < 1 sharpens; the argmax never changes."""
+    logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None)) / temperature
+    logits -= logits.max(axis=-1, keepdims=True)
+    out = np.exp(logits)
+    return out / out.sum(axis=-1, keepdims=True)
+
+
+def fit_temperature(probs: np.ndarray, gold: np.ndarray) -> float:
+    """The temperature that minimises the log-loss (searched over log T in [-3, 3])."""
+    result = minimize_scalar(lambda log_t: log_loss(with_temperature(probs, float(np.exp(log_t))), gold),
+                             bounds=(-3.0, 3.0), method="bounded")
+    return float(np.exp(result.x))
+
+
+@dataclass(frozen=True)
+class CountCalibration:
+    """What a task's fit chose for one count: the method, its parameters, the temperature, and the held-back
+    figures of every method it compared."""
+
+    method: str
+    temperature: float = 1.0
+    # The mean uncalibrated distribution of the held-back examples: the bias "batch" divides out, and the
+    # estimate a lone input gets under `calibration: "batch"`.
+    held_back_mean: np.ndarray | None = None
+    weights: np.ndarray | None = None  # affine: (n_labels, n_labels) on log-probabilities
+    intercept: np.ndarray | None = None  # affine: (n_labels,)
+    figures: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # The chosen method's validation ECE and log-loss once its temperature is applied.
+    tempered: Mapping[str, float] = field(default_factory=dict)
+
+    def needs_prompts(self) -> bool:
+        """Whether its method estimates a bias from calibration prompts at serving time."""
+        return self.method in ("contextual", "domain")
+
+    def transform(self, probs: np.ndarray) -> np.ndarray:
+        """The method's correction of uncalibrated distributions (n, L) or (L,), before the temperature; for
+        prompt-based methods the caller divides the bias out first and this returns what it is given."""
+        probs = np.asarray(probs, dtype=np.float64)
+        if self.method == "batch" and self.held_back_mean is not None:
+            return apply_bias(probs, self.held_back_mean)
+        if self.method == "affine" and self.weights is not None and self.intercept is not None:
+            logits = np.log(np.clip(probs, 1e-12, None)) @ self.weights.T + self.intercept
+            logits -= logits.max(axis=-1, keepdims=True)
+            out = np.exp(logits)
+            return out / out.sum(axis=-1, keepdims=True)
+        return probs
+
+    def with_temperature(self, probs: np.ndarray) -> np.ndarray:
+        return with_temperature(probs, self.temperature)
+
+    def apply(self, probs: np.ndarray) -> np.ndarray:
+        """The method's correction, then the temperature."""
+        return self.with_temperature(self.transform(probs))
+
+    def describe(self) -> dict:
+        return {"method": self.method, "temperature": self.temperature, **self.tempered,
+                "validation": {m: dict(f) for m, f in self.figures.items()}}
+
+
+def _affine(probs: np.ndarray, gold: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A multinomial logistic map of log-probabilities (one weight matrix and intercept), lightly regularised;
+    None when the examples hold fewer than two labels."""
+    if len(np.unique(gold)) < 2:
+        return None
+    model = LogisticRegression(C=1.0, max_iter=1000).fit(np.log(np.clip(probs, 1e-12, None)), gold)
+    weights = np.zeros((n_labels, n_labels))
+    intercept = np.full(n_labels, -30.0)  # labels never seen held back: never chosen
+    if len(model.classes_) == 2:  # scikit-learn keeps one row for two classes: logit of the second
+        weights[model.classes_[1]] = model.coef_[0]
+        intercept[model.classes_[1]] = model.intercept_[0]
+        weights[model.classes_[0]] = 0.0
+        intercept[model.classes_[0]] = 0.0
+    else:
+        weights[model.classes_] = model.coef_
+        intercept[model.classes_] = model.intercept_
+    return weights, intercept
+
+
+def _candidate(method: str, probs: np.ndarray, gold: np.ndarray, n_labels: int,
+               domain_probs: np.ndarray | None) -> CountCalibration | None:
+    """The method fitted on these examples (None when it cannot be)."""
+    mean = estimate_bias(probs)
+    if method in ("none", "batch"):
+        return CountCalibration(method, held_back_mean=mean)
+    if method == "affine":
+        fitted = _affine(probs, gold, n_labels)
+        return None if fitted is None else CountCalibration("affine", held_back_mean=mean, weights=fitted[0],
+                                                            intercept=fitted[1])
+    if method == "domain" and domain_probs is not None:
+        return CountCalibration("domain", held_back_mean=mean)
+    return None
+
+
+def fit_count(probs: np.ndarray, gold: Sequence[int], n_labels: int, seed: int,
+              domain_probs: np.ndarray | None = None) -> CountCalibration:
+    """Choose and fit one count's calibration from held-back uncalibrated distributions ``probs`` (n, L) and
+    their gold label indices; ``domain_probs``: the same examples domain-calibrated, where that is cheap to
+    serve (a shared demonstration set)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    gold = np.asarray(gold, dtype=np.int64)
+    n = len(gold)
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * VALIDATION_SHARE)))
+    val, train = order[:n_val], order[n_val:]
+
+    def corrected(candidate: CountCalibration, rows: np.ndarray) -> np.ndarray:
+        source = domain_probs if candidate.method == "domain" and domain_probs is not None else probs
+        return candidate.transform(source[rows])
+
+    figures: dict[str, dict[str, float]] = {}
+    scores: dict[str, float] = {}
+    for method in FITTED_METHODS:
+        candidate = _candidate(method, probs[train], gold[train], n_labels,
+                               None if domain_probs is None else domain_probs[train])
+        if candidate is None:
+            continue
+        out = corrected(candidate, val)
+        figures[method] = {"macro_f1": macro_f1(out, gold[val], n_labels),
+                           "ece": expected_calibration_error(out, gold[val]), "log_loss": log_loss(out, gold[val])}
+        scores[method] = figures[method]["macro_f1"]
+    best = max(scores, key=lambda m: (round(scores[m], 9), -FITTED_METHODS.index(m)))
+    # The temperature of the winner, fitted on the training part and measured on the validation part.
+    chosen_on_train = _candidate(best, probs[train], gold[train], n_labels,
+                                 None if domain_probs is None else domain_probs[train])
+    assert chosen_on_train is not None
+    temperature = fit_temperature(corrected(chosen_on_train, train), gold[train])
+    tempered = with_temperature(corrected(chosen_on_train, val), temperature)
+    after = {"ece_with_temperature": expected_calibration_error(tempered, gold[val]),
+             "log_loss_with_temperature": log_loss(tempered, gold[val])}
+    # What is served: the winner refitted on every held-back example, with the temperature refitted too.
+    final = _candidate(best, probs, gold, n_labels, domain_probs)
+    assert final is not None
+    final_temperature = fit_temperature(corrected(final, np.arange(n)), gold)
+    return CountCalibration(best, final_temperature, final.held_back_mean, final.weights, final.intercept, figures,
+                            after)
+
+
+@dataclass(frozen=True)
+class TaskCalibration:
+    """A task's fitted calibration for one selection: per candidate count, what ``calibration: "auto"``
+    applies; other counts take the nearest fitted count's."""
+
+    selection: str
+    counts: Mapping[int, CountCalibration]
+
+    def for_count(self, k: int) -> CountCalibration:
+        nearest = min(self.counts, key=lambda c: (abs(c - k), c))
+        return self.counts[nearest]
+
+    def describe(self) -> dict:
+        return {"selection": self.selection, "counts": {str(k): c.describe() for k, c in self.counts.items()}}
+
+
+def fit_task_calibration(selection: str, candidate_k: Sequence[int], distributions: np.ndarray,
+                         gold: Sequence[int], n_labels: int, seed: int,
+                         domain_distributions: Callable[[int], np.ndarray | None] = lambda _j: None,
+                         ) -> TaskCalibration:
+    """Every count's calibration from held-back distributions (n, K, L) (``distributions[:, j]`` at
+    ``candidate_k[j]``); ``domain_distributions(j)``: domain-calibrated ones where they were computed."""
+    counts = {int(k): fit_count(distributions[:, j], gold, n_labels, seed, domain_distributions(j))
+              for j, k in enumerate(candidate_k)}
+    return TaskCalibration(selection, counts)

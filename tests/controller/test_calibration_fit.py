@@ -1,0 +1,93 @@
+"""A task's fitted calibration: the figures it is chosen by, the temperature, and the choice per count."""
+
+import numpy as np
+
+from controller.calibration_fit import (
+    CountCalibration,
+    TaskCalibration,
+    expected_calibration_error,
+    fit_count,
+    fit_task_calibration,
+    fit_temperature,
+    log_loss,
+    with_temperature,
+)
+
+
+def _biased(n=400, bias=(0.85, 0.15), seed=0):
+    """Two balanced labels the model sees clearly, through a strong bias toward the first label."""
+    rng = np.random.default_rng(seed)
+    gold = rng.integers(0, 2, n)
+    clean = np.where(gold[:, None] == 0, [0.7, 0.3], [0.3, 0.7]) + rng.normal(0, 0.08, (n, 2))
+    clean = np.clip(clean, 0.05, None)
+    skewed = clean * np.asarray(bias)
+    return skewed / skewed.sum(axis=1, keepdims=True), gold
+
+
+def test_ece_of_perfect_and_overconfident_predictions():
+    gold = np.array([0, 0, 1, 1])
+    assert expected_calibration_error(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]), gold) == 0.0
+    wrong = np.array([[0.9, 0.1], [0.9, 0.1], [0.9, 0.1], [0.9, 0.1]])  # 90% sure, right half the time
+    assert np.isclose(expected_calibration_error(wrong, gold), 0.4)
+    assert np.isclose(log_loss(np.array([[0.5, 0.5]]), np.array([1])), np.log(2))
+
+
+def test_temperature_softens_overconfidence_and_keeps_the_argmax():
+    rng = np.random.default_rng(1)
+    gold = rng.integers(0, 2, 2000)
+    truth = np.where(gold[:, None] == 0, [0.7, 0.3], [0.3, 0.7])  # right 70% of the time if honest...
+    flip = rng.random(2000) < 0.3
+    honest = np.where(flip[:, None], truth[:, ::-1], truth)
+    sharp = with_temperature(honest, 0.25)  # ...but sharpened to 97% confidence
+    temperature = fit_temperature(sharp, gold)
+    assert 3.0 < temperature < 5.0  # undoes the sharpening (4)
+    assert (with_temperature(sharp, temperature).argmax(1) == sharp.argmax(1)).all()
+    assert expected_calibration_error(with_temperature(sharp, temperature), gold) < 0.05
+
+
+def test_a_biased_model_gets_a_correction_that_recovers_the_minority_label():
+    probs, gold = _biased()
+    assert (probs.argmax(1) == 0).mean() > 0.9  # uncalibrated, nearly everything is the first label
+    chosen = fit_count(probs, gold, 2, seed=0)
+    assert chosen.method in ("batch", "affine")
+    figures = chosen.figures
+    assert figures[chosen.method]["macro_f1"] > figures["none"]["macro_f1"] + 0.3
+    assert set(figures) == {"none", "batch", "affine"}  # no domain figures without domain distributions
+    served = chosen.apply(probs)
+    assert ((served.argmax(1) == gold).mean()) > 0.85
+    assert chosen.tempered["ece_with_temperature"] < 0.1
+    assert chosen.held_back_mean is not None and chosen.held_back_mean[0] > 0.7
+
+
+def test_an_unbiased_model_keeps_none_and_domain_is_compared_when_given():
+    probs, gold = _biased(bias=(0.5, 0.5))
+    chosen = fit_count(probs, gold, 2, seed=0)
+    assert chosen.figures["none"]["macro_f1"] >= max(f["macro_f1"] for f in chosen.figures.values()) - 1e-9
+    assert chosen.method == "none" or chosen.figures[chosen.method]["macro_f1"] > chosen.figures["none"]["macro_f1"]
+    skewed, _ = _biased(bias=(0.9, 0.1))
+    with_domain = fit_count(skewed, gold, 2, seed=0, domain_probs=probs)  # domain undid the skew perfectly
+    assert "domain" in with_domain.figures and with_domain.method in ("domain", "batch", "affine")
+    assert with_domain.needs_prompts() == (with_domain.method == "domain")
+
+
+def test_three_labels_and_a_label_missing_from_the_held_back_examples():
+    rng = np.random.default_rng(3)
+    gold = rng.integers(0, 2, 300)  # label 2 never held back
+    probs = rng.dirichlet([2, 2, 2], 300)
+    probs[np.arange(300), gold] += 0.5
+    probs /= probs.sum(axis=1, keepdims=True)
+    chosen = fit_count(probs, gold, 3, seed=0)
+    out = chosen.apply(probs)
+    assert np.allclose(out.sum(axis=1), 1.0) and out.shape == (300, 3)
+
+
+def test_each_count_gets_its_own_and_other_counts_the_nearest():
+    probs, gold = _biased()
+    fair, _ = _biased(bias=(0.5, 0.5))
+    fit = fit_task_calibration("knn", [0, 4], np.stack([probs, fair], axis=1), gold, 2, seed=0)
+    assert fit.counts[0].method != "none"
+    assert fit.for_count(1) is fit.counts[0] and fit.for_count(3) is fit.counts[4] and fit.for_count(9) is fit.counts[4]
+    described = fit.describe()
+    assert described["selection"] == "knn" and set(described["counts"]) == {"0", "4"}
+    assert {"method", "temperature", "validation", "ece_with_temperature"} <= set(described["counts"]["0"])
+    assert TaskCalibration("knn", {2: CountCalibration("none")}).for_count(0).method == "none"
