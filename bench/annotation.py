@@ -1,4 +1,4 @@
-"""Selective annotation: which examples to label, judged by the accuracy they buy (issue 5).
+"""Selective annotation: which examples to label, judged by the accuracy they buy.
 
     python bench/annotation.py --datasets sst2 trec agnews subj --seeds 0 1 2 --pool-size 3000 \\
         --budgets 18 100 --methods random votek ideal votek_two_stage --n-test 100

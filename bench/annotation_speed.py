@@ -1,4 +1,4 @@
-"""Selection time of vote-k and IDEAL as the pool grows (issue 5: "a pool of 10,000 selects in seconds").
+"""Selection time of vote-k and IDEAL as the pool grows: a pool of 10,000 should select in seconds.
 
     python bench/annotation_speed.py --dataset tweet_eval_offensive --pools 1000 3000 10000 --budgets 18 100
 

@@ -45,6 +45,7 @@ from controller.calibration import (  # noqa: E402
     DEFAULT_DOMAIN,
     REFERENCE_DOMAIN,
     BiasCache,
+    CalibrationSources,
     DomainSettings,
     DomainWords,
     calibrator_for,
@@ -98,7 +99,8 @@ async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out
                         calibration, settings = parse_mode(mode)
                         await scorer.reset_prefix_cache()
                         biases = BiasCache()  # as the service keeps one per pool version: a repeated set is free
-                        calibrator = calibrator_for(calibration, settings, lambda words=words: words, biases)
+                        calibrator = calibrator_for(calibration, CalibrationSources(
+                            selection=selection, domain=settings, words=lambda words=words: words, cache=biases))
                         predictor = base.with_calibrator(calibrator)
                         predicted: list[str] = []
                         usage: dict[str, int] = defaultdict(int)

@@ -1,4 +1,4 @@
-"""Accuracy against prompt tokens: fixed demonstration counts versus the meta-controller (issue 3).
+"""Accuracy against prompt tokens: fixed demonstration counts versus the meta-controller.
 
     python bench/controller_curve.py --datasets sst2 trec agnews subj --fixed-k 0 1 2 4 8 16 \\
         --train-size 400 --n-test 200 --budgets 0.3 0.5

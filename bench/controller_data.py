@@ -1,5 +1,5 @@
 """The meta-controller's data, without the service: for held-back training examples and for test items, the
-serving-time features and whether the model is right at every candidate count (issue 3).
+serving-time features and whether the model is right at every candidate count.
 
     python bench/controller_data.py --datasets trec sst2 cr subj --train-size 1000 --n-test 500
 

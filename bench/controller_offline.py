@@ -1,5 +1,5 @@
 """Accuracy against prompt tokens, fixed counts versus the meta-controller, on the data of
-`bench/controller_data.py` (issue 3). No engine is needed: the model's answer at every count is known for
+`bench/controller_data.py`. No engine is needed: the model's answer at every count is known for
 every test item, so any choice of counts is scored exactly.
 
     python bench/controller_offline.py bench/results/controller-data/{trec,sst2,cr,subj}-SmolLM2-135M-Instruct.npz

@@ -58,7 +58,8 @@ class DomainSettings:
     pooling: float = 0.0  # weight of the batch-wide (log-space mean) estimate in each set's bias; 0 = own only
     max_sets: int | None = None  # demonstration sets calibrated per batch; the others get the batch-wide estimate
     # Whether kNN-retrieved demonstrations are calibrated too. Their label mix is evidence about the query,
-    # which random strings under them mistake for bias: measured, calibrating them lost macro-F1 on average.
+    # which random strings under them may mistake for bias: on the shared datasets calibrating them gained
+    # little on average, but on some tasks it gains a lot (bench/README.md). Off only in the unfitted default.
     calibrate_knn: bool = True
 
     def __post_init__(self) -> None:
@@ -298,8 +299,15 @@ class Calibrator(ABC):
             if self.cache is not None and set_index in calibration.cache_keys:
                 self.cache.put(calibration.cache_keys[set_index], own[set_index])
         targets = calibration.targets
-        if calibration.pooling == 0.0 and all(j in own for j in targets):
-            return {calibration.demo_sets[j]: own[j] for j in targets}
+        if calibration.pooling == 0.0:
+            # A calibrated set gets its own estimate or none (its strings may all exceed the window), never its
+            # companions'; only sets that ``max_sets`` left out take the batch's mean.
+            calibrated = set(calibration.cached) | set(calibration.cache_keys)
+            biases = {j: own[j] for j in targets if j in own}
+            left_out = [j for j in targets if j not in calibrated]
+            if left_out:
+                biases.update(pool_biases(own, left_out, 0.0))
+            return {calibration.demo_sets[j]: bias for j, bias in biases.items()}
         pooled = pool_biases(own, targets, calibration.pooling)
         return {calibration.demo_sets[j]: bias for j, bias in pooled.items()}
 
@@ -411,11 +419,28 @@ class BatchCalibrator(Calibrator):
 @dataclass(frozen=True)
 class AutoCalibrationPrompts(CalibrationPrompts):
     """The default's calibration work: per input, the fitted count calibration it gets (None: the unfitted
-    default), and the domain-calibration prompts of the inputs that need them."""
+    default), and per prompt method the inputs it calibrates and its prompts (``prompts``: all of them, in
+    that order)."""
 
     assigned: list[CountCalibration | None] = field(default_factory=list)
-    domain_rows: list[int] = field(default_factory=list)  # inputs calibrated by domain-context prompts
-    domain: CalibrationPrompts = field(default_factory=CalibrationPrompts)
+    parts: dict[str, tuple[list[int], CalibrationPrompts]] = field(default_factory=dict)
+
+
+class _NamespacedCache(BiasCache):
+    """A view of a bias cache whose keys are apart from everyone else's: the default's estimates are drawn from
+    the task's inputs alone, and must not be served another request's (drawn from recent queries, say)."""
+
+    def __init__(self, cache: BiasCache, namespace: str) -> None:  # keeps no entries of its own
+        self._cache, self._namespace = cache, namespace
+
+    def get(self, key: Hashable) -> np.ndarray | None:
+        return self._cache.get((self._namespace, key))
+
+    def put(self, key: Hashable, bias: np.ndarray) -> None:
+        self._cache.put((self._namespace, key), bias)
+
+    def __len__(self) -> int:
+        return len(self._cache)
 
 
 class AutoCalibrator(Calibrator):
@@ -426,11 +451,14 @@ class AutoCalibrator(Calibrator):
     name = "auto"
 
     def __init__(self, sources: CalibrationSources) -> None:
-        super().__init__(sources.cache)
+        cache = _NamespacedCache(sources.cache, self.name) if sources.cache is not None else None
+        super().__init__(cache)
         self.fit = sources.fit_for(sources.selection)
         words = sources.words() if sources.words is not None else None
-        self.unfitted = DomainCalibrator(UNFITTED_DOMAIN, words, sources.cache)
-        self.fitted_domain = DomainCalibrator(DEFAULT_DOMAIN, words, sources.cache)
+        self.unfitted = DomainCalibrator(UNFITTED_DOMAIN, words, cache)
+        # The prompt methods a fit may choose (for a shared demonstration set), as they were fitted.
+        self.fitted: dict[str, Calibrator] = {"contextual": ContextualCalibrator(cache),
+                                              "domain": DomainCalibrator(DEFAULT_DOMAIN, words, cache)}
 
     @classmethod
     def build(cls, sources: CalibrationSources) -> Calibrator:
@@ -439,35 +467,40 @@ class AutoCalibrator(Calibrator):
     def calibration_prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
                             seed: int) -> CalibrationPrompts:
         if self.fit is None:
-            domain = self.unfitted.calibration_prompts(builder, prompts, retriever, seed)
-            return AutoCalibrationPrompts(prompts=domain.prompts, assigned=[None] * len(prompts),
-                                          domain_rows=list(range(len(prompts))), domain=domain)
-        assigned = [self.fit.for_count(len(p.demo_rows)) for p in prompts]
-        rows = [i for i, chosen in enumerate(assigned) if chosen.needs_prompts()]
-        domain = (self.fitted_domain.calibration_prompts(builder, [prompts[i] for i in rows], retriever, seed)
-                  if rows else CalibrationPrompts())
-        return AutoCalibrationPrompts(prompts=domain.prompts, assigned=list(assigned), domain_rows=rows,
-                                      domain=domain)
+            assigned: list[CountCalibration | None] = [None] * len(prompts)
+            by_method = {"unfitted": (self.unfitted, list(range(len(prompts))))}
+        else:
+            assigned = [self.fit.for_count(len(p.demo_rows)) for p in prompts]
+            by_method = {}
+            for method, calibrator in self.fitted.items():
+                rows = [i for i, chosen in enumerate(assigned) if chosen.method == method]
+                if rows:
+                    by_method[method] = (calibrator, rows)
+        parts = {method: (rows, calibrator.calibration_prompts(builder, [prompts[i] for i in rows], retriever, seed))
+                 for method, (calibrator, rows) in by_method.items()}
+        return AutoCalibrationPrompts(prompts=[p for _, part in parts.values() for p in part.prompts],
+                                      assigned=assigned, parts=parts)
 
     def calibrate(self, calibration: CalibrationPrompts, distributions: Sequence[np.ndarray],
                   prompts: Sequence[Prompt], inputs: Sequence[np.ndarray]) -> list[Calibrated]:
         assert isinstance(calibration, AutoCalibrationPrompts)
-        rows = calibration.domain_rows
-        by_domain: dict[int, Calibrated] = {}
-        if rows:
-            domain = self.unfitted if self.fit is None else self.fitted_domain
-            results = domain.calibrate(calibration.domain, distributions, [prompts[i] for i in rows],
-                                       [inputs[i] for i in rows])
-            by_domain = dict(zip(rows, results, strict=True))
+        by_prompts: dict[int, Calibrated] = {}
+        offset = 0
+        for method, (rows, part) in calibration.parts.items():
+            calibrator = self.unfitted if method == "unfitted" else self.fitted[method]
+            own = distributions[offset:offset + len(part.prompts)]
+            offset += len(part.prompts)
+            results = calibrator.calibrate(part, own, [prompts[i] for i in rows], [inputs[i] for i in rows])
+            by_prompts.update(zip(rows, results, strict=True))
         out: list[Calibrated] = []
         for i, (raw, chosen) in enumerate(zip(inputs, calibration.assigned, strict=True)):
             if chosen is None:
-                out.append(by_domain.get(i, (raw, "none")))
+                out.append(by_prompts.get(i, (raw, "none")))
             elif chosen.needs_prompts():
-                probs, got = by_domain[i]
+                probs, got = by_prompts[i]
                 out.append((chosen.with_temperature(probs), got))
-            else:
-                out.append((chosen.apply(raw), chosen.method))
+            else:  # a fitted batch calibration is the held-back mean: "batch:fitted", as a lone input's
+                out.append((chosen.apply(raw), "batch:fitted" if chosen.method == "batch" else chosen.method))
         return out
 
 

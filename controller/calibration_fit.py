@@ -1,19 +1,19 @@
-"""A task's own calibration, fitted on its held-back labeled examples: per count, which method corrects the
-model's label bias best, and a temperature that makes the corrected probabilities honest confidences.
+"""A task's own calibration, fitted on its held-back labeled examples: per count, which method corrects the model's
+label bias best, and a temperature that makes the corrected probabilities honest confidences.
 
 The fit job scores held-back examples at every candidate count anyway (for the meta-controller); from those
-uncalibrated label distributions it evaluates, per count, the methods that cost (almost) nothing at serving
-time: ``none``, ``batch`` (divide by the mean distribution, Zhou et al. 2024; here the held-back mean, fixed
-for serving), ``affine`` (a multinomial logistic map of the log-probabilities, fitted on held-back examples:
-LinC-style) and, where every input shares one demonstration set (random selection), ``domain`` (its bias
-estimated once per set). Each is fitted on 80% of the held-back examples and measured on the other 20%; the
-best macro-F1 wins (ties: the simpler). A temperature is then fitted for the winner, and the served
-parameters are refitted on every held-back example.
-"""
+uncalibrated label distributions it evaluates, per count, the methods that cost (almost) nothing at serving time:
+``none``, ``batch`` (divide by the mean distribution, Zhou et al. 2024; here the held-back mean, fixed for
+serving), ``affine`` (a multinomial logistic map of the log-probabilities, fitted on held-back examples:
+LinC-style) and, where every input shares one demonstration set (random selection), ``contextual`` and ``domain`` (that
+set's bias estimated once, from content-free or random in-domain queries). Each is judged by 5-fold
+cross-validation over the held-back examples; the best out-of-fold macro-F1 wins (ties: the simpler). A
+temperature is then fitted on the winner's out-of-fold predictions, and the served parameters are refitted on
+every held-back example."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,8 +24,10 @@ from sklearn.metrics import f1_score
 from controller.calibration import apply_bias, estimate_bias
 
 # Cheapest first: ties go to the earlier method.
-FITTED_METHODS = ("none", "batch", "affine", "domain")
-VALIDATION_SHARE = 0.2
+FITTED_METHODS = ("none", "batch", "affine", "contextual", "domain")
+# Methods that estimate a set's bias from calibration prompts at serving time.
+PROMPT_METHODS = ("contextual", "domain")
+FOLDS = 5
 ECE_BINS = 10
 
 
@@ -88,7 +90,7 @@ class CountCalibration:
 
     def needs_prompts(self) -> bool:
         """Whether its method estimates a bias from calibration prompts at serving time."""
-        return self.method in ("contextual", "domain")
+        return self.method in PROMPT_METHODS
 
     def transform(self, probs: np.ndarray) -> np.ndarray:
         """The method's correction of uncalibrated distributions (n, L) or (L,), before the temperature; for
@@ -135,7 +137,7 @@ def _affine(probs: np.ndarray, gold: np.ndarray, n_labels: int) -> tuple[np.ndar
 
 
 def _candidate(method: str, probs: np.ndarray, gold: np.ndarray, n_labels: int,
-               domain_probs: np.ndarray | None) -> CountCalibration | None:
+               prompted: Mapping[str, np.ndarray]) -> CountCalibration | None:
     """The method fitted on these examples (None when it cannot be)."""
     mean = estimate_bias(probs)
     if method in ("none", "batch"):
@@ -144,53 +146,62 @@ def _candidate(method: str, probs: np.ndarray, gold: np.ndarray, n_labels: int,
         fitted = _affine(probs, gold, n_labels)
         return None if fitted is None else CountCalibration("affine", held_back_mean=mean, weights=fitted[0],
                                                             intercept=fitted[1])
-    if method == "domain" and domain_probs is not None:
-        return CountCalibration("domain", held_back_mean=mean)
+    if method in prompted:
+        return CountCalibration(method, held_back_mean=mean)
     return None
 
 
 def fit_count(probs: np.ndarray, gold: Sequence[int], n_labels: int, seed: int,
-              domain_probs: np.ndarray | None = None) -> CountCalibration:
+              prompted: Mapping[str, np.ndarray] | None = None) -> CountCalibration:
     """Choose and fit one count's calibration from held-back uncalibrated distributions ``probs`` (n, L) and
-    their gold label indices; ``domain_probs``: the same examples domain-calibrated, where that is cheap to
-    serve (a shared demonstration set)."""
+    their gold label indices; ``prompted``: the same examples calibrated by a prompt method (``contextual``,
+    ``domain``), for the methods that are cheap to serve here (a shared demonstration set).
+
+    Every method is judged on out-of-fold predictions (``FOLDS``-fold cross-validation over the held-back
+    examples), so all of them count and none is judged on what it was fitted on; the temperature is fitted on
+    the winner's out-of-fold predictions, and its figures are measured out of fold too."""
+    prompted = dict(prompted or {})
     probs = np.asarray(probs, dtype=np.float64)
     gold = np.asarray(gold, dtype=np.int64)
     n = len(gold)
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = max(1, int(round(n * VALIDATION_SHARE)))
-    val, train = order[:n_val], order[n_val:]
+    folds = [f for f in np.array_split(np.random.default_rng(seed).permutation(n), min(FOLDS, n)) if len(f)]
 
     def corrected(candidate: CountCalibration, rows: np.ndarray) -> np.ndarray:
-        source = domain_probs if candidate.method == "domain" and domain_probs is not None else probs
-        return candidate.transform(source[rows])
+        return candidate.transform(prompted.get(candidate.method, probs)[rows])
+
+    def out_of_fold(method: str) -> np.ndarray | None:
+        predicted = np.zeros_like(probs)
+        for fold in folds:
+            train = np.setdiff1d(np.arange(n), fold) if len(folds) > 1 else fold
+            candidate = _candidate(method, probs[train], gold[train], n_labels, prompted)
+            if candidate is None:
+                return None
+            predicted[fold] = corrected(candidate, fold)
+        return predicted
 
     figures: dict[str, dict[str, float]] = {}
-    scores: dict[str, float] = {}
+    predictions: dict[str, np.ndarray] = {}
     for method in FITTED_METHODS:
-        candidate = _candidate(method, probs[train], gold[train], n_labels,
-                               None if domain_probs is None else domain_probs[train])
-        if candidate is None:
+        out = out_of_fold(method)
+        if out is None:
             continue
-        out = corrected(candidate, val)
-        figures[method] = {"macro_f1": macro_f1(out, gold[val], n_labels),
-                           "ece": expected_calibration_error(out, gold[val]), "log_loss": log_loss(out, gold[val])}
-        scores[method] = figures[method]["macro_f1"]
-    best = max(scores, key=lambda m: (round(scores[m], 9), -FITTED_METHODS.index(m)))
-    # The temperature of the winner, fitted on the training part and measured on the validation part.
-    chosen_on_train = _candidate(best, probs[train], gold[train], n_labels,
-                                 None if domain_probs is None else domain_probs[train])
-    assert chosen_on_train is not None
-    temperature = fit_temperature(corrected(chosen_on_train, train), gold[train])
-    tempered = with_temperature(corrected(chosen_on_train, val), temperature)
-    after = {"ece_with_temperature": expected_calibration_error(tempered, gold[val]),
-             "log_loss_with_temperature": log_loss(tempered, gold[val])}
-    # What is served: the winner refitted on every held-back example, with the temperature refitted too.
-    final = _candidate(best, probs, gold, n_labels, domain_probs)
+        predictions[method] = out
+        figures[method] = {"macro_f1": macro_f1(out, gold, n_labels), "ece": expected_calibration_error(out, gold),
+                           "log_loss": log_loss(out, gold)}
+    best = max(figures, key=lambda m: (round(figures[m]["macro_f1"], 9), -FITTED_METHODS.index(m)))
+    chosen = predictions[best]
+    # The temperature's own figures: each fold tempered by a temperature fitted on the other folds.
+    tempered = np.zeros_like(chosen)
+    for fold in folds:
+        others = np.setdiff1d(np.arange(n), fold) if len(folds) > 1 else fold
+        tempered[fold] = with_temperature(chosen[fold], fit_temperature(chosen[others], gold[others]))
+    after = {"ece_with_temperature": expected_calibration_error(tempered, gold),
+             "log_loss_with_temperature": log_loss(tempered, gold)}
+    # What is served: the winner refitted on every held-back example, with the out-of-fold temperature.
+    final = _candidate(best, probs, gold, n_labels, prompted)
     assert final is not None
-    final_temperature = fit_temperature(corrected(final, np.arange(n)), gold)
-    return CountCalibration(best, final_temperature, final.held_back_mean, final.weights, final.intercept, figures,
-                            after)
+    return CountCalibration(best, fit_temperature(chosen, gold), final.held_back_mean, final.weights,
+                            final.intercept, figures, after)
 
 
 @dataclass(frozen=True)
@@ -211,10 +222,11 @@ class TaskCalibration:
 
 def fit_task_calibration(selection: str, candidate_k: Sequence[int], distributions: np.ndarray,
                          gold: Sequence[int], n_labels: int, seed: int,
-                         domain_distributions: Callable[[int], np.ndarray | None] = lambda _j: None,
-                         ) -> TaskCalibration:
+                         prompted: Mapping[str, np.ndarray] | None = None) -> TaskCalibration:
     """Every count's calibration from held-back distributions (n, K, L) (``distributions[:, j]`` at
-    ``candidate_k[j]``); ``domain_distributions(j)``: domain-calibrated ones where they were computed."""
-    counts = {int(k): fit_count(distributions[:, j], gold, n_labels, seed, domain_distributions(j))
+    ``candidate_k[j]``); ``prompted``: per prompt method, the same (n, K, L) calibrated, where computed."""
+    prompted = prompted or {}
+    counts = {int(k): fit_count(distributions[:, j], gold, n_labels, seed,
+                                {method: d[:, j] for method, d in prompted.items()})
               for j, k in enumerate(candidate_k)}
     return TaskCalibration(selection, counts)

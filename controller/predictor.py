@@ -158,8 +158,12 @@ class Predictor:
              seeds: Sequence[int] | None = None) -> PredictionPlan:
         return self.plan_for(self.prompts_for(queries, embeddings, seeds))
 
+    def continuations(self) -> list[str]:
+        """What the engine scores after each prompt: every label's verbalizer as the template continues it."""
+        return [self.builder.template.continuation(self.builder.verbalizers[label]) for label in self.labels]
+
     async def score(self, plan: PredictionPlan, scorer: LabelScorer) -> Scores:
-        continuations = [self.builder.template.continuation(self.builder.verbalizers[label]) for label in self.labels]
+        continuations = self.continuations()
         # Inputs first, calibration after: an input's prompt leaves its demonstrations in the engine's prefix
         # cache, so the calibration prompts that share them compute little more than their own query.
         inputs = await scorer.score([p.token_ids for p in plan.prompts], continuations)
@@ -200,9 +204,27 @@ class Predictor:
                                 ) -> AsyncIterator[tuple[slice, BatchResult]]:
         """Predictions ``chunk`` queries per engine batch, yielded with the slice of ``queries`` they answer.
         Planning runs in a worker thread, so a long job does not hold up the event loop that serves requests."""
+        async for part, results in self.calibrated_in_chunks(queries, embeddings, scorer, chunk, {}, seeds):
+            yield part, results[None]
+
+    async def calibrated_in_chunks(self, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray | None,
+                                   scorer: LabelScorer, chunk: int, calibrators: Mapping[str, Calibrator],
+                                   seeds: Sequence[int] | None = None,
+                                   ) -> AsyncIterator[tuple[slice, dict[str | None, BatchResult]]]:
+        """As ``predict_in_chunks``, with every one of ``calibrators`` also applied to the same scored inputs:
+        per chunk, this predictor's result (key None) and each calibrator's (its usage: its calibration prompts,
+        scored after the inputs so that they find the demonstrations in the prefix cache)."""
         all_seeds = per_query_seeds(self.seed if seeds is None else seeds, len(queries))
+        others = {method: self.with_calibrator(calibrator) for method, calibrator in calibrators.items()}
         for start in range(0, len(queries), chunk):
             part = slice(start, min(start + chunk, len(queries)))
             part_embeddings = embeddings[part] if embeddings is not None else None
             plan = await asyncio.to_thread(self.plan, queries[part], part_embeddings, all_seeds[part])
-            yield part, await self.run(plan, scorer)
+            scores = await self.score(plan, scorer)
+            results: dict[str | None, BatchResult] = {None: self.calibrate(plan, scores)}
+            for method, other in others.items():
+                other_plan = await asyncio.to_thread(other.plan_for, plan.prompts)
+                extra = [ids for _, ids in other_plan.calibration.prompts]
+                scored = await scorer.score(extra, self.continuations()) if extra else []
+                results[method] = other.calibrate(other_plan, Scores(scores.inputs, scored))
+            yield part, results

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.calibration import DEFAULT_DOMAIN, DomainCalibrator, DomainWords, NoCalibration
+from controller.calibration import DEFAULT_DOMAIN, Calibrator, ContextualCalibrator, DomainCalibrator, DomainWords
 from controller.calibration_fit import TaskCalibration, fit_task_calibration
-from controller.counts import FixedCount
 from controller.features import features_for
 from controller.meta import MetaController
 from controller.planning import PromptBuilder
@@ -32,8 +31,9 @@ class TrainingData:
     prompt_tokens: np.ndarray  # (n, K)
     distributions: np.ndarray  # (n, K, n_labels): uncalibrated label distributions
     gold: np.ndarray  # (n,): index of each held-back example's label
-    # (n, K, n_labels) domain-calibrated, where serving it is cheap (a shared demonstration set); else None
-    domain_distributions: np.ndarray | None
+    # per prompt method ("contextual", "domain"): (n, K, n_labels) calibrated by it, where serving it is cheap
+    # (a shared demonstration set); else empty
+    prompted: dict[str, np.ndarray]
     engine_tokens: dict[str, int]  # what the pass cost: prompt, calibration and computed tokens
 
 
@@ -67,47 +67,52 @@ async def collect(
     Random selection serves one seeded set of the whole pool, which training (whose pool lacks the held-back
     queries) cannot reproduce; each held-back query draws its own set instead, so the controller learns how
     random demonstrations do on average rather than how one set it will never serve does. Where every input
-    shares a set (random), domain calibration costs once per set at serving time, so it is a candidate of the
-    task's calibration: with ``words``, the same pass also estimates each set's bias from them (the extra
-    prompts count in ``engine_tokens``). Elsewhere no extra prompt is spent."""
+    shares a set (random), contextual and domain calibration cost once per set at serving time, so they are
+    candidates of the task's calibration: with ``words``, the same pass also estimates each set's bias both ways
+    (the extra prompts count in ``engine_tokens``). Elsewhere no extra prompt is spent."""
     retriever = retriever_for(selection)
     n, n_k, n_labels = len(queries), len(candidate_k), len(labels)
     seeds = [seed * n + i for i in range(n)] if retriever.shares_one_set else [seed] * n
-    with_domain = retriever.shares_one_set and words is not None and not words.empty
+    calibrators: dict[str, Calibrator] = {}
+    if retriever.shares_one_set and words is not None and not words.empty:
+        calibrators = {"contextual": ContextualCalibrator(), "domain": DomainCalibrator(DEFAULT_DOMAIN, words)}
     correct = np.zeros((n, n_k), dtype=np.int64)
     tokens = np.zeros((n, n_k), dtype=np.int64)
     distributions = np.zeros((n, n_k, n_labels))
-    domain = np.zeros((n, n_k, n_labels)) if with_domain else None
+    prompted = {method: np.zeros((n, n_k, n_labels)) for method in calibrators}
     cost = {"prompt_tokens": 0, "calibration_tokens": 0, "computed_tokens": 0}
     steps, done = n_k * ((n + chunk - 1) // chunk), 0
     for j, k in enumerate(candidate_k):
-        calibrator = DomainCalibrator(DEFAULT_DOMAIN, words) if with_domain else NoCalibration()
-        predictor = Predictor(builder, labels, retriever, FixedCount(k), calibrator, seed)
-        async for part, result in predictor.predict_in_chunks(queries, embeddings, scorer, chunk, seeds):
-            predictions = result.predictions
+        predictor = Predictor.uncalibrated(builder, labels, selection, k, seed)
+        async for part, results in predictor.calibrated_in_chunks(queries, embeddings, scorer, chunk, calibrators,
+                                                                  seeds):
+            predictions = results[None].predictions
             correct[part, j] = [p.label == g for p, g in zip(predictions, gold[part], strict=True)]
             tokens[part, j] = [p.prompt_tokens for p in predictions]
             distributions[part, j] = [[p.uncalibrated_probs[label] for label in labels] for p in predictions]
-            if domain is not None:
-                domain[part, j] = [[p.probs[label] for label in labels] for p in predictions]
-            usage = result.usage
-            cost["prompt_tokens"] += usage.prompt_tokens
-            cost["calibration_tokens"] += usage.calibration_tokens
-            cost["computed_tokens"] += usage.total_tokens - usage.cached_tokens
+            for method, result in results.items():
+                if method is not None:
+                    prompted[method][part, j] = [[p.probs[label] for label in labels] for p in result.predictions]
+            inputs = results[None].usage
+            cost["prompt_tokens"] += inputs.prompt_tokens
+            cost["computed_tokens"] += inputs.total_tokens - inputs.cached_tokens
+            for method, result in results.items():
+                if method is not None:
+                    cost["calibration_tokens"] += result.usage.calibration_tokens
+                    cost["computed_tokens"] += result.usage.calibration_tokens
             done += 1
             progress(done / steps)
     return TrainingData(features=features_for(builder, labels, queries, embeddings), correct=correct,
                         prompt_tokens=tokens, distributions=distributions,
-                        gold=np.array([list(labels).index(g) for g in gold]), domain_distributions=domain,
+                        gold=np.array([list(labels).index(g) for g in gold]), prompted=prompted,
                         engine_tokens=cost)
 
 
 def fit_calibration(data: TrainingData, selection: str, candidate_k: Sequence[int], n_labels: int,
                     seed: int) -> TaskCalibration:
     """The task's calibration for this selection, per candidate count, from the same held-back pass."""
-    domain = data.domain_distributions
     return fit_task_calibration(selection, candidate_k, data.distributions, data.gold, n_labels, seed,
-                                lambda j: None if domain is None else domain[:, j])
+                                data.prompted)
 
 
 def validate(data: TrainingData, candidate_k: Sequence[int], seed: int, C: float = 1.0) -> dict:

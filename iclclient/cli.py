@@ -16,6 +16,7 @@ service is.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import string
@@ -26,7 +27,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from iclclient.client import APIError, Client, ClientError
+from iclclient.client import APIError, Client, ClientError, JobFailed
 from iclclient.types import ExampleIn, InputValue, Task
 from service.cli import SERVER_COMMANDS, add_server_commands, run_server_command
 
@@ -217,11 +218,13 @@ def cmd_fit(client: Client, args: argparse.Namespace) -> int:
             job_id = client.train_controller(args.task, args.candidate_k, args.train_size, args.selection,
                                              args.seed)
         except APIError as exc:
-            running = client.get_task(args.task)["fit"]["job_id"] if exc.code == "fit_running" else None
-            if running is None:
+            if exc.code != "fit_running":
                 raise
+            running = client.get_task(args.task)["fit"]["job_id"]
+            if running is None:  # it ended between the refusal and the look: ask again
+                continue
             bar, update = _progress_bar(f"{args.task}: waiting for the fit already running ({running})", args.quiet)
-            with bar:
+            with bar, contextlib.suppress(JobFailed):  # that one failed: this one is still wanted
                 client.wait_for_job(running, poll_s=args.poll, on_progress=update)
     bar, update = _progress_bar(f"fitting {args.task} ({job_id})", args.quiet)
     with bar:

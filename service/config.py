@@ -50,8 +50,8 @@ class Settings(BaseSettings):
     # The fit job (meta-controller and calibration) starts by itself once a task has this many labeled
     # examples, and again once they have grown by `auto_refit_growth` (0.5: half as many again) since the fit.
     auto_fit: bool = True
-    auto_fit_min_labeled: int = 40
-    auto_refit_growth: float = 0.5
+    auto_fit_min_labeled: int = Field(default=40, ge=1)
+    auto_refit_growth: float = Field(default=0.5, gt=0)
 
     log_level: str = "info"
 

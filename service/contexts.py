@@ -81,8 +81,11 @@ class TaskContext:
 
     def predictor(self, options: PredictOptions) -> Predictor:
         calibration = self.fit.calibration if self.fit is not None else None
+        # The default draws its domain strings from the task's inputs alone, never from recent queries: what it
+        # answers may depend on the pool and the fit, not on traffic.
+        words = (lambda: self.pool.domain_words) if options.calibration == "auto" else self.pool.words
         return Predictor.from_options(self.pool.builder, self.task.labels, options, self.default_k, self.controller,
-                                      self.pool.words, self.pool.biases, calibration)
+                                      words, self.pool.biases, calibration)
 
 
 class ContextCache:
@@ -145,7 +148,7 @@ class ContextCache:
         if reuse is not None and reuse.versions.controller_stamp == versions.controller_stamp:
             fit, stamp = reuse.fit, reuse.versions.controller_stamp
         else:
-            fit, stamp = self._load_fit(task)
+            fit, stamp = self._load_fit(task, scorer)
         return TaskContext(
             task=task, template=template, pool=pool, fit=fit,
             default_k=task.default_k if task.default_k is not None else self._default_k,
@@ -162,9 +165,10 @@ class ContextCache:
             recent=deque(maxlen=self._recent_queries),
         )
 
-    def _load_fit(self, task: TaskRecord) -> tuple[TaskFit | None, datetime | None]:
+    def _load_fit(self, task: TaskRecord, scorer: LabelScorer) -> tuple[TaskFit | None, datetime | None]:
         """The task's fit and its stamp. One that cannot be read back (pickled by another scikit-learn, say)
-        is logged and left out, stamp kept, so that "auto" serves the unfitted defaults until a refit."""
+        or was fitted with another model than the one serving is logged and left out, stamp kept, so that
+        "auto" serves the unfitted defaults until a refit."""
         stored = self._store.load_controller(task.id)
         if stored is None:
             return None, None
@@ -175,7 +179,12 @@ class ContextCache:
                              "again", task.name)
             return None, stored.stamp
         if isinstance(fit, MetaController):  # stored before fits carried a calibration
-            fit = TaskFit(controller=fit, calibration=None, model=str(stored.summary.get("metadata", {}).get("model")))
+            fit = TaskFit(controller=fit, calibration=None, model=str(stored.summary.get("metadata", {}).get("model")
+                                                                      or ""))
+        if fit.model and fit.model != scorer.model_name:  # "": stored before fits recorded their model
+            logger.warning("task '%s' was fitted with %s, not %s: serving the unfitted defaults until it is fitted "
+                           "again", task.name, fit.model, scorer.model_name)
+            return None, stored.stamp
         return fit, stored.stamp
 
     def forget(self, name: str) -> None:

@@ -90,7 +90,7 @@ class MethodFigures(_Open):
 class CountCalibrationObject(_Open):
     """What `calibration: "auto"` applies at one count, and how every method compared there."""
 
-    method: str = Field(description='"none", "batch", "affine" or "domain".')
+    method: str = Field(description='"none", "batch", "affine", "contextual" or "domain".')
     temperature: float
     ece_with_temperature: float = Field(description="The chosen method's validation ECE with its temperature.")
     log_loss_with_temperature: float
@@ -113,6 +113,14 @@ class FitCost(_Open):
     seconds: float
 
 
+class ControllerTrainRequest(_Strict):
+    candidate_k: Annotated[list[Annotated[StrictInt, Field(ge=0, le=64)]], Field(min_length=2, max_length=16)] = [
+        0, 1, 2, 4, 8]
+    train_size: Annotated[StrictInt, Field(ge=20, le=10_000)] = 400
+    selection: Literal["knn", "random", "diverse"] = "knn"
+    seed: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] = 0
+
+
 class ControllerObject(_Open):
     """A task's fitted meta-controller: how it was trained and how it did on held-back examples."""
 
@@ -124,6 +132,8 @@ class ControllerObject(_Open):
     calibration: CalibrationFitObject | None = Field(
         default=None, description="The task's fitted calibration (null for a fit made before they had one).")
     cost: FitCost | None = None
+    request: ControllerTrainRequest | None = Field(
+        default=None, description="What the fit was asked (an automatic refit asks the same; null for older fits).")
     created_at: str = Field(description="When it was fitted (ISO 8601, UTC).")
     metadata: ControllerMetadata
 
@@ -191,8 +201,7 @@ class Budget(_Strict):
 
 
 class DomainCalibrationOptions(_Strict):
-    """How `calibration: "domain"` spends engine time. Unset fields take the default settings' values, except
-    ``calibrate_knn``: options given explicitly calibrate kNN demonstrations unless told not to."""
+    """How `calibration: "domain"` spends engine time. Unset fields take the default settings' values."""
 
     samples: Annotated[StrictInt, Field(ge=1, le=64)] = Field(
         default=DEFAULT_DOMAIN.samples, description="Random in-domain strings per calibrated demonstration set.")
@@ -282,14 +291,6 @@ class PredictResponse(BaseModel):
     model: str
     predictions: list[PredictionObject]
     usage: UsageObject
-
-
-class ControllerTrainRequest(_Strict):
-    candidate_k: Annotated[list[Annotated[StrictInt, Field(ge=0, le=64)]], Field(min_length=2, max_length=16)] = [
-        0, 1, 2, 4, 8]
-    train_size: Annotated[StrictInt, Field(ge=20, le=10_000)] = 400
-    selection: Literal["knn", "random", "diverse"] = "knn"
-    seed: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] = 0
 
 
 class AnnotationPlanRequest(_Strict):

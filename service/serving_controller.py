@@ -33,6 +33,7 @@ class ControllerServing:
         self.state = state
         self.tasks = tasks
         self._submitting = asyncio.Lock()  # a fit checked and submitted at a time: never two at once for a task
+        self._attempted: dict[int, int] = {}  # task id -> labeled examples when this process last fitted it itself
 
     def _check(self, task: TaskRecord, candidate_k: list[int]) -> None:
         if len(candidate_k) < 2:
@@ -60,30 +61,58 @@ class ControllerServing:
             return await self._submit(task, request, candidate_k)
 
     async def fit_if_due(self, name: str) -> None:
-        """Start the fit by itself when the task has enough labeled examples and no fit yet, or has grown by
-        ``auto_refit_growth`` since its fit; nothing when one runs, the engine is not ready, or it is off."""
+        """Start the fit by itself when it is due (``_due``); nothing when one runs, the engine is not ready, or
+        it is off. It never fails the request that called it (that request's change is stored): a problem is
+        logged."""
         settings = self.state.settings
         if not settings.auto_fit or self.state.runtime is None:
             return
-        async with self._submitting:
-            task = await to_thread.run_sync(self.tasks.get_record, name)
-            if task.n_labeled < max(settings.auto_fit_min_labeled, MIN_TRAIN_SIZE + 1):
-                return
-            if await to_thread.run_sync(self.state.store.unfinished_job, FIT_JOB, name) is not None:
-                return
-            summary = await to_thread.run_sync(self.state.store.controller_summary, task.id)
-            if summary is not None:
-                fitted = int(summary.get("metadata", {}).get("n_labeled") or summary.get("train_size", 0))
-                if task.n_labeled < fitted * (1 + settings.auto_refit_growth):
+        try:
+            async with self._submitting:
+                task = await to_thread.run_sync(self.tasks.get_record, name)
+                if await to_thread.run_sync(self.state.store.unfinished_job, FIT_JOB, name) is not None:
                     return
-            request = ControllerTrainRequest()
-            # A small pool cannot spare every default count's demonstrations: the counts it can.
-            candidate_k = [k for k in sorted(set(request.candidate_k)) if MIN_TRAIN_SIZE + k <= task.n_labeled]
-            if len(candidate_k) < 2:
-                return
-            job = await self._submit(task, request, candidate_k)
+                summary = await to_thread.run_sync(self.state.store.controller_summary, task.id)
+                request = self._due(task, summary)
+                if request is None:
+                    return
+                # A small pool cannot spare every count's demonstrations: the counts it can.
+                candidate_k = [k for k in sorted(set(request.candidate_k))
+                               if MIN_TRAIN_SIZE + k <= task.n_labeled and k <= settings.max_demos]
+                if len(candidate_k) < 2:
+                    return
+                self._attempted[task.id] = task.n_labeled
+                job = await self._submit(task, request, candidate_k)
             logger.info("task '%s': fitting by itself (%d labeled examples), job %s", name, task.n_labeled,
                         job.job_id)
+        except Exception:
+            logger.exception("task '%s': its automatic fit could not be started", name)
+
+    def _due(self, task: TaskRecord, summary: dict[str, Any] | None) -> ControllerTrainRequest | None:
+        """The request of a fit that is due, or None: due once the task has ``auto_fit_min_labeled`` labeled
+        examples and no fit, a fit without a calibration (made before fits had one) or one of another model,
+        or once the labeled examples have grown by ``auto_refit_growth`` since the fit. A refit asks what the
+        present fit was asked (its selection, counts, size, seed). An attempt that failed is not retried until
+        the examples have grown as much again."""
+        settings = self.state.settings
+        growth = 1 + settings.auto_refit_growth
+        if task.n_labeled < max(settings.auto_fit_min_labeled, MIN_TRAIN_SIZE + 1):
+            return None
+        attempted = self._attempted.get(task.id)
+        if attempted is not None and task.n_labeled < attempted * growth:
+            return None
+        if summary is None:
+            return ControllerTrainRequest()
+        metadata = summary.get("metadata", {})
+        asked = summary.get("request")
+        request = (ControllerTrainRequest.model_validate(asked) if asked is not None else
+                   ControllerTrainRequest(selection=summary.get("selection", "knn"), seed=summary.get("seed", 0)))
+        runtime = self.state.runtime
+        stale = (summary.get("calibration") is None or metadata.get("n_labeled") is None
+                 or (runtime is not None and metadata.get("model") != runtime.scorer.model_name))
+        if stale or task.n_labeled >= int(metadata["n_labeled"]) * growth:
+            return request
+        return None
 
     async def _submit(self, task: TaskRecord, request: ControllerTrainRequest, candidate_k: list[int]) -> JobCreated:
         runtime = self.state.require_runtime()
@@ -110,6 +139,7 @@ class ControllerServing:
             fit = TaskFit(controller=controller, calibration=calibration, model=scorer.model_name)
             summary = {
                 "candidate_k": candidate_k, "train_size": train_size, "selection": request.selection,
+                "request": request.model_dump(),
                 "seed": request.seed, "validation": figures, "calibration": calibration.describe(),
                 "cost": {**data.engine_tokens, "seconds": round(time.perf_counter() - began, 1)},
                 "created_at": datetime.now(UTC).isoformat(),

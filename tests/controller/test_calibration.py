@@ -271,7 +271,7 @@ async def test_auto_applies_each_count_s_fitted_calibration_and_temperature():
     plan, result = await _run(builder, scorer, prompts, auto, KnnRetriever())
     assert plan.calibration.prompts == []  # neither needs calibration prompts
     raws = [np.array([p.uncalibrated_probs[label] for label in LABELS]) for p in result.predictions]
-    assert [p.calibration for p in result.predictions] == ["batch", "none", "none"]
+    assert [p.calibration for p in result.predictions] == ["batch:fitted", "none", "none"]
     assert np.allclose(list(result.predictions[0].probs.values()), at_zero.apply(raws[0]))
     assert np.allclose(list(result.predictions[1].probs.values()), at_three.apply(raws[1]))
     # Another selection than the fit's: the unfitted default (kNN sets uncalibrated, zero-shot prompts domain).
@@ -296,3 +296,44 @@ async def test_auto_domain_counts_get_prompts_and_answers_never_depend_on_compan
             sources = CalibrationSources(selection="random", words=lambda: WORDS, cache=BiasCache(), fit=fitted)
             alone = (await _run(builder, scorer, [prompt], calibrator_for("auto", sources), RandomRetriever()))[1]
             assert np.allclose(list(alone.predictions[0].probs.values()), list(together[i].probs.values()))
+
+
+async def test_auto_serves_each_fitted_prompt_method_with_its_own_prompts():
+    builder, scorer, _ = _setup()
+    queries = [{"text": f"query {w} {i}"} for i, w in enumerate(["great", "awful", "fun", "boring"])]
+    prompts = build_prompts(builder, queries, [[0, 1], [2, 3], [4], [5]], RandomRetriever().trim)
+    fit = TaskCalibration("random", {2: CountCalibration("contextual", temperature=0.8),
+                                     1: CountCalibration("domain", temperature=1.2)})
+    sources = CalibrationSources(selection="random", words=lambda: WORDS, cache=BiasCache(), fit=fit)
+    plan, result = await _run(builder, scorer, prompts, calibrator_for("auto", sources), RandomRetriever())
+    shared = DEFAULT_DOMAIN.samples_for(shared_set=True)
+    assert len(plan.calibration.prompts) == 2 * len(content_free_queries(["text"])) + 2 * shared
+    assert [p.calibration for p in result.predictions] == ["contextual", "contextual", "domain", "domain"]
+    # Each input as its method alone would calibrate it, then the count's temperature.
+    for method, rows, chosen in (("contextual", [0, 1], fit.counts[2]), ("domain", [2, 3], fit.counts[1])):
+        alone_sources = CalibrationSources(selection="random", words=lambda: WORDS, cache=BiasCache())
+        alone = (await _run(builder, scorer, [prompts[i] for i in rows], calibrator_for(method, alone_sources),
+                            RandomRetriever()))[1]
+        for i, p in zip(rows, alone.predictions, strict=True):
+            expected = chosen.with_temperature(np.array([p.probs[label] for label in LABELS]))
+            assert np.allclose(list(result.predictions[i].probs.values()), expected)
+
+
+async def test_a_set_whose_strings_never_fit_stays_uncalibrated_whatever_its_companions():
+    long_texts = [" ".join(["long"] * 230 + [str(i)]) for i in range(2)]
+    texts = [f"great film number {i}" for i in range(6)] + long_texts
+    builder, scorer, _ = fake_builder(texts, ["positive", "negative"] * 4)
+    words = DomainWords.from_inputs([{"text": t} for t in texts], ["text"])  # strings ~60 words long
+    queries = [{"text": "query great"}, {"text": "query awful"}]
+    prompts = build_prompts(builder, queries, [[0, 1], [6, 7]], PER_INPUT.trim)
+    assert all(len(p.token_ids) <= builder.max_prompt_tokens for p in prompts)  # the inputs themselves fit
+    settings = DomainSettings(samples=2, pooling=0.0)
+
+    def calibrator():
+        return DomainCalibrator(settings, words, BiasCache())
+
+    _, together = await _run(builder, scorer, prompts, calibrator())
+    assert [p.calibration for p in together.predictions] == ["domain", "none"]
+    _, alone = await _run(builder, scorer, prompts[1:], calibrator())
+    assert alone.predictions[0].calibration == "none"
+    assert together.predictions[1].probs == alone.predictions[0].probs == alone.predictions[0].uncalibrated_probs

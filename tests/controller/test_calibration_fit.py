@@ -59,15 +59,18 @@ def test_a_biased_model_gets_a_correction_that_recovers_the_minority_label():
     assert chosen.held_back_mean is not None and chosen.held_back_mean[0] > 0.7
 
 
-def test_an_unbiased_model_keeps_none_and_domain_is_compared_when_given():
+def test_an_unbiased_model_keeps_none_and_prompt_methods_are_compared_when_given():
     probs, gold = _biased(bias=(0.5, 0.5))
     chosen = fit_count(probs, gold, 2, seed=0)
     assert chosen.figures["none"]["macro_f1"] >= max(f["macro_f1"] for f in chosen.figures.values()) - 1e-9
     assert chosen.method == "none" or chosen.figures[chosen.method]["macro_f1"] > chosen.figures["none"]["macro_f1"]
     skewed, _ = _biased(bias=(0.9, 0.1))
-    with_domain = fit_count(skewed, gold, 2, seed=0, domain_probs=probs)  # domain undid the skew perfectly
-    assert "domain" in with_domain.figures and with_domain.method in ("domain", "batch", "affine")
-    assert with_domain.needs_prompts() == (with_domain.method == "domain")
+    # Domain undid the skew perfectly; contextual left it as it was.
+    prompted = fit_count(skewed, gold, 2, seed=0, prompted={"domain": probs, "contextual": skewed})
+    assert {"domain", "contextual"} <= set(prompted.figures)
+    assert prompted.figures["domain"]["macro_f1"] > prompted.figures["contextual"]["macro_f1"]
+    assert prompted.method in ("domain", "batch", "affine")
+    assert prompted.needs_prompts() == (prompted.method == "domain")
 
 
 def test_three_labels_and_a_label_missing_from_the_held_back_examples():

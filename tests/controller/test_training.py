@@ -1,7 +1,11 @@
 """Meta-controller training data: what the held-back queries are classified with."""
 
+import numpy as np
+
+from controller.calibration import DEFAULT_DOMAIN, ContextualCalibrator, DomainCalibrator, DomainWords
 from controller.planning import PromptBuilder
 from controller.pool import LabeledPool
+from controller.predictor import Predictor
 from controller.templates import PromptTemplate
 from controller.training import collect
 from tests.fakes import FakeEmbedder, FakeScorer
@@ -29,3 +33,31 @@ async def test_random_selection_trains_on_a_set_per_held_back_query():
     # query gets its own draw, so the controller learns random demonstrations on average.
     assert len(await demo_sets("random")) > 4
     assert len(await demo_sets("knn")) > 1
+
+
+async def test_prompt_methods_are_fitted_only_where_a_shared_set_makes_them_cheap():
+    embedder, scorer = FakeEmbedder(), FakeScorer()
+    pool = LabeledPool(ids=[f"e{i}" for i in range(len(TEXTS))], inputs=[{"text": t} for t in TEXTS],
+                       labels=[LABELS[i % 2] for i in range(len(TEXTS))], embeddings=embedder.embed(TEXTS))
+    builder = PromptBuilder(TEMPLATE, {label: label for label in LABELS}, pool, scorer.tokenize, 512, 1)
+    queries = [{"text": f"held {i}"} for i in range(6)]
+    vectors = embedder.embed([q["text"] for q in queries])
+    gold = [LABELS[i % 2] for i in range(6)]
+    words = DomainWords.from_inputs(pool.inputs, ["text"])
+
+    knn = await collect(builder, queries, vectors, gold, LABELS, [0, 2], "knn", 0, scorer, words=words)
+    assert knn.prompted == {} and knn.engine_tokens["calibration_tokens"] == 0
+
+    data = await collect(builder, queries, vectors, gold, LABELS, [0, 2], "random", 0, scorer, words=words)
+    assert set(data.prompted) == {"contextual", "domain"}
+    assert data.engine_tokens["calibration_tokens"] > 0
+    # Each method's distributions are what it gives the same prompts on its own.
+    predictor = Predictor.uncalibrated(builder, LABELS, "random", 2, 0)
+    seeds = [0 * len(queries) + i for i in range(len(queries))]
+    for method, calibrator in (("contextual", ContextualCalibrator()),
+                               ("domain", DomainCalibrator(DEFAULT_DOMAIN, words))):
+        alone = predictor.with_calibrator(calibrator)
+        result = await alone.run(alone.plan(queries, vectors, seeds), scorer)
+        expected = [[p.probs[label] for label in LABELS] for p in result.predictions]
+        assert np.allclose(data.prompted[method][:, 1], expected)
+        assert not np.allclose(data.prompted[method][:, 1], data.distributions[:, 1])

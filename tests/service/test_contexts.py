@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from controller.meta import MetaController
+from controller.training import TaskFit
 from service.contexts import ContextCache
 from service.errors import APIError
 from service.store import NewExample, Store
@@ -159,3 +160,26 @@ def test_a_controller_that_cannot_be_read_leaves_the_default_count(store, caplog
     assert contexts.get("t", scorer) is context  # not retried on every request; a refit is read again
     store.save_controller(task.id, _controller(), {})
     assert isinstance(contexts.get("t", scorer).controller, MetaController)
+
+
+def test_a_fit_of_another_model_is_not_served(store, caplog):
+    task, scorer = _task(store), FakeScorer()
+    controller = pickle.loads(_controller())
+    store.save_controller(task.id, pickle.dumps(TaskFit(controller, None, model="another-model")), {})
+    contexts = ContextCache(store, default_k=4)
+    assert contexts.get("t", scorer).fit is None and "another-model" in caplog.text
+    store.save_controller(task.id, pickle.dumps(TaskFit(controller, None, model=scorer.model_name)), {})
+    assert contexts.get("t", scorer).controller is not None
+
+
+def test_the_default_never_draws_domain_words_from_recent_queries(store):
+    from controller.predictor import PredictOptions
+
+    _task(store)
+    contexts = ContextCache(store, default_k=4, recent_queries=8)
+    context = contexts.get("t", FakeScorer())
+    context.pool.remember([{"text": "recent query words"}])
+    auto = context.predictor(PredictOptions(calibration="auto", selection="random")).calibrator
+    domain = context.predictor(PredictOptions(calibration="domain", selection="random")).calibrator
+    assert auto.unfitted.words is context.pool.domain_words
+    assert "recent" in domain.words.words["text"] and "recent" not in auto.unfitted.words.words["text"]

@@ -140,4 +140,60 @@ def test_fitted_auto_calibration_is_the_same_whatever_the_companions(tmp_path):
         for i, text in enumerate(inputs):
             alone = c.post("/v1/tasks/sent/predict", json={"inputs": [text]}).json()["predictions"][0]
             assert alone["probs"] == together[i]["probs"] == shuffled[i]["probs"]
-            assert alone["calibration"] == fitted["counts"][str(alone["k"])]["method"]
+            method = fitted["counts"][str(alone["k"])]["method"]
+            assert alone["calibration"] == ("batch:fitted" if method == "batch" else method)
+
+
+def test_a_refit_asks_what_the_fit_was_asked_and_another_model_s_fit_is_not_served(tmp_path):
+    with _client(tmp_path, FakeScorer(), auto_fit=True, auto_fit_min_labeled=40) as c:
+        c.post("/v1/tasks", json=TASK)
+        c.post("/v1/tasks/sent/examples", json={"examples": _examples(39)})
+        asked = {"candidate_k": [0, 2], "train_size": 24, "selection": "random", "seed": 3}
+        _wait(c, c.post("/v1/tasks/sent/controller", json=asked).json()["job_id"])
+        assert c.get("/v1/tasks/sent/controller").json()["request"] == asked
+        c.post("/v1/tasks/sent/examples", json={"examples": _examples(60)[39:]})  # grown by half: a refit
+        _wait(c, c.get("/v1/tasks/sent").json()["fit"]["job_id"])
+        refit = c.get("/v1/tasks/sent/controller").json()
+        assert (refit["request"], refit["selection"], refit["candidate_k"]) == (asked, "random", [0, 2])
+        assert refit["metadata"]["n_labeled"] == 60
+
+    other = FakeScorer()
+    other.model_name = "another-model"
+    with _client(tmp_path, other, auto_fit=True, auto_fit_min_labeled=40) as c:
+        # The stored fit is the other model's: "auto" serves the unfitted default, and the next upload refits.
+        got = c.post("/v1/tasks/sent/predict", json={"inputs": ["film again"], "selection": "random"}).json()
+        assert got["predictions"][0]["calibration"] in ("domain", "none")
+        c.post("/v1/tasks/sent/examples", json={"examples": [{"input": "one more film", "label": "positive"}]})
+        fit = c.get("/v1/tasks/sent").json()["fit"]
+        assert fit["state"] == "running"
+        _wait(c, fit["job_id"])
+        assert c.get("/v1/tasks/sent/controller").json()["metadata"]["model"] == "another-model"
+
+
+class FailingScorer(FakeScorer):
+    """A model that fails every prompt once ``failing`` is set."""
+
+    failing = False
+
+    async def score(self, prompts, continuations):
+        if self.failing:
+            raise RuntimeError("the engine fell over")
+        return await super().score(prompts, continuations)
+
+
+def test_a_failed_automatic_fit_is_not_retried_on_every_upload(tmp_path):
+    scorer = FailingScorer()
+    with _client(tmp_path, scorer, auto_fit=True, auto_fit_min_labeled=40) as c:
+        c.post("/v1/tasks", json=TASK)
+        scorer.failing = True
+        c.post("/v1/tasks/sent/examples", json={"examples": _examples(40)})
+        first = c.get("/v1/tasks/sent").json()["fit"]["job_id"]
+        assert _wait(c, first)["status"] == "failed"
+        scorer.failing = False
+        added = c.post("/v1/tasks/sent/examples", json={"examples": _examples(45)[40:]})
+        assert added.status_code == 200
+        assert c.get("/v1/tasks/sent").json()["fit"] == {"state": "none", "pool_version": None, "job_id": None}
+        c.post("/v1/tasks/sent/examples", json={"examples": _examples(60)[45:]})  # grown by half since: again
+        again = c.get("/v1/tasks/sent").json()["fit"]
+        assert again["state"] == "running" and again["job_id"] != first
+        assert _wait(c, again["job_id"])["status"] == "succeeded"
