@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 
 from fastapi.testclient import TestClient
@@ -171,12 +173,19 @@ def test_a_refit_asks_what_the_fit_was_asked_and_another_model_s_fit_is_not_serv
 
 
 class FailingScorer(FakeScorer):
-    """A model that fails every prompt once ``failing`` is set."""
+    """A model that, while ``failing`` is set, fails every prompt once ``release`` is (so that a test can see
+    the job running first)."""
 
     failing = False
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
     async def score(self, prompts, continuations):
         if self.failing:
+            while not self.release.is_set():
+                await asyncio.sleep(0.01)
             raise RuntimeError("the engine fell over")
         return await super().score(prompts, continuations)
 
@@ -188,6 +197,7 @@ def test_a_failed_automatic_fit_is_not_retried_on_every_upload(tmp_path):
         scorer.failing = True
         c.post("/v1/tasks/sent/examples", json={"examples": _examples(40)})
         first = c.get("/v1/tasks/sent").json()["fit"]["job_id"]
+        scorer.release.set()
         assert _wait(c, first)["status"] == "failed"
         scorer.failing = False
         added = c.post("/v1/tasks/sent/examples", json={"examples": _examples(45)[40:]})
