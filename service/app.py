@@ -133,11 +133,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
             owned.append(state.runtime)
             state.metrics.engine_ready.set(1)
             logger.info("engine ready: %s in %.1f s", state.runtime.scorer.model_name, time.perf_counter() - began)
+            await app.state.serving.controller.fit_all_due()
 
         if runtime is None and runtime_factory is not None:
             starter = asyncio.create_task(start())
         elif runtime is not None:
             state.metrics.engine_ready.set(1)
+            starter = asyncio.create_task(app.state.serving.controller.fit_all_due())
         try:
             yield
         finally:

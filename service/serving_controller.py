@@ -88,6 +88,14 @@ class ControllerServing:
         except Exception:
             logger.exception("task '%s': its automatic fit could not be started", name)
 
+    async def fit_all_due(self) -> None:
+        """Once the engine is ready: fit every task whose fit is due (one stored before automatic fits, or
+        grown while the service was down), as an upload would have."""
+        if not self.state.settings.auto_fit:
+            return
+        for task in await to_thread.run_sync(self.state.store.list_tasks):
+            await self.fit_if_due(task.name)
+
     def _due(self, task: TaskRecord, summary: dict[str, Any] | None) -> ControllerTrainRequest | None:
         """The request of a fit that is due, or None: due once the task has ``auto_fit_min_labeled`` labeled
         examples and no fit, a fit without a calibration (made before fits had one) or one of another model,

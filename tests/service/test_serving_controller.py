@@ -207,3 +207,20 @@ def test_a_failed_automatic_fit_is_not_retried_on_every_upload(tmp_path):
         again = c.get("/v1/tasks/sent").json()["fit"]
         assert again["state"] == "running" and again["job_id"] != first
         assert _wait(c, again["job_id"])["status"] == "succeeded"
+
+
+def test_tasks_due_a_fit_are_fitted_when_the_service_starts(tmp_path):
+    with _client(tmp_path, FakeScorer()) as c:  # automatic fits off: 45 labeled examples, no fit
+        c.post("/v1/tasks", json=TASK)
+        c.post("/v1/tasks/sent/examples", json={"examples": _examples(45)})
+        assert c.get("/v1/tasks/sent").json()["fit"]["state"] == "none"
+    with _client(tmp_path, FakeScorer(), auto_fit=True) as c:
+        for _ in range(500):
+            fit = c.get("/v1/tasks/sent").json()["fit"]
+            if fit["state"] != "none":
+                break
+            time.sleep(0.02)
+        assert fit["state"] in ("running", "fitted"), fit
+        if fit["job_id"]:
+            assert _wait(c, fit["job_id"])["status"] == "succeeded"
+        assert c.get("/v1/tasks/sent").json()["fit"]["state"] == "fitted"
