@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import random
+import secrets
 import socket
 import statistics
 import subprocess
@@ -86,7 +87,10 @@ def service(url: str | None, data_dir: Path | None = None, model: str | None = N
     if data_dir is None:
         data_dir = Path(tempfile.mkdtemp(prefix="iclbench-"))
     data_dir.mkdir(parents=True, exist_ok=True)
-    proc, started = start_server(str(data_dir), {"ICL_MODEL": model} if model else {})
+    # The benchmark's own server: its admin key (to empty the prefix cache) is the one this process uses.
+    os.environ.setdefault("ICL_ADMIN_KEY", secrets.token_hex(16))
+    env = {"ICL_ADMIN_KEYS": os.environ["ICL_ADMIN_KEY"], **({"ICL_MODEL": model} if model else {})}
+    proc, started = start_server(str(data_dir), env)
     try:
         yield started
     finally:

@@ -70,15 +70,17 @@ def _without_none(values: dict[str, Any]) -> dict[str, Any]:
 
 class Client:
     """The service at ``url`` (default ``ICL_URL``, else http://127.0.0.1:8000), with ``api_key`` (default
-    ``ICL_API_KEY``) as its bearer key. ``http``: an httpx client to send through instead (tests pass the
-    app's own test client). A 429 or 503 with ``Retry-After`` (busy, or the engine still starting) is retried
-    up to ``retries`` times after the time it asks for."""
+    ``ICL_API_KEY``) as its bearer key, and ``admin_key`` (default ``ICL_ADMIN_KEY``) for /v1/admin/*. ``http``:
+    an httpx client to send through instead (tests pass the app's own test client). A 429 or 503 with ``Retry-
+    After`` (busy, or the engine still starting) is retried up to ``retries`` times after the time it asks for."""
 
     def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 300.0,
-                 http: httpx.Client | None = None, retries: int = 3) -> None:
+                 http: httpx.Client | None = None, retries: int = 3, admin_key: str | None = None) -> None:
         self.url = (url or os.environ.get("ICL_URL") or DEFAULT_URL).rstrip("/")
         key = api_key if api_key is not None else os.environ.get("ICL_API_KEY")
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        admin = admin_key if admin_key is not None else os.environ.get("ICL_ADMIN_KEY")
+        self._admin_headers = {"Authorization": f"Bearer {admin}"} if admin else {}
         self._owns_http = http is None
         self._http = http if http is not None else httpx.Client(base_url=self.url, timeout=timeout)
         self.retries = retries
@@ -93,9 +95,9 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _send(self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
         try:
-            return self._http.request(method, path, headers=self._headers, **kwargs)
+            return self._http.request(method, path, headers=self._headers if headers is None else headers, **kwargs)
         except httpx.TimeoutException as exc:
             raise ServiceTimeout(f"{self.url} did not answer {method} {path} in time ({type(exc).__name__}); "
                                  "raise the client's timeout or send less at once") from exc
@@ -254,5 +256,6 @@ class Client:
         return self._request("GET", "/metrics").text
 
     def reset_prefix_cache(self) -> None:
-        """Empty the engine's prefix cache (benchmarks do, between timed configurations)."""
-        self._request("POST", "/v1/admin/reset-prefix-cache")
+        """Empty the engine's prefix cache (benchmarks do, between timed configurations); needs the admin key
+        (``admin_key``, default ``ICL_ADMIN_KEY``)."""
+        self._request("POST", "/v1/admin/reset-prefix-cache", headers=self._admin_headers)

@@ -20,7 +20,7 @@ from service.config import Settings
 from service.contexts import ContextCache
 from service.errors import APIError, envelope, install_error_handlers
 from service.jobs import JobRunner
-from service.routes import ops, v1
+from service.routes import admin, ops, v1
 from service.servings import Servings
 from service.state import AppState, Runtime
 from service.store import Store
@@ -161,6 +161,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
     )
     install_error_handlers(app)
     app.include_router(v1)
+    app.include_router(admin)
     app.include_router(ops)
     app.openapi = lambda: published_schema(app)  # type: ignore[method-assign]
 

@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     model: str | None = None  # a local Hugging Face folder; default: SmolLM2-135M-Instruct converted from GGUF
     served_model_name: str | None = None
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Bearer keys of /v1/admin/* (emptying the prefix cache): off while unset; API keys do not open them.
+    admin_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Engine. "auto" dtype: bfloat16 where the CPU computes it natively or on a GPU, float32 otherwise.
     dtype: str = "auto"
@@ -55,7 +57,7 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Sequence
+
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -33,7 +36,8 @@ from service.state import AppState
 
 WHY = {
     400: "Invalid request: malformed JSON, a field out of its schema, or a value the service cannot use.",
-    401: "Missing or wrong API key (when the service has keys).",
+    401: "Missing or wrong API key (when the service has keys); on /v1/admin/*, missing or wrong admin key.",
+    403: "The admin endpoints are off (no ICL_ADMIN_KEYS).",
     404: "No such task, example or job.",
     409: "The name or id is already taken, or the task is being fitted already.",
     413: "The body, an input or a batch is over the service's limits, or an input over the model's window.",
@@ -55,18 +59,35 @@ def serving(request: Request) -> Servings:
     return request.app.state.serving
 
 
+def bearer_matches(header: str, keys: Sequence[str]) -> bool:
+    """Whether an Authorization header carries one of ``keys``. Every key is compared, each in constant time,
+    so how long a refusal takes says nothing about the keys."""
+    scheme, _, token = header.partition(" ")
+    given = token.strip().encode("utf-8", "surrogateescape")
+    matches = [hmac.compare_digest(given, key.encode()) for key in keys]
+    return scheme.lower() == "bearer" and any(matches)
+
+
 def require_api_key(request: Request) -> None:
     keys = state_of(request).settings.api_keys
-    if not keys:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or token.strip() not in keys:
+    if keys and not bearer_matches(request.headers.get("authorization", ""), keys):
         raise APIError(401, "missing or wrong API key; send 'Authorization: Bearer <key>'", "invalid_api_key",
                        type="authentication_error", headers={"WWW-Authenticate": "Bearer"})
 
 
+def require_admin_key(request: Request) -> None:
+    keys = state_of(request).settings.admin_keys
+    if not keys:
+        raise APIError(403, "the admin endpoints are off; set ICL_ADMIN_KEYS to turn them on", "admin_disabled",
+                       type="permission_error")
+    if not bearer_matches(request.headers.get("authorization", ""), keys):
+        raise APIError(401, "missing or wrong admin key; send 'Authorization: Bearer <admin key>'",
+                       "invalid_admin_key", type="authentication_error", headers={"WWW-Authenticate": "Bearer"})
+
+
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=errors(401))
+# Not under the API keys: an admin key opens these, and nothing else does.
+admin = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin_key)], responses=errors(401, 403))
 ops = APIRouter()
 
 
@@ -150,7 +171,7 @@ def get_job(job_id: str, request: Request) -> JobObject:
     return serving(request).jobs.get(job_id)
 
 
-@v1.post("/admin/reset-prefix-cache", responses=errors(503))
+@admin.post("/reset-prefix-cache", responses=errors(503))
 async def reset_prefix_cache(request: Request) -> JSONResponse:
     """Empty vLLM's prefix cache, so that a benchmark's runs do not reuse each other's prompts."""
     await serving(request).ops.reset_prefix_cache()

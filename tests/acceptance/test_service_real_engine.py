@@ -12,6 +12,7 @@ from tests.acceptance.conftest import serve
 from tests.conftest import load_split
 
 pytestmark = pytest.mark.engine
+ADMIN = {"Authorization": "Bearer admin-key"}
 
 SST2_TASK = {"name": "sst2", "labels": ["negative", "positive"], "template": "Input: {text}\nLabel: {label}"}
 
@@ -77,7 +78,7 @@ async def test_predictions_knn_and_restart(tmp_path, runtime, pool_rows, test_ro
 
 
 async def test_calibration_modes_concurrency_and_prompt(tmp_path, runtime, pool_rows, test_rows):
-    async with serve(tmp_path, runtime) as client:
+    async with serve(tmp_path, runtime, admin_keys=["admin-key"]) as client:
         await _setup(client, pool_rows)
         texts = [r["text"] for r in test_rows[:4]]
 
@@ -112,7 +113,7 @@ async def test_calibration_modes_concurrency_and_prompt(tmp_path, runtime, pool_
         assert prompt.count("\n\n") == 2
         assert random_sel["predictions"][0]["demo_ids"] != none["predictions"][0]["demo_ids"] or \
             random_sel["predictions"][1]["demo_ids"] != none["predictions"][1]["demo_ids"]
-        assert (await client.post("/v1/admin/reset-prefix-cache")).json() == {}
+        assert (await client.post("/v1/admin/reset-prefix-cache", headers=ADMIN)).json() == {}
         again = await ask("none", "random")
         assert [p["demo_ids"] for p in again["predictions"]] == [p["demo_ids"] for p in random_sel["predictions"]]
         assert len({tuple(p["demo_ids"]) for p in again["predictions"]}) == 1  # one set shared by every input

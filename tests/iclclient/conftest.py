@@ -13,6 +13,6 @@ from tests.fakes import FakeEmbedder, FakeScorer
 
 @pytest.fixture
 def http(tmp_path):
-    settings = Settings(data_dir=tmp_path, api_keys=["secret"])
+    settings = Settings(data_dir=tmp_path, api_keys=["secret"], admin_keys=["admin-secret"])
     with TestClient(create_app(settings, runtime=Runtime(scorer=FakeScorer(), embedder=FakeEmbedder()))) as c:
         yield c

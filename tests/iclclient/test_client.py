@@ -51,7 +51,10 @@ def test_jobs_plans_and_operations(http):
     client.delete_controller("sent")
     assert client.health() and client.models()[0]["id"] == "fake-model"
     assert "icl_requests_total" in client.metrics()
-    client.reset_prefix_cache()
+    with pytest.raises(APIError) as refused:  # the API key does not open the admin endpoints
+        client.reset_prefix_cache()
+    assert refused.value.status == 401
+    Client(api_key="secret", admin_key="admin-secret", http=http).reset_prefix_cache()
 
 
 def test_errors_carry_the_envelope(http):
