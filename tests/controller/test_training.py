@@ -15,14 +15,19 @@ LABELS = ["positive", "negative"]
 TEXTS = [f"{w} film number {i}" for i, w in enumerate(["great", "awful", "fun", "boring"] * 5)]
 
 
-async def test_random_selection_trains_on_a_set_per_held_back_query():
+def _setup(n_queries: int):
+    """A builder over the pool of TEXTS, its scorer, and n held-back queries with embeddings and labels."""
     embedder, scorer = FakeEmbedder(), FakeScorer()
     pool = LabeledPool(ids=[f"e{i}" for i in range(len(TEXTS))], inputs=[{"text": t} for t in TEXTS],
                        labels=[LABELS[i % 2] for i in range(len(TEXTS))], embeddings=embedder.embed(TEXTS))
     builder = PromptBuilder(TEMPLATE, {label: label for label in LABELS}, pool, scorer.tokenize, 512, 1)
-    queries = [{"text": f"held {i}"} for i in range(8)]
-    vectors = embedder.embed([q["text"] for q in queries])
-    gold = [LABELS[i % 2] for i in range(8)]
+    queries = [{"text": f"held {i}"} for i in range(n_queries)]
+    return builder, scorer, queries, embedder.embed([q["text"] for q in queries]), [
+        LABELS[i % 2] for i in range(n_queries)]
+
+
+async def test_random_selection_trains_on_a_set_per_held_back_query():
+    builder, scorer, queries, vectors, gold = _setup(8)
 
     async def demo_sets(selection: str) -> set[tuple[int, ...]]:
         scorer.calls.clear()
@@ -36,14 +41,8 @@ async def test_random_selection_trains_on_a_set_per_held_back_query():
 
 
 async def test_prompt_methods_are_fitted_only_where_a_shared_set_makes_them_cheap():
-    embedder, scorer = FakeEmbedder(), FakeScorer()
-    pool = LabeledPool(ids=[f"e{i}" for i in range(len(TEXTS))], inputs=[{"text": t} for t in TEXTS],
-                       labels=[LABELS[i % 2] for i in range(len(TEXTS))], embeddings=embedder.embed(TEXTS))
-    builder = PromptBuilder(TEMPLATE, {label: label for label in LABELS}, pool, scorer.tokenize, 512, 1)
-    queries = [{"text": f"held {i}"} for i in range(6)]
-    vectors = embedder.embed([q["text"] for q in queries])
-    gold = [LABELS[i % 2] for i in range(6)]
-    words = DomainWords.from_inputs(pool.inputs, ["text"])
+    builder, scorer, queries, vectors, gold = _setup(6)
+    words = DomainWords.from_inputs(builder.pool.inputs, ["text"])
 
     knn = await collect(builder, queries, vectors, gold, LABELS, [0, 2], "knn", 0, scorer, words=words)
     assert knn.prompted == {} and knn.engine_tokens["calibration_tokens"] == 0
