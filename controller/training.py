@@ -68,14 +68,17 @@ async def collect(
     queries) cannot reproduce; each held-back query draws its own set instead, so the controller learns how
     random demonstrations do on average rather than how one set it will never serve does. Where every input
     shares a set (random), contextual and domain calibration cost once per set at serving time, so they are
-    candidates of the task's calibration: with ``words``, the same pass also estimates each set's bias both ways
-    (the extra prompts count in ``engine_tokens``). Elsewhere no extra prompt is spent."""
+    candidates of the task's calibration: the same pass also estimates each set's bias from content-free inputs
+    and, with ``words``, from random in-domain strings (the extra prompts count in ``engine_tokens``). Elsewhere
+    no extra prompt is spent."""
     retriever = retriever_for(selection)
     n, n_k, n_labels = len(queries), len(candidate_k), len(labels)
     seeds = [seed * n + i for i in range(n)] if retriever.shares_one_set else [seed] * n
     calibrators: dict[str, Calibrator] = {}
-    if retriever.shares_one_set and words is not None and not words.empty:
-        calibrators = {"contextual": ContextualCalibrator(), "domain": DomainCalibrator(DEFAULT_DOMAIN, words)}
+    if retriever.shares_one_set:
+        calibrators["contextual"] = ContextualCalibrator()
+        if words is not None and not words.empty:
+            calibrators["domain"] = DomainCalibrator(DEFAULT_DOMAIN, words)
     correct = np.zeros((n, n_k), dtype=np.int64)
     tokens = np.zeros((n, n_k), dtype=np.int64)
     distributions = np.zeros((n, n_k, n_labels))
