@@ -71,8 +71,9 @@ from controller.calibration_fit import (  # noqa: E402
     macro_f1,
 )
 from controller.predictor import BatchResult, PredictOptions, Predictor, Scores  # noqa: E402
+from controller.retrieval import retriever_for  # noqa: E402
 from controller.scoring import ScoredPrompt  # noqa: E402
-from controller.training import collect, fit_calibration  # noqa: E402
+from controller.training import SERVED_SEED, collect, fit_calibration, split_for_fit  # noqa: E402
 
 MODES = ("none", "contextual", "domain-ref", "domain", "batch", "auto", "auto-unfitted")
 # Modes whose answers do not depend on the other inputs of a request or on traffic: the unfitted default's
@@ -104,11 +105,19 @@ def calibrator(mode: str, selection: str, words: DomainWords, fit: TaskCalibrati
 
 async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out: Path, results: list[dict]) -> None:
     began = time.perf_counter()
+    done = set()
+    for path in args.resume or []:  # configurations an earlier run has: kept, not run again
+        for row in json.loads(path.read_text()):
+            if row["selection"] in args.selection:
+                results.append(row)
+                done.add((row["dataset"], row["selection"], row["k"], row["seed"]))
     for k in args.k:  # the first k on every dataset and seed before the others; a run cut short has those
         datasets = args.datasets if k == args.k[0] else [d for d in args.datasets if d in args.more_k_datasets]
         for seed in args.seeds:
             for dataset in datasets:
                 for selection in args.selection:
+                    if (dataset, selection, k, seed) in done:
+                        continue
                     if args.time_limit_s and time.perf_counter() - began > args.time_limit_s:
                         print("time limit reached", flush=True)
                         return
@@ -132,22 +141,34 @@ async def configuration(args: argparse.Namespace, scorer, embeddings: Embeddings
     words = DomainWords.from_inputs([*pool.inputs, *queries], data.template.fields)
     labels = data.labels
 
-    # The fit job's pass: held-back examples at k, demonstrations from the rest of the pool.
+    # The fit job's pass at k. Per-input sets (kNN): the first --fit-size of the (shuffled) pool held back,
+    # demonstrations from the rest. One shared set (random): as the service splits it (`split_for_fit`),
+    # held-back examples scored under the very set a default request is served with.
     fit_size = min(args.fit_size, n_pool - k)
-    fit_pool = labeled_pool(data, data.pool_rows[fit_size:], vectors[fit_size:n_pool])
-    held = [data.query(r) for r in data.pool_rows[:fit_size]]
-    held_gold = [r["label"] for r in data.pool_rows[:fit_size]]
+    served: dict[int, list[str]] = {}
+    if retriever_for(selection).shares_one_set:
+        split = split_for_fit(n_pool, selection, [k], fit_size, seed)
+        held_rows, demo_rows, fit_seed = split.held, split.pool, SERVED_SEED
+        served = {c: [pool.ids[r] for r in rows] for c, rows in split.served.items()}
+    else:
+        held_rows, demo_rows, fit_seed = list(range(fit_size)), list(range(fit_size, n_pool)), seed
+    fit_pool = labeled_pool(data, [data.pool_rows[i] for i in demo_rows], vectors[demo_rows])
+    held = [data.query(data.pool_rows[i]) for i in held_rows]
+    held_gold = [data.pool_rows[i]["label"] for i in held_rows]
     await scorer.reset_prefix_cache()
     t0 = time.perf_counter()
-    training = await collect(data.builder(scorer, fit_pool), held, vectors[:fit_size], held_gold, labels, [k],
-                             selection, seed, scorer, words=words)
-    fit = fit_calibration(training, selection, [k], len(labels), seed)
+    training = await collect(data.builder(scorer, fit_pool), held, vectors[held_rows], held_gold, labels, [k],
+                             selection, fit_seed, scorer, words=words)
+    fit = fit_calibration(training, selection, [k], len(labels), seed, served)
     fit_s = time.perf_counter() - t0
     chosen = fit.for_count(k)
+    # Random demonstrations as a default request gets them (its seed); kNN's request seed only seeds the
+    # domain strings.
+    request_seed = SERVED_SEED if served else seed
 
     builder = data.builder(scorer, pool)
     base = Predictor.from_options(builder, labels, PredictOptions(demos=k, selection=selection, calibration="none",
-                                                                   seed=seed), default_k=k)
+                                                                   seed=request_seed), default_k=k)
     batches = [base.prompts_for(queries[s:s + args.batch], query_vectors[s:s + args.batch])
                for s in range(0, len(queries), args.batch)]
     modes = [m for m in args.modes if m != "domain-ref" or selection != "knn" or args.reference_knn]
@@ -184,7 +205,7 @@ async def configuration(args: argparse.Namespace, scorer, embeddings: Embeddings
         "fit_size": fit_size, "model": scorer.model_name, "dtype": getattr(scorer, "dtype", None),
         "scorer": args.scorer, "gold": gold.tolist(), "labels": labels,
         "fit": chosen.method, "fit_temperature": chosen.temperature, "fit_figures": chosen.describe(),
-        "fit_cost": {**training.engine_tokens, "seconds": fit_s, "held_back": fit_size},
+        "fit_cost": {**training.engine_tokens, "seconds": fit_s, "held_back": len(held_rows)},
         "modes": measured,
     }
 
@@ -390,6 +411,8 @@ def main() -> None:
     parser.add_argument("--time-limit-s", type=float, help="stop starting new configurations after this long")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--table", type=Path, nargs="+", help="only summarise earlier results")
+    parser.add_argument("--resume", type=Path, nargs="+",
+                        help="results of an earlier run: its configurations (of --selection) are kept, not rerun")
     add_engine_arguments(parser)
     args = parser.parse_args()
     if "none" not in args.modes or args.modes[0] != "none":

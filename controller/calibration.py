@@ -381,6 +381,18 @@ class DomainCalibrator(Calibrator):
                               lambda rows: words.sample(samples, [seed, *rows]), settings.pooling)
 
 
+def demo_ids_of(builder: PromptBuilder, prompt: Prompt) -> tuple[str, ...]:
+    """The ids of a prompt's demonstrations, in prompt order."""
+    return tuple(builder.pool.ids[row] for row in prompt.demo_rows)
+
+
+@dataclass(frozen=True)
+class FittedCalibrationPrompts(CalibrationPrompts):
+    """Per input, the task's fitted calibration it may use (None: none fits its demonstrations)."""
+
+    fitted: list[CountCalibration | None] = field(default_factory=list)
+
+
 class BatchCalibrator(Calibrator):
     """Zhou et al. 2024: the bias is the mean of the batch's own uncalibrated distributions, so it needs no
     extra prompt. A lone input has no batch: it takes the task's fitted estimate for its count (the mean
@@ -399,16 +411,18 @@ class BatchCalibrator(Calibrator):
 
     def calibration_prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
                             seed: int) -> CalibrationPrompts:
-        return CalibrationPrompts()
+        fitted = ([self.fit.for_demonstrations(demo_ids_of(builder, p)) for p in prompts] if self.fit is not None
+                  else [None] * len(prompts))
+        return FittedCalibrationPrompts(fitted=fitted)
 
     def calibrate(self, calibration: CalibrationPrompts, distributions: Sequence[np.ndarray],
                   prompts: Sequence[Prompt], inputs: Sequence[np.ndarray]) -> list[Calibrated]:
         if len(inputs) >= 2:
             bias = estimate_bias(np.stack(inputs))
             return [(apply_bias(raw, bias), self.name) for raw in inputs]
+        assert isinstance(calibration, FittedCalibrationPrompts)
         out: list[Calibrated] = []
-        for prompt, raw in zip(prompts, inputs, strict=True):
-            fitted = self.fit.for_count(len(prompt.demo_rows)) if self.fit is not None else None
+        for fitted, raw in zip(calibration.fitted, inputs, strict=True):
             if fitted is None or fitted.held_back_mean is None:
                 out.append((raw, "none"))
             else:
@@ -419,8 +433,8 @@ class BatchCalibrator(Calibrator):
 @dataclass(frozen=True)
 class AutoCalibrationPrompts(CalibrationPrompts):
     """The default's calibration work: per input, the fitted count calibration it gets (None: the unfitted
-    default), and per prompt method the inputs it calibrates and its prompts (``prompts``: all of them, in
-    that order)."""
+    default), and per prompt method (or "unfitted") the inputs it calibrates and its prompts (``prompts``: all
+    of them, in that order)."""
 
     assigned: list[CountCalibration | None] = field(default_factory=list)
     parts: dict[str, tuple[list[int], CalibrationPrompts]] = field(default_factory=dict)
@@ -466,16 +480,19 @@ class AutoCalibrator(Calibrator):
 
     def calibration_prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
                             seed: int) -> CalibrationPrompts:
-        if self.fit is None:
-            assigned: list[CountCalibration | None] = [None] * len(prompts)
-            by_method = {"unfitted": (self.unfitted, list(range(len(prompts))))}
-        else:
-            assigned = [self.fit.for_count(len(p.demo_rows)) for p in prompts]
-            by_method = {}
-            for method, calibrator in self.fitted.items():
-                rows = [i for i, chosen in enumerate(assigned) if chosen.method == method]
-                if rows:
-                    by_method[method] = (calibrator, rows)
+        fit = self.fit
+        # An input the fit does not cover (a task not fitted for this selection; a shared set other than the
+        # one fitted: another seed, a pool that has changed since) gets the unfitted default.
+        assigned = ([fit.for_demonstrations(demo_ids_of(builder, p)) for p in prompts] if fit is not None
+                    else [None] * len(prompts))
+        by_method: dict[str, tuple[Calibrator, list[int]]] = {}
+        unfitted = [i for i, chosen in enumerate(assigned) if chosen is None]
+        if unfitted:
+            by_method["unfitted"] = (self.unfitted, unfitted)
+        for method, calibrator in self.fitted.items():
+            rows = [i for i, chosen in enumerate(assigned) if chosen is not None and chosen.method == method]
+            if rows:
+                by_method[method] = (calibrator, rows)
         parts = {method: (rows, calibrator.calibration_prompts(builder, [prompts[i] for i in rows], retriever, seed))
                  for method, (calibrator, rows) in by_method.items()}
         return AutoCalibrationPrompts(prompts=[p for _, part in parts.values() for p in part.prompts],

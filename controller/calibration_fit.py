@@ -14,7 +14,7 @@ every held-back example."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -87,6 +87,10 @@ class CountCalibration:
     figures: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     # The chosen method's validation ECE and log-loss once its temperature is applied.
     tempered: Mapping[str, float] = field(default_factory=dict)
+    # Where every input shares one set (random selection): the ids of the set it was fitted under, in prompt
+    # order. Its held-back mean, map and choice are that set's: another set (another seed, a changed pool, a
+    # trimmed set) does not get them.
+    demo_ids: tuple[str, ...] | None = None
 
     def needs_prompts(self) -> bool:
         """Whether its method estimates a bias from calibration prompts at serving time."""
@@ -216,17 +220,31 @@ class TaskCalibration:
         nearest = min(self.counts, key=lambda c: (abs(c - k), c))
         return self.counts[nearest]
 
+    def for_demonstrations(self, demo_ids: Sequence[str]) -> CountCalibration | None:
+        """What an input served with these demonstrations gets: its count's (the nearest fitted count's),
+        unless that was fitted under one shared set and these are another; then None."""
+        chosen = self.for_count(len(demo_ids))
+        if chosen.demo_ids is not None and tuple(demo_ids) != chosen.demo_ids:
+            return None
+        return chosen
+
     def describe(self) -> dict:
         return {"selection": self.selection, "counts": {str(k): c.describe() for k, c in self.counts.items()}}
 
 
 def fit_task_calibration(selection: str, candidate_k: Sequence[int], distributions: np.ndarray,
                          gold: Sequence[int], n_labels: int, seed: int,
-                         prompted: Mapping[str, np.ndarray] | None = None) -> TaskCalibration:
+                         prompted: Mapping[str, np.ndarray] | None = None,
+                         served: Mapping[int, Sequence[str]] | None = None) -> TaskCalibration:
     """Every count's calibration from held-back distributions (n, K, L) (``distributions[:, j]`` at
-    ``candidate_k[j]``); ``prompted``: per prompt method, the same (n, K, L) calibrated, where computed."""
+    ``candidate_k[j]``); ``prompted``: per prompt method, the same (n, K, L) calibrated, where computed;
+    ``served``: per count, the ids of the one set every held-back example was scored under, where they share
+    one."""
     prompted = prompted or {}
-    counts = {int(k): fit_count(distributions[:, j], gold, n_labels, seed,
-                                {method: d[:, j] for method, d in prompted.items()})
-              for j, k in enumerate(candidate_k)}
+    served = served or {}
+    counts = {}
+    for j, k in enumerate(candidate_k):
+        fitted = fit_count(distributions[:, j], gold, n_labels, seed, {m: d[:, j] for m, d in prompted.items()})
+        ids = served.get(int(k))
+        counts[int(k)] = replace(fitted, demo_ids=tuple(ids)) if ids is not None else fitted
     return TaskCalibration(selection, counts)

@@ -155,6 +155,10 @@ class RandomRetriever(Retriever):
         """The last drawn goes first, so what is left is still a prefix of the order other inputs share."""
         return list(demo_rows[:-1])
 
+    def shared_set(self, n_pool: int, k: int, seed: int) -> list[int]:
+        """The pool rows every query gets with k demonstrations under ``seed``, in prompt order (untrimmed)."""
+        return [int(r) for r in random_demos(n_pool, k, seed)]
+
 
 RETRIEVERS: dict[Selection, Retriever] = {
     r.selection: r for r in (KnnRetriever(), RandomRetriever(), DiverseRetriever())}

@@ -6,7 +6,7 @@ what the task's calibration is fitted on (``controller.calibration_fit``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +37,39 @@ class TrainingData:
     engine_tokens: dict[str, int]  # what the pass cost: prompt, calibration and computed tokens
 
 
+# The request seed of a default request: where every input shares one set, the fit is made under the set
+# this seed serves.
+SERVED_SEED = 0
+
+
+@dataclass(frozen=True)
+class FitSplit:
+    """Which labeled examples a fit holds back and which its demonstrations come from (indices into the
+    task's labeled pool, in the order the serving pool has them)."""
+
+    held: list[int]
+    pool: list[int]
+    # Where every input shares one set: per count, the set a default request is served with (indices into the
+    # labeled pool, which is then ``pool`` whole). Empty otherwise.
+    served: dict[int, list[int]]
+
+
+def split_for_fit(n_labeled: int, selection: Selection, candidate_k: Sequence[int], train_size: int,
+                  seed: int) -> FitSplit:
+    """Per-input sets (kNN, diverse): ``train_size`` examples held back at random, demonstrations from the
+    rest. One shared set (random): what is served is one set of the whole pool, so the fit scores held-back
+    examples under exactly that set, per count, and holds back only examples outside it: its calibration is
+    that set's, and the controller learns how that set does."""
+    retriever = retriever_for(selection)
+    order = [int(i) for i in np.random.default_rng(seed).permutation(n_labeled)]
+    if not retriever.shares_one_set:
+        return FitSplit(held=order[:train_size], pool=order[train_size:], served={})
+    served = {int(k): retriever.shared_set(n_labeled, int(k), SERVED_SEED) for k in candidate_k}
+    members = {row for rows in served.values() for row in rows}
+    return FitSplit(held=[i for i in order if i not in members][:train_size], pool=list(range(n_labeled)),
+                    served=served)
+
+
 @dataclass(frozen=True)
 class TaskFit:
     """What a task's fit job stores: the meta-controller, the task's calibration, and the model both were
@@ -62,18 +95,15 @@ async def collect(
     words: DomainWords | None = None,
 ) -> TrainingData:
     """Run the model at every candidate count on the held-back queries, uncalibrated (as served with
-    ``calibration: none``; calibration rarely changes which counts are right).
+    ``calibration: none``; calibration rarely changes which counts are right), demonstrations retrieved by
+    ``selection`` under ``seed`` from ``builder``'s pool (``split_for_fit`` says which pool and seed).
 
-    Random selection serves one seeded set of the whole pool, which training (whose pool lacks the held-back
-    queries) cannot reproduce; each held-back query draws its own set instead, so the controller learns how
-    random demonstrations do on average rather than how one set it will never serve does. Where every input
-    shares a set (random), contextual and domain calibration cost once per set at serving time, so they are
-    candidates of the task's calibration: the same pass also estimates each set's bias from content-free inputs
-    and, with ``words``, from random in-domain strings (the extra prompts count in ``engine_tokens``). Elsewhere
-    no extra prompt is spent."""
+    Where every input shares a set (random), contextual and domain calibration cost once per set at serving
+    time, so they are candidates of the task's calibration: the same pass also estimates the set's bias from
+    content-free inputs and, with ``words``, from random in-domain strings (the extra prompts count in
+    ``engine_tokens``). Elsewhere no extra prompt is spent."""
     retriever = retriever_for(selection)
     n, n_k, n_labels = len(queries), len(candidate_k), len(labels)
-    seeds = [seed * n + i for i in range(n)] if retriever.shares_one_set else [seed] * n
     calibrators: dict[str, Calibrator] = {}
     if retriever.shares_one_set:
         calibrators["contextual"] = ContextualCalibrator()
@@ -87,8 +117,7 @@ async def collect(
     steps, done = n_k * ((n + chunk - 1) // chunk), 0
     for j, k in enumerate(candidate_k):
         predictor = Predictor.uncalibrated(builder, labels, selection, k, seed)
-        async for part, results in predictor.calibrated_in_chunks(queries, embeddings, scorer, chunk, calibrators,
-                                                                  seeds):
+        async for part, results in predictor.calibrated_in_chunks(queries, embeddings, scorer, chunk, calibrators):
             predictions = results[None].predictions
             correct[part, j] = [p.label == g for p, g in zip(predictions, gold[part], strict=True)]
             tokens[part, j] = [p.prompt_tokens for p in predictions]
@@ -112,10 +141,11 @@ async def collect(
 
 
 def fit_calibration(data: TrainingData, selection: str, candidate_k: Sequence[int], n_labels: int,
-                    seed: int) -> TaskCalibration:
-    """The task's calibration for this selection, per candidate count, from the same held-back pass."""
+                    seed: int, served: Mapping[int, Sequence[str]] | None = None) -> TaskCalibration:
+    """The task's calibration for this selection, per candidate count, from the same held-back pass;
+    ``served``: the ids of each count's shared set, where the held-back examples were scored under one."""
     return fit_task_calibration(selection, candidate_k, data.distributions, data.gold, n_labels, seed,
-                                data.prompted)
+                                data.prompted, served)
 
 
 def validate(data: TrainingData, candidate_k: Sequence[int], seed: int, C: float = 1.0) -> dict:

@@ -11,12 +11,19 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
-import numpy as np
 from anyio import to_thread
 
 from controller.calibration import DomainWords
 from controller.meta import MetaController
-from controller.training import MIN_TRAIN_SIZE, TaskFit, collect, fit_calibration, validate
+from controller.training import (
+    MIN_TRAIN_SIZE,
+    SERVED_SEED,
+    TaskFit,
+    collect,
+    fit_calibration,
+    split_for_fit,
+    validate,
+)
 from service.errors import APIError
 from service.jobs import ProgressCallback
 from service.protocol import ControllerObject, ControllerTrainRequest, JobCreated
@@ -130,20 +137,22 @@ class ControllerServing:
             began = time.perf_counter()
             rows = await to_thread.run_sync(self.state.store.load_pool, task.id)
             labeled = labeled_rows(rows)
-            order = np.random.default_rng(request.seed).permutation(len(labeled))
-            held = [labeled[i] for i in order[:train_size]]
-            pool = pool_of(rows, [labeled[i] for i in order[train_size:]])
+            split = split_for_fit(len(labeled), request.selection, candidate_k, train_size, request.seed)
+            held = [labeled[i] for i in split.held]
+            pool = pool_of(rows, [labeled[i] for i in split.pool])
             template = task_template(task)
             scorer = runtime.scorer
             builder = prompt_builder(task, template, pool, scorer)
             words = DomainWords.from_inputs(rows.inputs, template.fields)
             data = await collect(builder, [rows.inputs[i] for i in held], rows.embeddings[held],
                                  [rows.labels[i] for i in held], task.labels, candidate_k, request.selection,
-                                 request.seed, scorer, lambda f: progress(0.95 * f), words=words)
+                                 SERVED_SEED if split.served else request.seed, scorer,
+                                 lambda f: progress(0.95 * f), words=words)
             figures = validate(data, candidate_k, request.seed)
             controller = MetaController(candidate_k=tuple(candidate_k)).fit(data.features, data.correct)
+            served = {k: [pool.ids[r] for r in set_rows] for k, set_rows in split.served.items()}
             calibration = await to_thread.run_sync(fit_calibration, data, request.selection, candidate_k,
-                                                   len(task.labels), request.seed)
+                                                   len(task.labels), request.seed, served)
             fit = TaskFit(controller=controller, calibration=calibration, model=scorer.model_name)
             summary = {
                 "candidate_k": candidate_k, "train_size": train_size, "selection": request.selection,

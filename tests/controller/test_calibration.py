@@ -21,6 +21,7 @@ from controller.calibration import (
     apply_bias,
     calibrator_for,
     content_free_queries,
+    demo_ids_of,
     estimate_bias,
     pool_biases,
 )
@@ -253,10 +254,20 @@ def test_batch_calibration_of_a_batch_that_is_nine_tenths_one_label():
 def test_a_lone_input_under_batch_takes_the_fitted_estimate_or_stays_uncalibrated():
     builder, _, prompts = _setup()
     alone = _inputs([0.7, 0.3])
-    assert BatchCalibrator().calibrate(CalibrationPrompts(), [], prompts[:1], alone)[0][1] == "none"
+
+    def lone(calibrator):
+        plan = calibrator.calibration_prompts(builder, prompts[:1], PER_INPUT, 0)
+        return calibrator.calibrate(plan, [], prompts[:1], alone)[0]
+
+    assert lone(BatchCalibrator())[1] == "none"
     fit = TaskCalibration("knn", {3: CountCalibration("none", held_back_mean=np.array([0.8, 0.2]))})
-    probs, got = BatchCalibrator(fit=fit).calibrate(CalibrationPrompts(), [], prompts[:1], alone)[0]
+    probs, got = lone(BatchCalibrator(fit=fit))
     assert got == "batch:fitted" and probs.argmax() == 1  # 0.7/0.8 < 0.3/0.2
+    # A fit made under one shared set does not serve another.
+    other_set = TaskCalibration("knn", {3: CountCalibration("none", held_back_mean=np.array([0.8, 0.2]),
+                                                            demo_ids=("e3", "e4", "e5"))})
+    assert demo_ids_of(builder, prompts[0]) != ("e3", "e4", "e5")
+    assert lone(BatchCalibrator(fit=other_set))[1] == "none"
     sources = CalibrationSources(selection="random", fit=fit)  # fitted for kNN only: not for random selection
     assert calibrator_for("batch", sources).fit is None
 
@@ -337,3 +348,20 @@ async def test_a_set_whose_strings_never_fit_stays_uncalibrated_whatever_its_com
     _, alone = await _run(builder, scorer, prompts[1:], calibrator())
     assert alone.predictions[0].calibration == "none"
     assert together.predictions[1].probs == alone.predictions[0].probs == alone.predictions[0].uncalibrated_probs
+
+
+
+async def test_auto_serves_a_shared_set_s_fit_only_to_that_set():
+    builder, scorer, _ = _setup()
+    queries = [{"text": "query great 1"}, {"text": "query awful 2"}]
+    prompts = build_prompts(builder, queries, [[0, 1], [2, 3]], RandomRetriever().trim)
+    fitted_set = demo_ids_of(builder, prompts[0])
+    fit = TaskCalibration("random", {2: CountCalibration("batch", temperature=2.0, held_back_mean=np.array(
+        [0.7, 0.3]), demo_ids=fitted_set)})
+    sources = CalibrationSources(selection="random", words=lambda: WORDS, cache=BiasCache(), fit=fit)
+    _, result = await _run(builder, scorer, prompts, calibrator_for("auto", sources), RandomRetriever())
+    assert result.predictions[0].calibration == "batch:fitted"
+    raw = np.array([result.predictions[0].uncalibrated_probs[label] for label in LABELS])
+    assert np.allclose(list(result.predictions[0].probs.values()), fit.counts[2].apply(raw))
+    # The other set was not fitted: the unfitted default (the shared set domain-calibrated).
+    assert result.predictions[1].calibration == "domain"

@@ -6,8 +6,9 @@ from controller.calibration import DEFAULT_DOMAIN, ContextualCalibrator, DomainC
 from controller.planning import PromptBuilder
 from controller.pool import LabeledPool
 from controller.predictor import Predictor
+from controller.retrieval import RandomRetriever
 from controller.templates import PromptTemplate
-from controller.training import collect
+from controller.training import SERVED_SEED, collect, split_for_fit
 from tests.fakes import FakeEmbedder, FakeScorer
 
 TEMPLATE = PromptTemplate.parse("Input: {text}\nLabel: {label}")
@@ -26,18 +27,28 @@ def _setup(n_queries: int):
         LABELS[i % 2] for i in range(n_queries)]
 
 
-async def test_random_selection_trains_on_a_set_per_held_back_query():
+async def test_random_selection_is_fitted_under_the_one_set_it_serves():
     builder, scorer, queries, vectors, gold = _setup(8)
 
     async def demo_sets(selection: str) -> set[tuple[int, ...]]:
         scorer.calls.clear()
         await collect(builder, queries, vectors, gold, LABELS, [3], selection, 0, scorer)
-        return {tuple(ids[:-4]) for ids in scorer.calls}  # each prompt less its query line
+        # Each held-back query's prompt less its query line (calibration prompts left out).
+        return {tuple(ids[:-4]) for ids in scorer.calls if "held" in scorer.decode(ids[-4:])}
 
-    # Served random selection is one set of the whole pool, which training cannot reproduce: each held-back
-    # query gets its own draw, so the controller learns random demonstrations on average.
-    assert len(await demo_sets("random")) > 4
+    # Served random selection is one set of the whole pool: every held-back query is scored under it.
+    assert len(await demo_sets("random")) == 1
     assert len(await demo_sets("knn")) > 1
+
+
+def test_a_fit_of_a_shared_set_holds_back_only_examples_outside_the_sets_it_serves():
+    split = split_for_fit(50, "random", [0, 2, 4], 30, seed=1)
+    assert split.pool == list(range(50)) and set(split.served) == {0, 2, 4}
+    assert split.served[4] == RandomRetriever().shared_set(50, 4, SERVED_SEED)
+    assert split.served[2] == split.served[4][:2] and split.served[0] == []
+    assert len(split.held) == 30 and not set(split.held) & set(split.served[4])
+    knn = split_for_fit(50, "knn", [0, 2, 4], 30, seed=1)
+    assert knn.served == {} and sorted(knn.held + knn.pool) == list(range(50)) and len(knn.held) == 30
 
 
 async def test_prompt_methods_are_fitted_only_where_a_shared_set_makes_them_cheap():
