@@ -386,6 +386,14 @@ def demo_ids_of(builder: PromptBuilder, prompt: Prompt) -> tuple[str, ...]:
     return tuple(builder.pool.ids[row] for row in prompt.demo_rows)
 
 
+def fitted_for(fit: TaskCalibration | None, builder: PromptBuilder,
+               prompts: Sequence[Prompt]) -> list[CountCalibration | None]:
+    """Per prompt, the task's fitted calibration that covers its demonstrations (None: none does)."""
+    if fit is None:
+        return [None] * len(prompts)
+    return [fit.for_demonstrations(demo_ids_of(builder, p)) for p in prompts]
+
+
 @dataclass(frozen=True)
 class FittedCalibrationPrompts(CalibrationPrompts):
     """Per input, the task's fitted calibration it may use (None: none fits its demonstrations)."""
@@ -411,9 +419,7 @@ class BatchCalibrator(Calibrator):
 
     def calibration_prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
                             seed: int) -> CalibrationPrompts:
-        fitted = ([self.fit.for_demonstrations(demo_ids_of(builder, p)) for p in prompts] if self.fit is not None
-                  else [None] * len(prompts))
-        return FittedCalibrationPrompts(fitted=fitted)
+        return FittedCalibrationPrompts(fitted=fitted_for(self.fit, builder, prompts))
 
     def calibrate(self, calibration: CalibrationPrompts, distributions: Sequence[np.ndarray],
                   prompts: Sequence[Prompt], inputs: Sequence[np.ndarray]) -> list[Calibrated]:
@@ -470,9 +476,11 @@ class AutoCalibrator(Calibrator):
         self.fit = sources.fit_for(sources.selection)
         words = sources.words() if sources.words is not None else None
         self.unfitted = DomainCalibrator(UNFITTED_DOMAIN, words, cache)
-        # The prompt methods a fit may choose (for a shared demonstration set), as they were fitted.
-        self.fitted: dict[str, Calibrator] = {"contextual": ContextualCalibrator(cache),
-                                              "domain": DomainCalibrator(DEFAULT_DOMAIN, words, cache)}
+        # Who calibrates by prompts: the unfitted default, and the prompt methods a fit may choose (for a shared
+        # demonstration set), as they were fitted.
+        self.by_prompts: dict[str, Calibrator] = {"unfitted": self.unfitted,
+                                                  "contextual": ContextualCalibrator(cache),
+                                                  "domain": DomainCalibrator(DEFAULT_DOMAIN, words, cache)}
 
     @classmethod
     def build(cls, sources: CalibrationSources) -> Calibrator:
@@ -480,21 +488,15 @@ class AutoCalibrator(Calibrator):
 
     def calibration_prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
                             seed: int) -> CalibrationPrompts:
-        fit = self.fit
         # An input the fit does not cover (a task not fitted for this selection; a shared set other than the
         # one fitted: another seed, a pool that has changed since) gets the unfitted default.
-        assigned = ([fit.for_demonstrations(demo_ids_of(builder, p)) for p in prompts] if fit is not None
-                    else [None] * len(prompts))
-        by_method: dict[str, tuple[Calibrator, list[int]]] = {}
-        unfitted = [i for i, chosen in enumerate(assigned) if chosen is None]
-        if unfitted:
-            by_method["unfitted"] = (self.unfitted, unfitted)
-        for method, calibrator in self.fitted.items():
-            rows = [i for i, chosen in enumerate(assigned) if chosen is not None and chosen.method == method]
-            if rows:
-                by_method[method] = (calibrator, rows)
-        parts = {method: (rows, calibrator.calibration_prompts(builder, [prompts[i] for i in rows], retriever, seed))
-                 for method, (calibrator, rows) in by_method.items()}
+        assigned = fitted_for(self.fit, builder, prompts)
+        rows_of = {method: [i for i, chosen in enumerate(assigned)
+                            if (chosen.method if chosen is not None else "unfitted") == method]
+                   for method in self.by_prompts}
+        parts = {method: (rows, self.by_prompts[method].calibration_prompts(builder, [prompts[i] for i in rows],
+                                                                             retriever, seed))
+                 for method, rows in rows_of.items() if rows}
         return AutoCalibrationPrompts(prompts=[p for _, part in parts.values() for p in part.prompts],
                                       assigned=assigned, parts=parts)
 
@@ -504,10 +506,10 @@ class AutoCalibrator(Calibrator):
         by_prompts: dict[int, Calibrated] = {}
         offset = 0
         for method, (rows, part) in calibration.parts.items():
-            calibrator = self.unfitted if method == "unfitted" else self.fitted[method]
             own = distributions[offset:offset + len(part.prompts)]
             offset += len(part.prompts)
-            results = calibrator.calibrate(part, own, [prompts[i] for i in rows], [inputs[i] for i in rows])
+            results = self.by_prompts[method].calibrate(part, own, [prompts[i] for i in rows],
+                                                        [inputs[i] for i in rows])
             by_prompts.update(zip(rows, results, strict=True))
         out: list[Calibrated] = []
         for i, (raw, chosen) in enumerate(zip(inputs, calibration.assigned, strict=True)):

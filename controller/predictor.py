@@ -200,26 +200,23 @@ class Predictor:
         return self.calibrate(plan, await self.score(plan, scorer))
 
     async def predict_in_chunks(self, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray | None,
-                                scorer: LabelScorer, chunk: int, seeds: Sequence[int] | None = None,
-                                ) -> AsyncIterator[tuple[slice, BatchResult]]:
+                                scorer: LabelScorer, chunk: int) -> AsyncIterator[tuple[slice, BatchResult]]:
         """Predictions ``chunk`` queries per engine batch, yielded with the slice of ``queries`` they answer.
         Planning runs in a worker thread, so a long job does not hold up the event loop that serves requests."""
-        async for part, results in self.calibrated_in_chunks(queries, embeddings, scorer, chunk, {}, seeds):
+        async for part, results in self.calibrated_in_chunks(queries, embeddings, scorer, chunk, {}):
             yield part, results[None]
 
     async def calibrated_in_chunks(self, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray | None,
                                    scorer: LabelScorer, chunk: int, calibrators: Mapping[str, Calibrator],
-                                   seeds: Sequence[int] | None = None,
                                    ) -> AsyncIterator[tuple[slice, dict[str | None, BatchResult]]]:
         """As ``predict_in_chunks``, with every one of ``calibrators`` also applied to the same scored inputs:
         per chunk, this predictor's result (key None) and each calibrator's (its usage: its calibration prompts,
         scored after the inputs so that they find the demonstrations in the prefix cache)."""
-        all_seeds = per_query_seeds(self.seed if seeds is None else seeds, len(queries))
         others = {method: self.with_calibrator(calibrator) for method, calibrator in calibrators.items()}
         for start in range(0, len(queries), chunk):
             part = slice(start, min(start + chunk, len(queries)))
             part_embeddings = embeddings[part] if embeddings is not None else None
-            plan = await asyncio.to_thread(self.plan, queries[part], part_embeddings, all_seeds[part])
+            plan = await asyncio.to_thread(self.plan, queries[part], part_embeddings)
             scores = await self.score(plan, scorer)
             results: dict[str | None, BatchResult] = {None: self.calibrate(plan, scores)}
             for method, other in others.items():

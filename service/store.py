@@ -176,6 +176,11 @@ class JobRecord:
     error: dict[str, Any] | None
 
 
+def _job_record(row: Any) -> JobRecord:
+    """A job row as the store hands it out."""
+    return JobRecord(row.id, row.kind, row.task_name, row.status, row.progress, row.result, row.error)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -396,7 +401,7 @@ class Store:
             row = session.get(JobRow, job_id)
             if row is None:
                 return None
-            return JobRecord(row.id, row.kind, row.task_name, row.status, row.progress, row.result, row.error)
+            return _job_record(row)
 
     def unfinished_job(self, kind: str, task_name: str) -> JobRecord | None:
         """The latest queued or running job of this kind for the task, if any."""
@@ -407,7 +412,7 @@ class Store:
                 .order_by(JobRow.created_at.desc()).limit(1))
             if row is None:
                 return None
-            return JobRecord(row.id, row.kind, row.task_name, row.status, row.progress, row.result, row.error)
+            return _job_record(row)
 
     def touch_jobs(self, job_ids: list[str]) -> None:
         """Heartbeat of the jobs this process runs: their ``updated_at`` says they are alive."""
