@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float], None]
 JobBody = Callable[[ProgressCallback], Awaitable[dict[str, Any]]]
+AfterJob = Callable[[], Awaitable[None]]
 
 
 INTERRUPTED = "the process running this job stopped before it finished"
@@ -45,14 +46,15 @@ class JobRunner:
                 logger.exception("job heartbeat failed")
             await asyncio.sleep(self._heartbeat_s)
 
-    async def submit(self, kind: str, task_name: str | None, body: JobBody) -> JobRecord:
+    async def submit(self, kind: str, task_name: str | None, body: JobBody, then: AfterJob | None = None) -> JobRecord:
+        """Run ``body`` as a job; ``then``, if given, once its outcome is stored (succeeded or failed)."""
         job = await to_thread.run_sync(self._store.create_job, kind, task_name)
-        task = asyncio.create_task(self._run(job.id, body), name=f"job {job.id}")
+        task = asyncio.create_task(self._run(job.id, body, then), name=f"job {job.id}")
         self._tasks[job.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
         return job
 
-    async def _run(self, job_id: str, body: JobBody) -> None:
+    async def _run(self, job_id: str, body: JobBody, then: AfterJob | None) -> None:
         loop = asyncio.get_running_loop()
 
         def progress(fraction: float) -> None:
@@ -71,8 +73,11 @@ class JobRunner:
             logger.exception("job %s failed", job_id)
             await to_thread.run_sync(self._update, job_id, {
                 "status": "failed", "error": {"message": str(exc), "type": type(exc).__name__}})
-            return
-        await to_thread.run_sync(self._update, job_id, {"status": "succeeded", "progress": 1.0, "result": result})
+        else:
+            await to_thread.run_sync(self._update, job_id, {"status": "succeeded", "progress": 1.0,
+                                                            "result": result})
+        if then is not None:
+            await then()
 
     def _update(self, job_id: str, values: dict[str, Any]) -> None:
         self._store.update_job(job_id, **values)

@@ -76,7 +76,9 @@ class ControllerServing:
             return
         try:
             async with self._submitting:
-                task = await to_thread.run_sync(self.tasks.get_record, name)
+                task = await to_thread.run_sync(self.state.store.get_task, name)
+                if task is None:  # deleted meanwhile (after a fit of it finished)
+                    return
                 if await to_thread.run_sync(self.state.store.unfinished_job, FIT_JOB, name) is not None:
                     return
                 summary = await to_thread.run_sync(self.state.store.controller_summary, task.id)
@@ -167,7 +169,8 @@ class ControllerServing:
             await to_thread.run_sync(self.state.store.save_controller, task.id, pickle.dumps(fit), summary)
             return summary
 
-        job = await self.state.jobs.submit(FIT_JOB, task.name, body)
+        # Examples uploaded while the fit ran found it running and started nothing: look again once it is done.
+        job = await self.state.jobs.submit(FIT_JOB, task.name, body, then=lambda: self.fit_if_due(task.name))
         return JobCreated(job_id=job.id)
 
     def get(self, name: str) -> ControllerObject:

@@ -224,3 +224,41 @@ def test_tasks_due_a_fit_are_fitted_when_the_service_starts(tmp_path):
         if fit["job_id"]:
             assert _wait(c, fit["job_id"])["status"] == "succeeded"
         assert c.get("/v1/tasks/sent").json()["fit"]["state"] == "fitted"
+
+
+class HeldScorer(FakeScorer):
+    """A model whose prompts wait until ``release`` is set (so that a test can act while a fit runs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.asked = threading.Event()
+
+    async def score(self, prompts, continuations):
+        self.asked.set()
+        while not self.release.is_set():
+            await asyncio.sleep(0.01)
+        return await super().score(prompts, continuations)
+
+
+def test_examples_uploaded_while_a_fit_runs_get_their_refit_when_it_ends(tmp_path):
+    scorer = HeldScorer()
+    with _client(tmp_path, scorer, auto_fit=True, auto_fit_min_labeled=40) as c:
+        c.post("/v1/tasks", json=TASK)
+        c.post("/v1/tasks/sent/examples", json={"examples": _examples(40)})
+        first = c.get("/v1/tasks/sent").json()["fit"]["job_id"]
+        assert scorer.asked.wait(10)  # the fit has read its 40 examples and waits on the model
+        # Grown by half while the first fit runs: nothing can start now, so the refit follows the first fit.
+        c.post("/v1/tasks/sent/examples", json={"examples": _examples(60)[40:]})
+        assert c.get("/v1/tasks/sent").json()["fit"]["job_id"] == first
+        scorer.release.set()
+        assert _wait(c, first)["status"] == "succeeded"
+        for _ in range(500):
+            fit = c.get("/v1/tasks/sent").json()["fit"]
+            if fit["pool_version"] == 2 and fit["state"] == "fitted":
+                break
+            if fit["job_id"] not in (None, first):
+                assert _wait(c, fit["job_id"])["status"] == "succeeded"
+            time.sleep(0.02)
+        assert fit == {"state": "fitted", "pool_version": 2, "job_id": None}
+        assert c.get("/v1/tasks/sent/controller").json()["metadata"]["n_labeled"] == 60
