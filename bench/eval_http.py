@@ -4,7 +4,12 @@
         --calibration none contextual domain --n-test 200 --pool-size 1000
 
 Without --url it starts `iclserve serve` on a free local port with a temporary data directory, and stops it
-at the end. Results are printed as a Markdown table and written as JSON under bench/results/.
+at the end. With --fit, each selection's modes run first on the unfitted task, then the task is fitted for that
+selection (the fit job, its cost recorded) and "auto" runs again, fitted:
+
+    python bench/eval_http.py --datasets sst2 trec rte --k 4 --selection knn random \
+        --calibration none contextual domain batch auto --fit --fit-k 0 4 --fit-size 300 --n-test 200
+ Results are printed as a Markdown table and written as JSON under bench/results/.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,9 +84,11 @@ def start_server(data_dir: str, extra_env: dict[str, str]) -> tuple[subprocess.P
 
 
 @contextmanager
-def service(url: str | None, data_dir: Path | None = None, model: str | None = None) -> Iterator[str]:
+def service(url: str | None, data_dir: Path | None = None, model: str | None = None,
+            auto_fit: bool = True) -> Iterator[str]:
     """The given service's URL, or an `iclserve serve` for the block: on `data_dir` (default: a temporary
-    directory) and serving `model` (a local model folder; default: the service's default model)."""
+    directory), serving `model` (a local model folder; default: the service's default model), fitting tasks
+    by itself unless `auto_fit` is off (a benchmark that fits when it chooses)."""
     if url is not None:
         yield url
         return
@@ -89,7 +97,8 @@ def service(url: str | None, data_dir: Path | None = None, model: str | None = N
     data_dir.mkdir(parents=True, exist_ok=True)
     # The benchmark's own server: its admin key (to empty the prefix cache) is the one this process uses.
     os.environ.setdefault("ICL_ADMIN_KEY", secrets.token_hex(16))
-    env = {"ICL_ADMIN_KEYS": os.environ["ICL_ADMIN_KEY"], **({"ICL_MODEL": model} if model else {})}
+    env = {"ICL_ADMIN_KEYS": os.environ["ICL_ADMIN_KEY"], "ICL_AUTO_FIT": str(auto_fit).lower(),
+           **({"ICL_MODEL": model} if model else {})}
     proc, started = start_server(str(data_dir), env)
     try:
         yield started
@@ -120,8 +129,8 @@ def setup_task(client: Client, dataset: str, pool_size: int, seed: int) -> tuple
     random.Random(seed).shuffle(train)
     examples = [{"id": f"{dataset}-{i}", "input": input_of(row, template), "label": row["label"]}
                 for i, row in enumerate(train[:pool_size])]
-    for start in range(0, len(examples), 500):
-        client.add_examples(name, examples[start:start + 500])
+    for start in range(0, len(examples), 5000):
+        client.add_examples(name, examples[start:start + 5000])
     return name, template
 
 
@@ -130,7 +139,7 @@ def evaluate(client: Client, name: str, template: str, rows: list[dict], k: int,
     # Each configuration starts from an empty prefix cache: otherwise a run re-reads the prompts of the
     # run before it (same inputs), and its computed tokens and latency look better than they are.
     client.reset_prefix_cache()
-    gold, predicted, latencies = [], [], []
+    gold, predicted, latencies, got = [], [], [], Counter()
     prompt_tokens = calibration_tokens = total_tokens = cached_tokens = 0
     began = time.perf_counter()
     for start in range(0, len(rows), batch):
@@ -141,6 +150,7 @@ def evaluate(client: Client, name: str, template: str, rows: list[dict], k: int,
         latencies.append((time.perf_counter() - t0) / len(chunk))
         gold += [row["label"] for row in chunk]
         predicted += [p["label"] for p in body["predictions"]]
+        got.update(p["calibration"] for p in body["predictions"])
         usage = body["usage"]
         prompt_tokens += usage["prompt_tokens"]
         calibration_tokens += usage["calibration_tokens"]
@@ -156,7 +166,19 @@ def evaluate(client: Client, name: str, template: str, rows: list[dict], k: int,
         "computed_tokens_per_input": (total_tokens - cached_tokens) / n,
         "latency_ms_per_input_median_batch": 1000 * statistics.median(latencies),
         "wall_s": time.perf_counter() - began,
+        "calibration_got": dict(got),
     }
+
+
+def fit(client: Client, name: str, selection: str, candidate_k: list[int] | None, train_size: int | None,
+        seed: int) -> dict:
+    """Fit the task for `selection` (controller and calibration) and wait: what the fit chose and cost."""
+    job = client.wait_for_job(client.train_controller(name, candidate_k=candidate_k, train_size=train_size,
+                                                      selection=selection, seed=seed), poll_s=2.0)
+    result = job["result"]
+    return {"selection": selection, "candidate_k": result["candidate_k"], "train_size": result["train_size"],
+            "cost": result["cost"],
+            "methods": {k: c["method"] for k, c in result["calibration"]["counts"].items()}}
 
 
 def main() -> None:
@@ -171,6 +193,10 @@ def main() -> None:
     parser.add_argument("--pool-size", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fit", action="store_true",
+                        help="per selection: the modes unfitted, then fit the task and run 'auto' again, fitted")
+    parser.add_argument("--fit-k", type=int, nargs="+", help="the fit's candidate_k (default: the service's)")
+    parser.add_argument("--fit-size", type=int, help="the fit's held-back examples (default: the service's)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--table", type=Path, nargs="+", help="only print the table of earlier results or logs")
     args = parser.parse_args()
@@ -179,21 +205,33 @@ def main() -> None:
         return
 
     results = []
-    with service(args.url) as url, Client(url, args.api_key, timeout=3600) as client:
+    with (service(args.url, auto_fit=not args.fit) as url, Client(url, args.api_key, timeout=3600) as client):
         model = client.models()[0]["id"]
+
+        def run(dataset: str, name: str, template: str, rows: list[dict], k: int, selection: str,
+                calibration: str, fitted: bool) -> None:
+            result = {"dataset": dataset, "model": model, "fitted": fitted,
+                      **evaluate(client, name, template, rows, k, selection, calibration, args.batch, args.seed)}
+            results.append(result)
+            print(json.dumps(result), flush=True)
+
         for dataset in args.datasets:
             name, template = setup_task(client, dataset, args.pool_size, args.seed)
             test = load(dataset, "test")
             random.Random(args.seed).shuffle(test)
             rows = test[:args.n_test]
-            for k in args.k:
-                for selection in (args.selection if k else args.selection[:1]):
-                    for calibration in args.calibration:
-                        result = {"dataset": dataset, "model": model,
-                                  **evaluate(client, name, template, rows, k, selection, calibration,
-                                             args.batch, args.seed)}
-                        results.append(result)
-                        print(json.dumps(result), flush=True)
+            for selection in args.selection:
+                for k in args.k:
+                    if k or selection == args.selection[0]:
+                        for calibration in args.calibration:
+                            run(dataset, name, template, rows, k, selection, calibration, False)
+                if args.fit and "auto" in args.calibration:
+                    fitted = fit(client, name, selection, args.fit_k, args.fit_size, args.seed)
+                    print(json.dumps({"dataset": dataset, "fit": fitted}), flush=True)
+                    for k in args.k:
+                        if k or selection == args.selection[0]:
+                            run(dataset, name, template, rows, k, selection, "auto", True)
+                            results[-1]["fit"] = fitted
     save_results(args.out, "eval", results)
     print_table(results)
 
@@ -203,7 +241,8 @@ def read_results(path: Path) -> list[dict]:
     text = path.read_text()
     if text.lstrip().startswith("["):
         return json.loads(text)
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    rows = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return [row for row in rows if "calibration" in row]  # not the fit lines
 
 
 def print_table(results: list[dict]) -> None:
@@ -212,7 +251,8 @@ def print_table(results: list[dict]) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         sel = r["selection"] if r["k"] else "-"
-        print(f"| {r['dataset']} | {r['k']} | {sel} | {r['calibration']} | {r['n']} | {r['accuracy']:.3f} | "
+        mode = r["calibration"] + (" (fitted)" if r.get("fitted") else "")
+        print(f"| {r['dataset']} | {r['k']} | {sel} | {mode} | {r['n']} | {r['accuracy']:.3f} | "
               f"{r['macro_f1']:.3f} | {r['prompt_tokens_per_input']:.0f} | {r['calibration_tokens_per_input']:.0f} | "
               f"{r['computed_tokens_per_input']:.0f} | {r['latency_ms_per_input_median_batch']:.0f} |")
 

@@ -20,6 +20,7 @@ from service.config import Settings
 from service.contexts import ContextCache
 from service.errors import APIError, envelope, install_error_handlers
 from service.jobs import JobRunner
+from service.orphan_guard import OrphanGuard
 from service.routes import admin, ops, v1
 from service.servings import Servings
 from service.state import AppState, Runtime
@@ -31,14 +32,21 @@ RuntimeFactory = Callable[[Settings], Runtime]
 
 
 def start_runtime(settings: Settings) -> Runtime:
-    """The real runtime: the default (or configured) model on vLLM, and the sentence embedder."""
+    """The real runtime: the default (or configured) model on vLLM, and the sentence embedder; or the fake
+    engine (``engine: fake``)."""
+    if settings.engine == "fake":
+        from service.fake_engine import FakeEmbedder, FakeScorer
+
+        scorer = FakeScorer(max_model_len=settings.max_model_len or 2048, tokens_per_s=settings.fake_tokens_per_s,
+                            record_calls=False)
+        return Runtime(scorer=scorer, embedder=FakeEmbedder())
     from service.embedder import SentenceEmbedder
     from service.engine import VllmScorer
     from service.model_files import resolve_model
 
     model_dir = resolve_model(settings.model, settings.model_cache)
     scorer = VllmScorer.start(model_dir, settings)
-    return Runtime(scorer=scorer, embedder=SentenceEmbedder())
+    return Runtime(scorer=scorer, embedder=SentenceEmbedder(), guard=OrphanGuard.watch_children())
 
 
 class BodyLimitMiddleware:
@@ -90,9 +98,30 @@ class BodyLimitMiddleware:
             await envelope(error.status, error.message, error.code)(scope, receive, send)
 
 
-def published_schema(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's OpenAPI document without the 422 answers it adds to every operation: validation errors are
-    400 in the error envelope here (declared per operation)."""
+def _state_limits(components: dict[str, Any], settings: Settings) -> None:
+    """The request limits this server's settings enforce, stated where a client reads them (the models carry
+    only the fixed ones)."""
+
+    def input_strings(schema: dict[str, Any]) -> None:
+        for option in schema["anyOf"]:  # a string, or an object of strings
+            (option if option["type"] == "string" else next(iter(option["patternProperties"].values())))[
+                "maxLength"] = settings.max_input_chars
+
+    predict = components["PredictRequest"]["properties"]
+    predict["inputs"]["maxItems"] = settings.max_inputs
+    input_strings(predict["inputs"]["items"])
+    next(o for o in predict["demos"]["anyOf"] if o["type"] == "integer")["maximum"] = settings.max_demos
+    components["ExamplesAdd"]["properties"]["examples"]["maxItems"] = settings.max_examples_per_request
+    input_strings(components["ExampleIn"]["properties"]["input"])
+    demos = min(64, settings.max_demos)
+    components["ControllerTrainRequest"]["properties"]["candidate_k"]["items"]["maximum"] = demos
+    next(o for o in components["TaskCreate"]["properties"]["default_k"]["anyOf"] if o["type"] == "integer")[
+        "maximum"] = demos
+
+
+def published_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """FastAPI's OpenAPI document without the 422 answers it adds to every operation (validation errors are
+    400 in the error envelope here, declared per operation), and with this server's request limits."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         for operations in schema["paths"].values():
@@ -100,6 +129,7 @@ def published_schema(app: FastAPI) -> dict[str, Any]:
                 operation.get("responses", {}).pop("422", None)
         for unused in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        _state_limits(schema["components"]["schemas"], settings)
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -114,7 +144,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = await to_thread.run_sync(Store, settings.resolved_database_url)
         contexts = ContextCache(store, settings.default_k, recent_queries=settings.domain_recent_queries)
-        jobs = JobRunner(store)
+        jobs = JobRunner(store, heartbeat_s=settings.job_heartbeat_s, stale_after_s=settings.job_stale_after_s)
         jobs.start()  # its first beat fails jobs a dead process left unfinished
         state = AppState(settings=settings, store=store, contexts=contexts, jobs=jobs, runtime=runtime)
         app.state.icl = state
@@ -150,6 +180,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
                 shutdown = getattr(item.scorer, "shutdown", None)
                 if shutdown:
                     shutdown()
+                if item.guard is not None:
+                    item.guard.close()
             store.close()
 
     app = FastAPI(
@@ -163,7 +195,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
     app.include_router(v1)
     app.include_router(admin)
     app.include_router(ops)
-    app.openapi = lambda: published_schema(app)  # type: ignore[method-assign]
+    app.openapi = lambda: published_schema(app, settings)  # type: ignore[method-assign]
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Bearer keys of /v1/admin/* (emptying the prefix cache): off while unset; API keys do not open them.
     admin_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # "fake": the stand-in engine and embedder of service/fake_engine.py instead of vLLM and the sentence
+    # embedder, for subprocess tests (crash, fuzz, load) that must not start a real engine; with
+    # `fake_tokens_per_s`, an engine of that throughput.
+    engine: Literal["vllm", "fake"] = "vllm"
+    fake_tokens_per_s: float | None = Field(default=None, gt=0)
 
     # Engine. "auto" dtype: bfloat16 where the CPU computes it natively or on a GPU, float32 otherwise.
     dtype: str = "auto"
@@ -54,6 +60,11 @@ class Settings(BaseSettings):
     auto_fit: bool = True
     auto_fit_min_labeled: int = Field(default=40, ge=1)
     auto_refit_growth: float = Field(default=0.5, gt=0)
+
+    # Background jobs: every `job_heartbeat_s` each process marks its running jobs alive, and fails those
+    # nobody has marked for `job_stale_after_s` (their process died).
+    job_heartbeat_s: float = Field(default=15.0, gt=0)
+    job_stale_after_s: float = Field(default=60.0, gt=0)
 
     log_level: str = "info"
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,18 @@ def _loc_to_param(loc: tuple) -> str | None:
     return out
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path answers to: Starlette's own 405 names only the first route that
+    matched the path, though several routes (GET and POST of /v1/tasks) may share it."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match != Match.NONE and route_methods:
+            methods |= set(route_methods)
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
@@ -71,11 +84,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return envelope(400, f"{where}{first.get('msg')}{more}", "invalid_value", param)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else "error"
         message = exc.detail if isinstance(exc.detail, str) else phrase
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, phrase.lower().replace(" ", "_"))
-        return envelope(exc.status_code, message, code, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return envelope(exc.status_code, message, code, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

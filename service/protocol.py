@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from controller.calibration import DEFAULT_DOMAIN, REFERENCE_DOMAIN, DomainSettings
 from controller.predictor import PredictOptions
 
 TASK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 EXAMPLE_ID_PATTERN = r"^[^/\x00]{1,128}$"  # usable as a path segment
+# What PromptTemplate.parse accepts, for clients generated from the schema: literal text (braces doubled),
+# fields {name} (ASCII identifiers, no format spec or conversion), at least one input field, and {label}
+# once, at the very end.
+_LITERAL = r"(?:[^{}\x00]|\{\{|\}\})"
+_INPUT_FIELD = r"\{(?!label\})[A-Za-z_][A-Za-z0-9_]*\}"
+TEMPLATE_PATTERN = rf"^(?:{_LITERAL}|{_INPUT_FIELD})*{_INPUT_FIELD}(?:{_LITERAL}|{_INPUT_FIELD})*\{{label\}}$"
+# Seeds are JSON numbers: beyond 2^53 - 1 most clients (JavaScript's, any float parser) cannot write them exactly.
+MAX_SEED = 2**53 - 1
 
 
 def _storable(text: str) -> str:
@@ -25,13 +43,34 @@ def _storable(text: str) -> str:
     return text
 
 
-Text = Annotated[StrictStr, AfterValidator(_storable)]
-LabelText = Annotated[Text, Field(min_length=1, max_length=256)]
-InputValue = Text | dict[Text, Text]
+def _whole(value: object) -> object:
+    """JSON Schema's integers include 2.0: a float without a fractional part, alone or in a list, becomes an
+    int before the strict checks (which still refuse strings, booleans and 2.5)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_whole(item) for item in value]
+    return value
+
+
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[StrictStr, AfterValidator(_storable), Field(json_schema_extra={"pattern": NO_NUL})]
+# Labels and verbalizers need a character that is not white space (Python's str.isspace: the service strips).
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+LABEL_PATTERN = rf"^[^\x00]*[^\x00{_SPACE}][^\x00]*$"
+LabelText = Annotated[Text, Field(min_length=1, max_length=256, json_schema_extra={"pattern": LABEL_PATTERN})]
+# An input's fields by name; the schema says no other key may appear (patternProperties alone would allow any).
+TextMap = Annotated[dict[Text, Text], Field(json_schema_extra={"additionalProperties": False})]
+InputValue = Text | TextMap
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _whole_numbers(cls, value: object) -> object:
+        return _whole(value)
 
 
 class _Open(BaseModel):
@@ -42,9 +81,14 @@ class _Open(BaseModel):
 
 class TaskCreate(_Strict):
     name: Annotated[str, Field(pattern=TASK_NAME_PATTERN)]
-    labels: Annotated[list[LabelText], Field(min_length=2, max_length=100)]
-    verbalizers: dict[LabelText, LabelText] | None = None
-    template: Annotated[Text, Field(min_length=1, max_length=20_000)]
+    labels: Annotated[list[LabelText], Field(min_length=2, max_length=100, json_schema_extra={"uniqueItems": True})]
+    verbalizers: Annotated[dict[LabelText, LabelText],
+                           Field(json_schema_extra={"additionalProperties": False})] | None = Field(
+        default=None, description="The words the model produces for each label (default: the label). Each key "
+                                  "must be one of `labels`, and no two labels may share a verbalizer.")
+    # The pattern is stated for clients; the server checks the same rules itself, with messages that say
+    # which rule a template breaks (PromptTemplate.parse).
+    template: Annotated[Text, Field(min_length=1, max_length=20_000, json_schema_extra={"pattern": TEMPLATE_PATTERN})]
     instruction: Annotated[Text, Field(max_length=20_000)] | None = None
     separator: Annotated[Text, Field(max_length=1_000)] = "\n\n"
     default_k: Annotated[StrictInt, Field(ge=0, le=64)] | None = None
@@ -118,7 +162,7 @@ class ControllerTrainRequest(_Strict):
         0, 1, 2, 4, 8]
     train_size: Annotated[StrictInt, Field(ge=20, le=10_000)] = 400
     selection: Literal["knn", "random", "diverse"] = "knn"
-    seed: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] = 0
+    seed: Annotated[StrictInt, Field(ge=0, le=MAX_SEED)] = 0
 
 
 class ControllerObject(_Open):
@@ -158,7 +202,15 @@ class TaskObject(BaseModel):
     n_labeled: int
     controller: ControllerObject | None = None
     fit: FitState
-    created_at: datetime
+    created_at: AwareDatetime
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _in_utc(cls, value: object) -> object:
+        """SQLite hands back naive datetimes; the store writes UTC."""
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
 
 class TaskList(BaseModel):
@@ -166,7 +218,7 @@ class TaskList(BaseModel):
 
 
 class ExampleIn(_Strict):
-    id: Annotated[Text, Field(pattern=EXAMPLE_ID_PATTERN)] | None = None
+    id: Annotated[StrictStr, Field(pattern=EXAMPLE_ID_PATTERN), AfterValidator(_storable)] | None = None
     input: InputValue
     label: LabelText | None = None
 
@@ -240,7 +292,7 @@ class PredictRequest(_Strict):
                     '"default": the cheap settings measured in bench/calibration.py; or explicit options. '
                     'Given without `calibration`, it asks for `calibration: "domain"`.')
     include_prompt: bool = False
-    seed: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] = Field(
+    seed: Annotated[StrictInt, Field(ge=0, le=MAX_SEED)] = Field(
         default=0, description="Seed of random selection and of domain-context sampling.")
 
     @model_validator(mode="after")
@@ -296,7 +348,7 @@ class PredictResponse(BaseModel):
 class AnnotationPlanRequest(_Strict):
     budget: Annotated[StrictInt, Field(ge=1, le=100_000)]
     method: Literal["votek", "ideal", "random", "votek_two_stage"] = "votek"
-    seed: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] = 0
+    seed: Annotated[StrictInt, Field(ge=0, le=MAX_SEED)] = 0
     confidence_demos: Annotated[StrictInt, Field(ge=1, le=64)] = Field(
         default=8, description="votek_two_stage: nearest labeled examples in each confidence prompt.")
 

@@ -15,6 +15,7 @@ from service.contexts import ContextCache
 from service.errors import APIError
 from service.jobs import JobRunner
 from service.metrics import Metrics
+from service.orphan_guard import OrphanGuard
 from service.store import Store
 
 
@@ -38,6 +39,8 @@ class ServedScorer(LabelScorer, Protocol):
 class Runtime:
     scorer: ServedScorer
     embedder: TextEmbedder
+    # Kills the engine's processes should this one die without stopping them (service/orphan_guard.py).
+    guard: OrphanGuard | None = None
 
 
 @dataclass

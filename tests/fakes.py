@@ -1,100 +1,14 @@
-"""Deterministic stand-ins for the engine and the embedder, for unit tests of the HTTP layer and the logic.
-
-The fake scorer prefers the label whose verbalizer occurs most often in the query (after the last blank
-line), which makes predictions checkable by hand; the fake embedder hashes words into a small vector space."""
+"""Deterministic stand-ins for the engine and the embedder (the service's own fake engine), and a prompt
+builder over them, for unit tests of the HTTP layer and the logic."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
-import numpy as np
-
 from controller.planning import PromptBuilder
-from controller.scoring import ScoredPrompt
+from service.fake_engine import FakeEmbedder, FakeScorer
 
-
-class FakeScorer:
-    model_name = "fake-model"
-
-    def __init__(self, max_model_len: int = 512, prefix_cache: bool = False) -> None:
-        self.max_model_len = max_model_len
-        # Like vLLM's prefix cache, without blocks: a prompt's longest shared prefix with any earlier prompt
-        # is served from the cache (all but its last token).
-        self.prefix_cache = prefix_cache
-        self.vocab: dict[str, int] = {}
-        self.calls: list[list[int]] = []
-        self.healthy = True
-
-    def _id(self, word: str) -> int:
-        return self.vocab.setdefault(word, len(self.vocab) + 1)
-
-    def tokenize(self, text: str) -> list[int]:
-        return [self._id(w) for w in text.replace("\n", " \n ").split(" ") if w]
-
-    def continuation_ids(self, continuation: str) -> list[int]:
-        return [self._id(w) for w in continuation.split()]
-
-    def decode(self, ids: Sequence[int]) -> list[str]:
-        reverse = {v: k for k, v in self.vocab.items()}
-        return [reverse[i] for i in ids]
-
-    async def score(self, prompts: Sequence[list[int]], continuations: Sequence[str]) -> list[ScoredPrompt]:
-        out = []
-        for prompt in prompts:
-            self.calls.append(list(prompt))
-            words = self.decode(prompt)
-            query = words[self._query_start(words):]
-            logprobs = [float(sum(w in query for w in c.split())) - 0.1 * i for i, c in enumerate(continuations)]
-            cached = self._cached_prefix(prompt) if self.prefix_cache else 0
-            out.append(ScoredPrompt(label_logprobs=logprobs, prompt_tokens=len(prompt),
-                                    computed_tokens=len(prompt) - cached, cached_tokens=cached))
-        return out
-
-    def _cached_prefix(self, prompt: list[int]) -> int:
-        best = 0
-        for earlier in self.calls[:-1]:
-            shared = 0
-            for a, b in zip(earlier, prompt, strict=False):
-                if a != b:
-                    break
-                shared += 1
-            best = max(best, shared)
-        return min(best, len(prompt) - 1)
-
-    @staticmethod
-    def _query_start(words: list[str]) -> int:
-        """Index after the last blank line (the separator before the query)."""
-        for i in range(len(words) - 2, -1, -1):
-            if words[i] == words[i + 1] == "\n":
-                return i + 2
-        return 0
-
-    async def check_health(self) -> None:
-        if not self.healthy:
-            raise RuntimeError("engine is down")
-
-    def queue_depth(self) -> int:
-        return 0
-
-    async def reset_prefix_cache(self) -> None:
-        self.resets = getattr(self, "resets", 0) + 1
-
-
-class FakeEmbedder:
-    dim = 64
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in text.lower().split():
-                h = int.from_bytes(hashlib.md5(word.encode()).digest()[:4], "little")
-                vectors[i, h % self.dim] += 1.0
-            norm = np.linalg.norm(vectors[i])
-            vectors[i] = vectors[i] / norm if norm else vectors[i]
-            if not norm:
-                vectors[i, 0] = 1.0
-        return vectors
+__all__ = ["FakeEmbedder", "FakeScorer", "fake_builder"]
 
 
 def fake_builder(texts: Sequence[str], labels: Sequence[str], template: str = "Input: {text}\nLabel: {label}",

@@ -38,3 +38,20 @@ def test_openapi_describes_the_contract(client):
                  "/v1/tasks/{name}/controller", "/v1/tasks/{name}/annotation-plan", "/v1/jobs/{job_id}",
                  "/v1/models", "/health", "/metrics"]:
         assert path in paths
+
+
+def test_a_405_names_every_method_of_the_path(tmp_path):
+    with make_client(tmp_path) as c:
+        response = c.put("/v1/tasks")
+        assert response.status_code == 405
+        assert response.headers["allow"] == "GET, POST"
+        assert c.request("OPTIONS", "/v1/tasks/sent").headers["allow"] == "DELETE, GET"
+
+
+def test_dates_carry_their_time_zone(tmp_path):
+    from datetime import datetime
+
+    with make_client(tmp_path) as c:
+        c.post("/v1/tasks", json=TASK)
+        created = datetime.fromisoformat(c.get("/v1/tasks/sent").json()["created_at"])
+        assert created.utcoffset() is not None and created.utcoffset().total_seconds() == 0

@@ -22,3 +22,40 @@ def test_predict_request_to_options():
                                       calibrate_knn=True)
     unshared = PredictRequest(inputs=["x"], domain_calibration={"shared_set_samples": None}).to_options().domain
     assert unshared.samples_for(shared_set=True) == DEFAULT_DOMAIN.samples
+
+
+def test_whole_floats_are_integers_and_nothing_else_is():
+    import pytest
+    from pydantic import ValidationError
+
+    from service.protocol import MAX_SEED, ControllerTrainRequest
+
+    request = PredictRequest.model_validate({"inputs": ["x"], "demos": 2.0, "seed": 7.0})
+    assert (request.demos, request.seed) == (2, 7) and isinstance(request.seed, int)
+    assert ControllerTrainRequest.model_validate({"candidate_k": [0.0, 4]}).candidate_k == [0, 4]
+    for bad in (2.5, "2", True):
+        with pytest.raises(ValidationError):
+            PredictRequest.model_validate({"inputs": ["x"], "seed": bad})
+    PredictRequest.model_validate({"inputs": ["x"], "seed": MAX_SEED})
+    with pytest.raises(ValidationError):
+        PredictRequest.model_validate({"inputs": ["x"], "seed": MAX_SEED + 1})
+
+
+def test_the_published_template_and_label_patterns_say_what_the_server_checks():
+    import re
+
+    from controller.templates import PromptTemplate, TemplateError
+    from service.protocol import LABEL_PATTERN, TEMPLATE_PATTERN
+
+    templates = ["Input: {text}\nLabel: {label}", "{a}{{x}}{b}{label}", "{label}", "{text}{label} ",
+                 "{label}{text}{label}", "{é}{label}", "{text!r}{label}", "{text:>3}{label}", "{}{label}",
+                 "{0}{label}", "x}{text}{label}", "{text}{label}}}", "P: {premise}\nH: {hypothesis}\nL: {label}"]
+    for template in templates:
+        try:
+            PromptTemplate.parse(template)
+            accepted = True
+        except TemplateError:
+            accepted = False
+        assert accepted == bool(re.fullmatch(TEMPLATE_PATTERN, template)), template
+    for label in ["positive", " a ", "\t", " ", "\x1f", "\u3000", "\ufeff"]:
+        assert bool(label.strip()) == bool(re.fullmatch(LABEL_PATTERN, label)), repr(label)

@@ -1,0 +1,86 @@
+"""Engine processes do not outlive the service.
+
+vLLM runs its engine in child processes (EngineCore and its workers). When the service is killed outright
+(``kill -9``, the OOM killer), nothing in it runs, and those children would live on as orphans that keep
+computing beside a restarted service. So once the engine has started, the service hands the list of its
+child processes to a small guard process and keeps the write end of a pipe to it. Any death of the service
+closes the pipe; the guard then kills the listed processes that still run (and their children) and exits.
+On a normal shutdown the engine has already stopped and the guard finds nothing to kill.
+
+Run as ``python -m service.orphan_guard``: the first line on stdin is the JSON list of ``[pid, create_time]``
+to guard; the guard then waits for end of input."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from typing import IO
+
+import psutil
+
+
+class OrphanGuard:
+    """The service's side: the guard process and the pipe whose closing sets it off."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self._process = process
+
+    @classmethod
+    def watch_children(cls) -> OrphanGuard:
+        """Guard every present child process of this one (recursively)."""
+        children = psutil.Process().children(recursive=True)
+        guarded = [[child.pid, child.create_time()] for child in children]
+        # Its own session: a terminal's Ctrl-C, or a kill of the service's process group, must not stop the
+        # guard before it has done its job.
+        process = subprocess.Popen([sys.executable, "-m", "service.orphan_guard"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.DEVNULL, start_new_session=True)
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(guarded).encode() + b"\n")
+        process.stdin.flush()
+        return cls(process)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """The service stops: the guard kills what is left of the guarded processes and exits."""
+        if self._process.stdin is not None and not self._process.stdin.closed:
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+
+
+def kill_guarded(guarded: list[list[float]], timeout_s: float = 5.0) -> list[int]:
+    """Kill the guarded processes still running (the same processes: same pid and start time) and their
+    children; the pids killed."""
+    victims: list[psutil.Process] = []
+    for pid, created in guarded:
+        try:
+            process = psutil.Process(int(pid))
+            if abs(process.create_time() - created) > 0.01 or process.status() == psutil.STATUS_ZOMBIE:
+                continue  # ended; the pid may belong to another process now
+            victims += [process, *process.children(recursive=True)]
+        except psutil.Error:
+            continue
+    for victim in victims:
+        with contextlib.suppress(psutil.Error):
+            victim.kill()
+    psutil.wait_procs(victims, timeout=timeout_s)
+    return [victim.pid for victim in victims]
+
+
+def main(stdin: IO[bytes] | None = None) -> None:
+    stream = stdin if stdin is not None else sys.stdin.buffer
+    guarded = json.loads(stream.readline() or b"[]")
+    while stream.read(65536):  # until the service's end of the pipe closes, however the service ended
+        pass
+    kill_guarded(guarded)
+
+
+if __name__ == "__main__":
+    main()

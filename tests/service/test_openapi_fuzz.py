@@ -1,0 +1,86 @@
+"""Schemathesis against the app's own /openapi.json, every check, on the fake engine: no 5xx, every answer as
+the document says, every constraint the server enforces stated in it. Findings accepted as correct behaviour
+are listed, each with its reason, in fuzz_baseline.json; any other finding fails."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, settings
+from schemathesis.core.failures import FailureGroup
+
+from service.app import create_app
+from service.config import Settings
+from service.state import Runtime
+from tests.fakes import FakeEmbedder, FakeScorer
+from tests.service.support import EXAMPLES, TASK
+
+BASELINE = json.loads((Path(__file__).parent / "fuzz_baseline.json").read_text())
+# Derandomized, so that CI meets the same cases every run; FUZZ_RANDOM=1 and a larger FUZZ_CASES explore.
+CASES_PER_OPERATION = int(os.environ.get("FUZZ_CASES", "64"))
+DERANDOMIZE = os.environ.get("FUZZ_RANDOM") != "1"
+MIN_CASES = 1000
+KEY = "fuzz-api-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+cases: dict[str, int] = {}
+
+
+@pytest.fixture(scope="module")
+def api_schema(tmp_path_factory):
+    settings_ = Settings(data_dir=tmp_path_factory.mktemp("fuzz"), api_keys=[KEY], admin_keys=["fuzz-admin-key"])
+    app = create_app(settings_, runtime=Runtime(scorer=FakeScorer(), embedder=FakeEmbedder()))
+    with TestClient(app) as client:  # runs the lifespan: store, jobs, engine state
+        client.post("/v1/tasks", json=TASK, headers=AUTH)
+        client.post(f"/v1/tasks/{TASK['name']}/examples", json={"examples": EXAMPLES}, headers=AUTH)
+        yield schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+def error_code(response) -> str | None:
+    try:
+        return response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def accepted(operation: str, title: str, code: str | None) -> bool:
+    """A finding in the baseline: the same operation, check and error code of the answer."""
+    return any(entry["operation"] == operation and entry["finding"] == title and entry["code"] == code
+               for entry in BASELINE)
+
+
+@schema.parametrize()
+@settings(max_examples=CASES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=DERANDOMIZE, database=None)
+def test_every_operation_answers_as_its_schema_says(case):
+    operation = case.operation.label
+    cases[operation] = cases.get(operation, 0) + 1
+    response = case.call(headers=AUTH)
+    try:
+        case.validate_response(response, headers=AUTH)
+    except FailureGroup as group:
+        new = [failure for failure in group.exceptions
+               if not accepted(operation, failure.title, error_code(response))]
+        if new:
+            found = "; ".join(f"{failure.title}: {failure.message}" for failure in new)
+            raise AssertionError(f"{found}\n{case.as_curl_command()}\n-> {response.status_code} "
+                                 f"{response.text[:500]}") from None
+
+
+def test_the_fuzzer_ran_enough_cases():
+    if not cases:
+        pytest.skip("run together with the fuzz test above")
+    print(f"\nfuzz cases: {sum(cases.values())} over {len(cases)} operations")
+    assert sum(cases.values()) >= min(MIN_CASES, 16 * CASES_PER_OPERATION), cases
+
+
+def test_every_baseline_entry_gives_its_reason():
+    for entry in BASELINE:
+        assert set(entry) == {"operation", "finding", "code", "reason"} and len(entry["reason"]) > 20, entry
