@@ -3,6 +3,7 @@
 # Usage: eval "$(scripts/postgres-for-tests.sh start)"; ...; scripts/postgres-for-tests.sh stop
 set -euo pipefail
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -z "$PGBIN" ] && command -v pg_ctl >/dev/null && PGBIN=$(dirname "$(command -v pg_ctl)")
 DIR=${ICL_TEST_PGDATA:-/tmp/iclserve-test-pg}
 PORT=${ICL_TEST_PGPORT:-54329}
 as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/bash -c "$*"; else bash -c "$*"; fi; }

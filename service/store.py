@@ -36,6 +36,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from service import failpoints
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -301,6 +303,7 @@ class Store:
                     select(func.count(ExampleRow.row_id), func.count(ExampleRow.label))
                     .where(ExampleRow.task_id == task_id)
                 ).one()
+                failpoints.reach("upload-commit")
                 return len(examples), int(n_examples), int(n_labeled)
         except IntegrityError as exc:  # a concurrent request took one of the ids first
             raise DuplicateExampleIdError("?", None) from exc
