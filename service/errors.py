@@ -55,6 +55,9 @@ def _loc_to_param(loc: tuple) -> str | None:
     return out
 
 
+BODY_PARSE_FAILED = "There was an error parsing the body"
+
+
 def allowed_methods(request: Request) -> list[str]:
     """Every method the request's path answers to: Starlette's own 405 names only the first route that
     matched the path, though several routes (GET and POST of /v1/tasks) may share it."""
@@ -88,6 +91,11 @@ def install_error_handlers(app: FastAPI) -> None:
         phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else "error"
         message = exc.detail if isinstance(exc.detail, str) else phrase
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, phrase.lower().replace(" ", "_"))
+        if exc.status_code == 400 and message == BODY_PARSE_FAILED:
+            # FastAPI's answer when parsing fails beyond a JSON syntax error: Python's parser gives up on JSON
+            # nested some thousand levels deep (RecursionError) before any work starts.
+            message, code = ("request body could not be parsed as JSON (nested too deeply?); the API's bodies "
+                             "nest a few levels at most"), "invalid_json"
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:
             headers["Allow"] = ", ".join(allowed_methods(request))
