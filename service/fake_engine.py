@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,14 +29,24 @@ class FakeScorer:
         self.prefix_cache = prefix_cache
         self.tokens_per_s = tokens_per_s
         self.record_calls = record_calls or prefix_cache
+        # Tokenizing runs in worker threads while scoring reads on the loop: ids only ever grow, under a lock.
         self.vocab: dict[str, int] = {}
+        self._words: list[str] = []
+        self._vocab_lock = threading.Lock()
         self.calls: list[list[int]] = []
         self.healthy = True
         self.resets = 0
         self._engine = asyncio.Lock() if tokens_per_s else None
 
     def _id(self, word: str) -> int:
-        return self.vocab.setdefault(word, len(self.vocab) + 1)
+        known = self.vocab.get(word)
+        if known is not None:
+            return known
+        with self._vocab_lock:
+            if word not in self.vocab:
+                self._words.append(word)
+                self.vocab[word] = len(self._words)
+            return self.vocab[word]
 
     def tokenize(self, text: str) -> list[int]:
         return [self._id(w) for w in text.replace("\n", " \n ").split(" ") if w]
@@ -44,19 +55,17 @@ class FakeScorer:
         return [self._id(w) for w in continuation.split()]
 
     def decode(self, ids: Sequence[int]) -> list[str]:
-        reverse = {v: k for k, v in self.vocab.items()}
-        return [reverse[i] for i in ids]
+        return [self._words[i - 1] for i in ids]
 
     async def score(self, prompts: Sequence[list[int]], continuations: Sequence[str]) -> list[ScoredPrompt]:
         if self._engine is not None and self.tokens_per_s:
             async with self._engine:
                 await asyncio.sleep(sum(len(p) for p in prompts) / self.tokens_per_s)
-        reverse = {v: k for k, v in self.vocab.items()}
         out = []
         for prompt in prompts:
             if self.record_calls:
                 self.calls.append(list(prompt))
-            words = [reverse[i] for i in prompt]
+            words = self.decode(prompt)
             query = words[self._query_start(words):]
             logprobs = [float(sum(w in query for w in c.split())) - 0.1 * i for i, c in enumerate(continuations)]
             cached = self._cached_prefix(prompt) if self.prefix_cache else 0

@@ -30,7 +30,7 @@ from service.protocol import ControllerObject, ControllerTrainRequest, JobCreate
 from service.records import labeled_rows, pool_of, prompt_builder, task_template
 from service.serving_tasks import FIT_JOB, TaskServing
 from service.state import AppState
-from service.store import TaskRecord
+from service.store import JobRunningError, TaskRecord
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +61,14 @@ class ControllerServing:
             candidate_k = sorted(set(request.candidate_k))
             self._check(task, candidate_k)
             running = await to_thread.run_sync(self.state.store.unfinished_job, FIT_JOB, name)
-            if running is not None:
-                raise APIError(409, f"task '{name}' is being fitted already (job {running.id}); follow it with "
-                               f"GET /v1/jobs/{running.id}, or ask again when it has finished", "fit_running",
-                               "name")
-            return await self._submit(task, request, candidate_k)
+            if running is None:
+                try:
+                    return await self._submit(task, request, candidate_k)
+                except JobRunningError:  # another replica submitted one between the check and the insert
+                    running = await to_thread.run_sync(self.state.store.unfinished_job, FIT_JOB, name)
+            job = f" (job {running.id}); follow it with GET /v1/jobs/{running.id}" if running else ""
+            raise APIError(409, f"task '{name}' is being fitted already{job}, or ask again when it has finished",
+                           "fit_running", "name")
 
     async def fit_if_due(self, name: str) -> None:
         """Start the fit by itself when it is due (``_due``); nothing when one runs, the engine is not ready, or
@@ -91,7 +94,10 @@ class ControllerServing:
                 if len(candidate_k) < 2:
                     return
                 self._attempted[task.id] = task.n_labeled
-                job = await self._submit(task, request, candidate_k)
+                try:
+                    job = await self._submit(task, request, candidate_k)
+                except JobRunningError:  # another replica started it first
+                    return
             logger.info("task '%s': fitting by itself (%d labeled examples), job %s", name, task.n_labeled,
                         job.job_id)
         except Exception:

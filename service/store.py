@@ -6,6 +6,7 @@ leaves nothing half-written.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,11 +21,13 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    and_,
     create_engine,
     delete,
     event,
@@ -33,10 +36,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from service import failpoints
+
+logger = logging.getLogger(__name__)
 
 
 def _now() -> datetime:
@@ -97,8 +102,21 @@ class JobRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=_now)
 
 
+# Jobs of these kinds run once per task at a time, across every replica sharing the database: checking for a
+# running one is a read that two replicas can pass together, so a partial unique index refuses the second.
+EXCLUSIVE_JOB_KINDS = ("controller",)
+UNFINISHED = ("queued", "running")
+_EXCLUSIVE_UNFINISHED = and_(JobRow.kind.in_(EXCLUSIVE_JOB_KINDS), JobRow.status.in_(UNFINISHED))
+ONE_UNFINISHED_JOB = Index("one_unfinished_exclusive_job", JobRow.kind, JobRow.task_name, unique=True,
+                           sqlite_where=_EXCLUSIVE_UNFINISHED, postgresql_where=_EXCLUSIVE_UNFINISHED)
+
+
 class NameTakenError(Exception):
     pass
+
+
+class JobRunningError(Exception):
+    """A job of an exclusive kind is already queued or running for the task (maybe on another replica)."""
 
 
 class DuplicateExampleIdError(Exception):
@@ -208,6 +226,10 @@ class Store:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         Base.metadata.create_all(self.engine)
+        try:  # a database made before the index: add it
+            ONE_UNFINISHED_JOB.create(self.engine, checkfirst=True)
+        except DBAPIError:  # it holds two unfinished fits of a task already: the heartbeat fails them
+            logger.warning("the one-fit-per-task index could not be created yet; a later start will add it")
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
@@ -384,9 +406,12 @@ class Store:
 
     def create_job(self, kind: str, task_name: str | None) -> JobRecord:
         job_id = f"job-{uuid.uuid4().hex}"
-        with self._transaction() as session:
-            session.add(JobRow(id=job_id, kind=kind, task_name=task_name, status="queued", progress=0.0,
-                               created_at=_now(), updated_at=_now()))
+        try:
+            with self._transaction() as session:
+                session.add(JobRow(id=job_id, kind=kind, task_name=task_name, status="queued", progress=0.0,
+                                   created_at=_now(), updated_at=_now()))
+        except IntegrityError as exc:
+            raise JobRunningError(kind, task_name) from exc
         return JobRecord(job_id, kind, task_name, "queued", 0.0, None, None)
 
     def update_job(self, job_id: str, **values: Any) -> None:
@@ -411,7 +436,7 @@ class Store:
         with self._sessions() as session:
             row = session.scalar(
                 select(JobRow).where(JobRow.kind == kind, JobRow.task_name == task_name,
-                                     JobRow.status.in_(("queued", "running")))
+                                     JobRow.status.in_(UNFINISHED))
                 .order_by(JobRow.created_at.desc()).limit(1))
             if row is None:
                 return None
@@ -422,7 +447,7 @@ class Store:
         if not job_ids:
             return
         with self._transaction() as session:
-            session.execute(update(JobRow).where(JobRow.id.in_(job_ids), JobRow.status.in_(("queued", "running")))
+            session.execute(update(JobRow).where(JobRow.id.in_(job_ids), JobRow.status.in_(UNFINISHED))
                             .values(updated_at=_now()))
 
     def fail_stale_jobs(self, stale_after: timedelta, reason: str) -> int:
@@ -431,7 +456,7 @@ class Store:
         cutoff = _now() - stale_after
         with self._transaction() as session:
             result = session.execute(
-                update(JobRow).where(JobRow.status.in_(("queued", "running")), JobRow.updated_at < cutoff)
+                update(JobRow).where(JobRow.status.in_(UNFINISHED), JobRow.updated_at < cutoff)
                 .values(status="failed", error={"message": reason, "type": "job_interrupted"}, updated_at=_now())
             )
             return int(result.rowcount or 0)

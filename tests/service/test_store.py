@@ -95,3 +95,19 @@ def test_stale_jobs_are_failed_and_live_ones_kept(url):
     assert store.fail_stale_jobs(timedelta(0), "died") == 0  # finished jobs are never touched
     assert store.get_job(finished.id).status == "succeeded"
     store.close()
+
+
+def test_one_unfinished_fit_per_task_whoever_asks(url):
+    from service.store import JobRunningError
+
+    store, other_replica = Store(url), Store(url)
+    first = store.create_job("controller", "t")
+    with pytest.raises(JobRunningError):
+        other_replica.create_job("controller", "t")  # the database refuses it, not a check that both passed
+    other_replica.create_job("controller", "u")  # another task's fit may run
+    store.create_job("annotation", "t")  # jobs of other kinds are not exclusive
+    store.create_job("annotation", "t")
+    store.update_job(first.id, status="failed")
+    other_replica.create_job("controller", "t")  # once it has ended, a new fit may start
+    store.close()
+    other_replica.close()
