@@ -45,7 +45,7 @@ class PromptTemplate:
         for _literal, name, spec, conversion in parsed:
             if name is None:
                 continue
-            if not (name.isidentifier() and name.isascii()):
+            if not name.isidentifier():
                 raise TemplateError(f"template field {{{name}}} must be a plain name such as {{text}}")
             if spec or conversion:
                 raise TemplateError(f"template field {{{name}}} must not carry a format spec or conversion")

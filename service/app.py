@@ -20,7 +20,7 @@ from service.config import Settings
 from service.contexts import ContextCache
 from service.errors import APIError, envelope, install_error_handlers
 from service.jobs import JobRunner
-from service.orphan_guard import OrphanGuard
+from service.orphan_guard import OrphanGuard, children
 from service.routes import admin, ops, v1
 from service.servings import Servings
 from service.state import AppState, Runtime
@@ -45,8 +45,19 @@ def start_runtime(settings: Settings) -> Runtime:
     from service.model_files import resolve_model
 
     model_dir = resolve_model(settings.model, settings.model_cache)
+    others = children()  # not the engine's: the guard leaves them alone
     scorer = VllmScorer.start(model_dir, settings)
-    return Runtime(scorer=scorer, embedder=SentenceEmbedder(), guard=OrphanGuard.watch_children())
+    try:
+        guard = OrphanGuard.watch_children(started_before=others)
+    except Exception:
+        scorer.shutdown()
+        raise
+    try:
+        return Runtime(scorer=scorer, embedder=SentenceEmbedder(), guard=guard)
+    except Exception:  # the engine must not outlive a start that failed after it
+        scorer.shutdown()
+        guard.close()
+        raise
 
 
 class BodyLimitMiddleware:

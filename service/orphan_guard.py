@@ -7,7 +7,7 @@ child processes to a small guard process and keeps the write end of a pipe to it
 closes the pipe; the guard then kills the listed processes that still run (and their children) and exits.
 On a normal shutdown the engine has already stopped and the guard finds nothing to kill.
 
-Run as ``python -m service.orphan_guard``: the first line on stdin is the JSON list of ``[pid, create_time]``
+Run as ``python -m service.orphan_guard``: the first line on stdin is the JSON list of ``[pid, start_ticks]``
 to guard; the guard then waits for end of input."""
 
 from __future__ import annotations
@@ -16,9 +16,25 @@ import contextlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import IO
 
 import psutil
+
+
+def start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (/proc/PID/stat): unlike a wall-clock start time it
+    does not move when the system clock is set, so it tells a guarded process from one that took its pid."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[19])  # the 22nd field; the split starts at the 3rd
+
+
+def children() -> set[int]:
+    """The pids of this process's children, recursively."""
+    return {child.pid for child in psutil.Process().children(recursive=True)}
 
 
 class OrphanGuard:
@@ -28,10 +44,11 @@ class OrphanGuard:
         self._process = process
 
     @classmethod
-    def watch_children(cls) -> OrphanGuard:
-        """Guard every present child process of this one (recursively)."""
-        children = psutil.Process().children(recursive=True)
-        guarded = [[child.pid, child.create_time()] for child in children]
+    def watch_children(cls, started_before: set[int] | None = None) -> OrphanGuard:
+        """Guard this process's children (recursively), except those in ``started_before`` (pids taken before
+        the engine started, which are not the engine's)."""
+        guarded = [[pid, ticks] for pid in sorted(children() - (started_before or set()))
+                   if (ticks := start_ticks(pid)) is not None]
         # Its own session: a terminal's Ctrl-C, or a kill of the service's process group, must not stop the
         # guard before it has done its job.
         process = subprocess.Popen([sys.executable, "-m", "service.orphan_guard"], stdin=subprocess.PIPE,
@@ -55,15 +72,17 @@ class OrphanGuard:
             self._process.kill()
 
 
-def kill_guarded(guarded: list[list[float]], timeout_s: float = 5.0) -> list[int]:
-    """Kill the guarded processes still running (the same processes: same pid and start time) and their
-    children; the pids killed."""
+def kill_guarded(guarded: list[list[int]], timeout_s: float = 5.0) -> list[int]:
+    """Kill the guarded processes still running (the same processes: same pid and start) and their children;
+    the pids killed."""
     victims: list[psutil.Process] = []
-    for pid, created in guarded:
+    for pid, ticks in guarded:
+        if start_ticks(int(pid)) != ticks:
+            continue  # ended; the pid may belong to another process now
         try:
             process = psutil.Process(int(pid))
-            if abs(process.create_time() - created) > 0.01 or process.status() == psutil.STATUS_ZOMBIE:
-                continue  # ended; the pid may belong to another process now
+            if process.status() == psutil.STATUS_ZOMBIE:
+                continue
             victims += [process, *process.children(recursive=True)]
         except psutil.Error:
             continue

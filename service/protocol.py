@@ -165,6 +165,13 @@ class ControllerTrainRequest(_Strict):
     seed: Annotated[StrictInt, Field(ge=0, le=MAX_SEED)] = 0
 
 
+class StoredTrainRequest(ControllerTrainRequest):
+    """What a stored fit was asked: as a request, except that fits stored before seeds were capped at 2^53 - 1
+    may hold a larger one."""
+
+    seed: Annotated[StrictInt, Field(ge=0)] = 0
+
+
 class ControllerObject(_Open):
     """A task's fitted meta-controller: how it was trained and how it did on held-back examples."""
 
@@ -176,7 +183,7 @@ class ControllerObject(_Open):
     calibration: CalibrationFitObject | None = Field(
         default=None, description="The task's fitted calibration (null for a fit made before they had one).")
     cost: FitCost | None = None
-    request: ControllerTrainRequest | None = Field(
+    request: StoredTrainRequest | None = Field(
         default=None, description="What the fit was asked (an automatic refit asks the same; null for older fits).")
     created_at: str = Field(description="When it was fitted (ISO 8601, UTC).")
     metadata: ControllerMetadata
@@ -208,8 +215,8 @@ class TaskObject(BaseModel):
     @classmethod
     def _in_utc(cls, value: object) -> object:
         """SQLite hands back naive datetimes; the store writes UTC."""
-        if isinstance(value, datetime) and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
         return value
 
 

@@ -26,7 +26,7 @@ from controller.training import (
 )
 from service.errors import APIError
 from service.jobs import ProgressCallback
-from service.protocol import ControllerObject, ControllerTrainRequest, JobCreated
+from service.protocol import ControllerObject, ControllerTrainRequest, JobCreated, StoredTrainRequest
 from service.records import labeled_rows, pool_of, prompt_builder, task_template
 from service.serving_tasks import FIT_JOB, TaskServing
 from service.state import AppState
@@ -128,7 +128,7 @@ class ControllerServing:
             return ControllerTrainRequest()
         metadata = summary.get("metadata", {})
         asked = summary.get("request")
-        request = (ControllerTrainRequest.model_validate(asked) if asked is not None else
+        request = (StoredTrainRequest.model_validate(asked) if asked is not None else
                    ControllerTrainRequest(selection=summary.get("selection", "knn"), seed=summary.get("seed", 0)))
         runtime = self.state.runtime
         stale = (summary.get("calibration") is None or metadata.get("n_labeled") is None

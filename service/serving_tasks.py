@@ -62,9 +62,13 @@ class TaskServing:
             raise APIError(400, f"default_k={request.default_k} is more than the limit of "
                            f"{self.state.settings.max_demos}", "invalid_value", "default_k")
         try:
-            PromptTemplate.parse(request.template, request.instruction, request.separator)
+            parsed = PromptTemplate.parse(request.template, request.instruction, request.separator)
         except TemplateError as exc:
             raise APIError(400, str(exc), "invalid_template", "template") from exc
+        # New tasks' field names are ASCII, as the published pattern says (tasks stored before keep theirs).
+        if not all(name.isascii() for name in parsed.fields):
+            raise APIError(400, "template field names must be ASCII identifiers such as {text}", "invalid_template",
+                           "template")
         try:
             task = self.state.store.create_task(
                 name=request.name, labels=labels, verbalizers=verbalizers, template=request.template,

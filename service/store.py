@@ -415,8 +415,11 @@ class Store:
         return JobRecord(job_id, kind, task_name, "queued", 0.0, None, None)
 
     def update_job(self, job_id: str, **values: Any) -> None:
+        """Update a job that has not ended: once failed (say, as stale by another replica, which may then
+        have started its successor) or succeeded, a late report leaves it as it is."""
         with self._transaction() as session:
-            session.execute(update(JobRow).where(JobRow.id == job_id).values(updated_at=_now(), **values))
+            session.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status.in_(UNFINISHED))
+                            .values(updated_at=_now(), **values))
 
     def update_progress(self, job_id: str, progress: float) -> None:
         """Progress of a running job only: a late report must not touch a finished one."""

@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
@@ -30,8 +31,21 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 cases: dict[str, int] = {}
 
 
+# FUZZ_URL: fuzz a running service instead (the real engine, say), with FUZZ_API_KEY as its key.
+FUZZ_URL = os.environ.get("FUZZ_URL")
+if FUZZ_URL:
+    AUTH = {"Authorization": f"Bearer {os.environ.get('FUZZ_API_KEY', KEY)}"}
+
+
 @pytest.fixture(scope="module")
 def api_schema(tmp_path_factory):
+    if FUZZ_URL:
+        with httpx.Client(base_url=FUZZ_URL, headers=AUTH, timeout=600) as client:
+            client.delete(f"/v1/tasks/{TASK['name']}")
+            client.post("/v1/tasks", json=TASK)
+            client.post(f"/v1/tasks/{TASK['name']}/examples", json={"examples": EXAMPLES})
+        yield schemathesis.openapi.from_url(f"{FUZZ_URL}/openapi.json")
+        return
     settings_ = Settings(data_dir=tmp_path_factory.mktemp("fuzz"), api_keys=[KEY], admin_keys=["fuzz-admin-key"])
     app = create_app(settings_, runtime=Runtime(scorer=FakeScorer(), embedder=FakeEmbedder()))
     with TestClient(app) as client:  # runs the lifespan: store, jobs, engine state

@@ -18,9 +18,12 @@ REPO = Path(__file__).resolve().parents[2]
 STAND_IN = textwrap.dedent("""
     import subprocess, sys, time
     from service.orphan_guard import OrphanGuard
+    from service.orphan_guard import children
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    before = children()  # started before "the engine": not guarded
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    guard = OrphanGuard.watch_children() if sys.argv[1] == "guarded" else None
-    print(child.pid, guard.pid if guard else 0, flush=True)
+    guard = OrphanGuard.watch_children(started_before=before) if sys.argv[1] == "guarded" else None
+    print(child.pid, guard.pid if guard else 0, bystander.pid, flush=True)
     time.sleep(600)
 """)
 
@@ -37,7 +40,7 @@ def _kill_minus_nine(mode: str, wait_s: float) -> tuple[int, bool]:
     stand_in = subprocess.Popen([sys.executable, "-c", STAND_IN, mode], cwd=REPO, stdout=subprocess.PIPE,
                                 text=True)
     assert stand_in.stdout is not None
-    child, guard = (int(pid) for pid in stand_in.stdout.readline().split())
+    child, guard, bystander = (int(pid) for pid in stand_in.stdout.readline().split())
     assert _running(child)
     os.kill(stand_in.pid, signal.SIGKILL)
     stand_in.wait()
@@ -45,6 +48,8 @@ def _kill_minus_nine(mode: str, wait_s: float) -> tuple[int, bool]:
     while _running(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     alive = _running(child)
+    assert _running(bystander), "a process the guard was not given was killed"
+    os.kill(bystander, signal.SIGKILL)
     if alive:
         os.kill(child, signal.SIGKILL)
     if guard:
@@ -67,14 +72,15 @@ def test_without_the_guard_the_child_would_live_on():
 
 
 def test_the_guard_leaves_alone_a_pid_that_now_belongs_to_another_process():
-    from service.orphan_guard import kill_guarded
+    from service.orphan_guard import kill_guarded, start_ticks
 
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        created = psutil.Process(other.pid).create_time()
-        assert kill_guarded([[other.pid, created - 100.0]]) == []
+        started = start_ticks(other.pid)
+        assert started is not None
+        assert kill_guarded([[other.pid, started - 100]]) == []
         assert _running(other.pid)
-        assert kill_guarded([[other.pid, created]]) == [other.pid]
+        assert kill_guarded([[other.pid, started]]) == [other.pid]
         other.wait(timeout=5)
     finally:
         other.kill()

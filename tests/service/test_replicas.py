@@ -28,12 +28,14 @@ def replicas(tmp_path):
     Base.metadata.drop_all(store.engine)
     store.close()
     servers = []
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        servers.append(ServerProcess(tmp_path / name, POSTGRES_URL).start())
-    yield servers
-    for server in servers:
-        server.stop()
+    try:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            servers.append(ServerProcess(tmp_path / name, POSTGRES_URL).start())
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def _batch(prefix: str, n: int) -> dict:

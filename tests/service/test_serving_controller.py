@@ -262,3 +262,17 @@ def test_examples_uploaded_while_a_fit_runs_get_their_refit_when_it_ends(tmp_pat
             time.sleep(0.02)
         assert fit == {"state": "fitted", "pool_version": 2, "job_id": None}
         assert c.get("/v1/tasks/sent/controller").json()["metadata"]["n_labeled"] == 60
+
+
+def test_a_fit_stored_with_a_seed_above_today_s_cap_is_still_described(tmp_path):
+    with _client(tmp_path, FakeScorer()) as c:
+        c.post("/v1/tasks", json=TASK)
+        c.post("/v1/tasks/sent/examples", json={"examples": _examples(60)})
+        _wait(c, c.post("/v1/tasks/sent/controller", json={"candidate_k": [0, 2]}).json()["job_id"])
+        store = c.app.state.icl.store
+        task = store.get_task("sent")
+        stored = store.load_controller(task.id)
+        summary = {**stored.summary, "request": {**stored.summary["request"], "seed": 2**63 - 1}}
+        store.save_controller(task.id, stored.blob, summary)
+        assert c.get("/v1/tasks/sent/controller").json()["request"]["seed"] == 2**63 - 1
+        assert c.get("/v1/tasks").status_code == 200
