@@ -58,7 +58,7 @@ class FakeScorer:
         return [self._words[i - 1] for i in ids]
 
     async def score(self, prompts: Sequence[list[int]], continuations: Sequence[str]) -> list[ScoredPrompt]:
-        if self._engine is not None and self.tokens_per_s:
+        if self._engine is not None and self.tokens_per_s is not None:
             async with self._engine:
                 await asyncio.sleep(sum(len(p) for p in prompts) / self.tokens_per_s)
         out = []

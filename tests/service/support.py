@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 
+import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -50,3 +52,16 @@ def assert_error(response, status, code=None, param=None):
         assert error["param"] == param
 
 
+POSTGRES_URL = os.environ.get("ICL_TEST_POSTGRES_URL")
+
+
+def empty_postgres() -> str:
+    """The test PostgreSQL's URL with its tables dropped; skips the test where none is set (CI starts one)."""
+    from service.store import Base, Store
+
+    if not POSTGRES_URL:
+        pytest.skip("ICL_TEST_POSTGRES_URL is not set (scripts/postgres-for-tests.sh starts a server)")
+    store = Store(POSTGRES_URL)
+    Base.metadata.drop_all(store.engine)
+    store.close()
+    return POSTGRES_URL

@@ -4,7 +4,6 @@ after a restart nothing is half-written, a killed job says so, and the store is 
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import threading
 import time
@@ -12,23 +11,15 @@ import time
 import httpx
 import pytest
 
-from service.store import Base, Store
 from tests.service.server_process import ServerProcess
-from tests.service.support import TASK
-
-POSTGRES_URL = os.environ.get("ICL_TEST_POSTGRES_URL")
+from tests.service.support import TASK, empty_postgres
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request):
     if request.param == "sqlite":
         return None  # the service's default: a SQLite file in its data directory
-    if not POSTGRES_URL:
-        pytest.skip("ICL_TEST_POSTGRES_URL is not set (scripts/postgres-for-tests.sh starts a server)")
-    store = Store(POSTGRES_URL)
-    Base.metadata.drop_all(store.engine)
-    store.close()
-    return POSTGRES_URL
+    return empty_postgres()
 
 
 @pytest.fixture

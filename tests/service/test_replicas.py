@@ -4,7 +4,6 @@ pool after an upload."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import Counter
@@ -13,20 +12,17 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from service.store import Base, JobRow, Store
+from service.store import JobRow, Store
 from tests.service.server_process import ServerProcess
-from tests.service.support import TASK
+from tests.service.support import POSTGRES_URL, TASK, empty_postgres
 
-POSTGRES_URL = os.environ.get("ICL_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="ICL_TEST_POSTGRES_URL is not set "
                                 "(scripts/postgres-for-tests.sh starts a server)")
 
 
 @pytest.fixture
 def replicas(tmp_path):
-    store = Store(POSTGRES_URL)
-    Base.metadata.drop_all(store.engine)
-    store.close()
+    empty_postgres()
     servers = []
     try:
         for name in ("a", "b"):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -11,22 +9,16 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from service.state import Runtime
-from service.store import Base, DuplicateExampleIdError, NameTakenError, NewExample, Store
+from service.store import DuplicateExampleIdError, NameTakenError, NewExample, Store
 from tests.fakes import FakeEmbedder, FakeScorer
-
-POSTGRES_URL = os.environ.get("ICL_TEST_POSTGRES_URL")
+from tests.service.support import empty_postgres
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
-    if not POSTGRES_URL:
-        pytest.skip("ICL_TEST_POSTGRES_URL is not set (scripts/postgres-for-tests.sh starts a server)")
-    store = Store(POSTGRES_URL)
-    Base.metadata.drop_all(store.engine)
-    store.close()
-    return POSTGRES_URL
+    return empty_postgres()
 
 
 def _example(example_id, label="a"):
