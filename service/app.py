@@ -47,16 +47,14 @@ def start_runtime(settings: Settings) -> Runtime:
     model_dir = resolve_model(settings.model, settings.model_cache)
     others = children()  # not the engine's: the guard leaves them alone
     scorer = VllmScorer.start(model_dir, settings)
+    guard: OrphanGuard | None = None
     try:
         guard = OrphanGuard.watch_children(started_before=others)
-    except Exception:
-        scorer.shutdown()
-        raise
-    try:
         return Runtime(scorer=scorer, embedder=SentenceEmbedder(), guard=guard)
     except Exception:  # the engine must not outlive a start that failed after it
         scorer.shutdown()
-        guard.close()
+        if guard is not None:
+            guard.close()
         raise
 
 
@@ -118,16 +116,19 @@ def _state_limits(components: dict[str, Any], settings: Settings) -> None:
             (option if option["type"] == "string" else next(iter(option["patternProperties"].values())))[
                 "maxLength"] = settings.max_input_chars
 
+    def integer(schema: dict[str, Any]) -> dict[str, Any]:
+        """The integer option of a field that also takes "auto" or null."""
+        return next(option for option in schema["anyOf"] if option["type"] == "integer")
+
     predict = components["PredictRequest"]["properties"]
     predict["inputs"]["maxItems"] = settings.max_inputs
     input_strings(predict["inputs"]["items"])
-    next(o for o in predict["demos"]["anyOf"] if o["type"] == "integer")["maximum"] = settings.max_demos
+    integer(predict["demos"])["maximum"] = settings.max_demos
     components["ExamplesAdd"]["properties"]["examples"]["maxItems"] = settings.max_examples_per_request
     input_strings(components["ExampleIn"]["properties"]["input"])
     demos = min(64, settings.max_demos)
     components["ControllerTrainRequest"]["properties"]["candidate_k"]["items"]["maximum"] = demos
-    next(o for o in components["TaskCreate"]["properties"]["default_k"]["anyOf"] if o["type"] == "integer")[
-        "maximum"] = demos
+    integer(components["TaskCreate"]["properties"]["default_k"])["maximum"] = demos
 
 
 def published_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
