@@ -28,9 +28,9 @@ from service.errors import APIError
 from service.jobs import ProgressCallback
 from service.protocol import ControllerObject, ControllerTrainRequest, JobCreated, StoredTrainRequest
 from service.records import labeled_rows, pool_of, prompt_builder, task_template
-from service.serving_tasks import FIT_JOB, TaskServing
+from service.serving_tasks import TaskServing
 from service.state import AppState
-from service.store import JobRunningError, TaskRecord
+from service.store import FIT_JOB, JobRunningError, TaskRecord
 
 logger = logging.getLogger(__name__)
 

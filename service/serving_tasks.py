@@ -8,9 +8,7 @@ from controller.templates import PromptTemplate, TemplateError
 from service.errors import APIError, task_not_found
 from service.protocol import ControllerObject, FitState, TaskCreate, TaskObject
 from service.state import AppState
-from service.store import JobRecord, NameTakenError, TaskRecord
-
-FIT_JOB = "controller"
+from service.store import FIT_JOB, JobRecord, NameTakenError, TaskRecord
 
 
 def fit_state(controller: dict[str, Any] | None, running: JobRecord | None) -> FitState:

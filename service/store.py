@@ -104,7 +104,8 @@ class JobRow(Base):
 
 # Jobs of these kinds run once per task at a time, across every replica sharing the database: checking for a
 # running one is a read that two replicas can pass together, so a partial unique index refuses the second.
-EXCLUSIVE_JOB_KINDS = ("controller",)
+FIT_JOB = "controller"  # the kind of the fit job (meta-controller and calibration)
+EXCLUSIVE_JOB_KINDS = (FIT_JOB,)
 UNFINISHED = ("queued", "running")
 _EXCLUSIVE_UNFINISHED = and_(JobRow.kind.in_(EXCLUSIVE_JOB_KINDS), JobRow.status.in_(UNFINISHED))
 ONE_UNFINISHED_JOB = Index("one_unfinished_exclusive_job", JobRow.kind, JobRow.task_name, unique=True,
