@@ -9,6 +9,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from controller.cascade import Cascade
 from controller.features import features_for
 from controller.meta import MetaController
 from controller.planning import PromptBuilder
@@ -94,10 +95,32 @@ class ControllerCount:
         return [options[j][i] for i, j in enumerate(choice)]
 
 
+AutoPolicy = Literal["cascade", "controller"]
+
+
+@dataclass(frozen=True)
+class ChosenCounts:
+    """How a request's counts are chosen: the policy of its (first) pass, the cascade that follows it if any,
+    and what chose them ("fixed", "default", "cascade" or "controller")."""
+
+    counts: CountPolicy
+    cascade: Cascade | None
+    name: str
+
+
 def count_policy(demos: int | Literal["auto"], default_k: int, controller: MetaController | None,
-                 labels: Sequence[str], pool_size: int) -> CountPolicy:
-    """``demos: "auto"`` with a fitted controller and a pool to draw from: the controller; otherwise the count
-    asked for, or the task's default count."""
-    if demos == "auto" and controller is not None and pool_size:
-        return ControllerCount(controller, labels)
-    return FixedCount(demos if isinstance(demos, int) else default_k)
+                 cascade: Cascade | None, auto_policy: AutoPolicy, labels: Sequence[str],
+                 pool_size: int) -> ChosenCounts:
+    """``demos: "auto"`` with a fit and a pool to draw from: the fitted cascade (or, with ``auto_policy``
+    "controller", the meta-controller; either one when the fit lacks the other); the count asked for; or,
+    for "auto" without a fit, the task's default count."""
+    if isinstance(demos, int):
+        return ChosenCounts(FixedCount(demos), None, "fixed")
+    if pool_size:
+        if cascade is not None and (auto_policy == "cascade" or controller is None):
+            if len(cascade.stages) == 1:
+                return ChosenCounts(FixedCount(cascade.stages[0]), None, "cascade")
+            return ChosenCounts(FixedCount(cascade.stages[0]), cascade, "cascade")
+        if controller is not None:
+            return ChosenCounts(ControllerCount(controller, labels), None, "controller")
+    return ChosenCounts(FixedCount(default_k), None, "default")

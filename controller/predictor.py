@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -25,7 +25,8 @@ from controller.calibration import (
     calibrator_for,
 )
 from controller.calibration_fit import TaskCalibration
-from controller.counts import CountPolicy, FixedCount, QueryBatch, count_policy
+from controller.cascade import Cascade, escalation_order
+from controller.counts import AutoPolicy, CountPolicy, FixedCount, QueryBatch, count_policy
 from controller.meta import MetaController
 from controller.planning import Prompt, PromptBuilder, build_prompts
 from controller.retrieval import Retriever, Selection, per_query_seeds, pool_similarities, retriever_for
@@ -42,6 +43,7 @@ class PredictOptions:
     domain: DomainSettings = DEFAULT_DOMAIN
     seed: int = 0
     max_prompt_tokens: int | None = None
+    auto_policy: AutoPolicy = "cascade"  # what serves "auto" once a task is fitted
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,18 @@ class Prediction:
     label: str
     probs: dict[str, float]
     uncalibrated_probs: dict[str, float]
-    demo_rows: list[int]
-    prompt_tokens: int
+    demo_rows: list[int]  # of the prompt that answered
+    prompt_tokens: int  # over every stage the input went through
     prompt: str
     calibration: str = "none"  # the calibration this input got
+    stages: tuple[int, ...] = ()  # the count of each prompt it was scored with; the last one answered
+    computed_tokens: int = 0  # what the engine computed for its prompts, prefix-cache hits excluded
+
+    def then(self, later: Prediction) -> Prediction:
+        """This input answered again at a later cascade stage: that answer, with both stages counted."""
+        return replace(later, prompt_tokens=self.prompt_tokens + later.prompt_tokens,
+                       stages=(*self.stages, *later.stages),
+                       computed_tokens=self.computed_tokens + later.computed_tokens)
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,14 @@ class Usage:
     total_tokens: int  # every token the engine was given (label continuations included)
     cached_tokens: int  # of total_tokens, served from vLLM's prefix cache
 
+    @property
+    def computed_tokens(self) -> int:
+        """What the engine really computed: every token, less prefix-cache hits."""
+        return self.total_tokens - self.cached_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
 
 @dataclass(frozen=True)
 class BatchResult:
@@ -72,10 +90,14 @@ class BatchResult:
 
 @dataclass(frozen=True)
 class PredictionPlan:
-    """Everything the engine is to score for a batch: the inputs' prompts, then the calibration prompts."""
+    """Everything the engine is to score for a batch: the inputs' prompts, then the calibration prompts; and
+    the queries as planned, which a cascade's later stages plan again with more demonstrations."""
 
     prompts: list[Prompt]
     calibration: CalibrationPrompts
+    queries: Sequence[Mapping[str, str]] = ()
+    embeddings: np.ndarray | None = None
+    seeds: Sequence[int] = ()
 
     @property
     def n_prompts(self) -> int:
@@ -91,7 +113,8 @@ class Scores:
 @dataclass(frozen=True)
 class Predictor:
     """Predictions for one task's pool: demonstrations from ``retriever``, counts from ``counts``, biases
-    divided out by ``calibrator``."""
+    divided out by ``calibrator``. With a ``cascade``, ``counts`` is its first stage, and the inputs it is
+    unsure of are scored again at the later stages' counts."""
 
     builder: PromptBuilder
     labels: Sequence[str]
@@ -100,24 +123,33 @@ class Predictor:
     calibrator: Calibrator
     seed: int = 0
     max_prompt_tokens: int | None = None
+    cascade: Cascade | None = None
+    # What chose the counts: "fixed" (asked for), "default" ("auto" without a fit that applies: the task's
+    # default count), "cascade" or "controller".
+    demos_policy: str = "fixed"
 
     @classmethod
     def from_options(cls, builder: PromptBuilder, labels: Sequence[str], options: PredictOptions, default_k: int,
                      controller: MetaController | None = None, words: Callable[[], DomainWords] | None = None,
-                     biases: BiasCache | None = None, fitted: TaskCalibration | None = None) -> Predictor:
-        """The predictor a request's options describe: ``default_k`` and ``controller`` serve ``demos: "auto"``,
-        ``words``, ``biases`` (the cache valid for this pool) and the task's ``fitted`` calibration serve
-        calibration."""
+                     biases: BiasCache | None = None, fitted: TaskCalibration | None = None,
+                     cascade: Cascade | None = None) -> Predictor:
+        """The predictor a request's options describe: ``default_k``, the fitted ``cascade`` and ``controller``
+        serve ``demos: "auto"`` (``options.auto_policy`` says which of the two), ``words``, ``biases`` (the
+        cache valid for this pool) and the task's ``fitted`` calibration serve calibration."""
         sources = CalibrationSources(selection=options.selection, domain=options.domain, words=words, cache=biases,
                                      fit=fitted)
+        chosen = count_policy(options.demos, default_k, controller, cascade, options.auto_policy, labels,
+                              len(builder.pool))
         return cls(
             builder=builder,
             labels=labels,
             retriever=retriever_for(options.selection),
-            counts=count_policy(options.demos, default_k, controller, labels, len(builder.pool)),
+            counts=chosen.counts,
             calibrator=calibrator_for(options.calibration, sources),
             seed=options.seed,
             max_prompt_tokens=options.max_prompt_tokens,
+            cascade=chosen.cascade,
+            demos_policy=chosen.name,
         )
 
     @classmethod
@@ -131,8 +163,11 @@ class Predictor:
 
     @property
     def needs_embeddings(self) -> bool:
-        """Whether ``plan`` reads the queries' embeddings (retrieval or the controller's features)."""
-        return len(self.builder.pool) > 0 and self.counts.needs_embeddings(self.retriever)
+        """Whether ``plan`` reads the queries' embeddings (retrieval or the controller's features), at the first
+        stage or at a cascade's later one (a zero-shot first stage retrieves nothing, its escalations do)."""
+        later = self.cascade.stages[1:] if self.cascade is not None else ()
+        return len(self.builder.pool) > 0 and any(
+            counts.needs_embeddings(self.retriever) for counts in (self.counts, *map(FixedCount, later)))
 
     def embedding_texts(self, queries: Sequence[Mapping[str, str]]) -> list[str]:
         """What to embed of each query for retrieval and the controller's features."""
@@ -156,7 +191,9 @@ class Predictor:
 
     def plan(self, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray | None = None,
              seeds: Sequence[int] | None = None) -> PredictionPlan:
-        return self.plan_for(self.prompts_for(queries, embeddings, seeds))
+        seeds = per_query_seeds(self.seed if seeds is None else seeds, len(queries))
+        return replace(self.plan_for(self.prompts_for(queries, embeddings, seeds)), queries=queries,
+                       embeddings=embeddings, seeds=seeds)
 
     def continuations(self) -> list[str]:
         """What the engine scores after each prompt: every label's verbalizer as the template continues it."""
@@ -184,6 +221,8 @@ class Predictor:
                 prompt_tokens=result.prompt_tokens,
                 prompt=prompt.text,
                 calibration=got,
+                stages=(len(prompt.demo_rows),),
+                computed_tokens=result.computed_tokens,
             ))
         every = [*scores.inputs, *scores.calibration]
         usage = Usage(
@@ -196,8 +235,43 @@ class Predictor:
         return BatchResult(predictions=predictions, usage=usage)
 
     async def run(self, plan: PredictionPlan, scorer: LabelScorer) -> BatchResult:
-        """Score a plan on the engine and calibrate it."""
-        return self.calibrate(plan, await self.score(plan, scorer))
+        """Score a plan on the engine and calibrate it; with a cascade, escalate the inputs it is unsure of."""
+        result = self.calibrate(plan, await self.score(plan, scorer))
+        if self.cascade is not None and plan.queries:
+            result = await self._escalate(plan, result, scorer, self.cascade)
+        return result
+
+    async def _escalate(self, plan: PredictionPlan, first: BatchResult, scorer: LabelScorer,
+                        cascade: Cascade) -> BatchResult:
+        """The cascade's later stages: each plans the inputs the stage before was unsure of at its count and
+        scores them; their answers replace the earlier ones, their tokens add up. Under a budget the least
+        confident go on first, as many as the budget has room for (the first stage spent its share)."""
+        predictions, usage = list(first.predictions), first.usage
+        probs = np.array([[p.probs[label] for label in self.labels] for p in predictions])
+        spent, active = usage.prompt_tokens, list(range(len(predictions)))
+        for stage, k in enumerate(cascade.stages[1:], start=1):
+            order = [active[i] for i in escalation_order(probs[active], cascade.goes_on(stage - 1, probs[active]))]
+            if not order:
+                break
+            later = replace(self, counts=FixedCount(k), cascade=None, max_prompt_tokens=None)
+            embeddings = plan.embeddings[order] if plan.embeddings is not None else None
+            prompts = await asyncio.to_thread(later.prompts_for, [plan.queries[i] for i in order], embeddings,
+                                              [plan.seeds[i] for i in order])
+            if self.max_prompt_tokens is not None:
+                kept = []
+                for index, prompt in zip(order, prompts, strict=True):
+                    if spent + len(prompt.token_ids) <= self.max_prompt_tokens:
+                        spent += len(prompt.token_ids)
+                        kept.append((index, prompt))
+                order, prompts = [i for i, _ in kept], [p for _, p in kept]
+                if not order:
+                    break
+            result = await later.run(await asyncio.to_thread(later.plan_for, prompts), scorer)
+            for index, prediction in zip(order, result.predictions, strict=True):
+                predictions[index] = predictions[index].then(prediction)
+                probs[index] = [prediction.probs[label] for label in self.labels]
+            usage, active = usage + result.usage, order
+        return BatchResult(predictions=predictions, usage=usage)
 
     async def predict_in_chunks(self, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray | None,
                                 scorer: LabelScorer, chunk: int) -> AsyncIterator[tuple[slice, BatchResult]]:

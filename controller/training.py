@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from controller.allocator import smallest_sufficient
 from controller.calibration import DEFAULT_DOMAIN, Calibrator, ContextualCalibrator, DomainCalibrator, DomainWords
 from controller.calibration_fit import TaskCalibration, fit_task_calibration
+from controller.cascade import Cascade, fit_cascade, macro_f1, replay
 from controller.features import features_for
 from controller.meta import MetaController
 from controller.planning import PromptBuilder
@@ -78,6 +80,7 @@ class TaskFit:
     controller: MetaController
     calibration: TaskCalibration | None
     model: str
+    cascade: Cascade | None = None  # None: fitted before fits had one
 
 
 async def collect(
@@ -148,9 +151,57 @@ def fit_calibration(data: TrainingData, selection: str, candidate_k: Sequence[in
                                 data.prompted, served)
 
 
-def validate(data: TrainingData, candidate_k: Sequence[int], seed: int, C: float = 1.0) -> dict:
+def calibrated_distributions(data: TrainingData, calibration: TaskCalibration,
+                             candidate_k: Sequence[int]) -> np.ndarray:
+    """(n, K, L): the held-back distributions as ``calibration: "auto"`` serves them, count by count (the fitted
+    maps are applied to the examples they were fitted on: a little optimistic where the map is affine)."""
+    out = np.empty_like(data.distributions)
+    for j, k in enumerate(candidate_k):
+        chosen = calibration.counts[int(k)]
+        out[:, j] = chosen.apply(data.prompted.get(chosen.method, data.distributions)[:, j])
+    return out
+
+
+def fit_task_cascade(data: TrainingData, calibrated: np.ndarray, candidate_k: Sequence[int],
+                     n_labels: int) -> tuple[Cascade, dict]:
+    """The task's confidence cascade, from every held-back example (``calibrated_distributions``)."""
+    return fit_cascade(calibrated, data.gold, data.prompt_tokens, candidate_k, n_labels)
+
+
+def _figures(answers: np.ndarray, gold: np.ndarray, tokens: np.ndarray, n_labels: int,
+             chosen_k: np.ndarray | None = None) -> dict[str, float]:
+    figures = {"accuracy": float((answers == gold).mean()), "macro_f1": macro_f1(gold, answers, n_labels),
+               "mean_prompt_tokens": float(tokens.mean())}
+    return figures if chosen_k is None else {**figures, "mean_k": float(chosen_k.mean())}
+
+
+def _combined(cascade: Cascade, controller: MetaController, features: np.ndarray, probs: np.ndarray,
+              tokens: np.ndarray, candidate_k: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cascade's first stage, then the meta-controller's count (among the larger ones) for the inputs the
+    cascade would send on: answers, prompt tokens over both stages, and the answering count."""
+    counts = np.asarray(candidate_k)
+    first = int(np.flatnonzero(counts == cascade.stages[0])[0])
+    answers, spent = probs[:, first].argmax(axis=1), tokens[:, first].astype(np.float64)
+    chosen = np.full(len(probs), counts[first])
+    later = np.flatnonzero(counts > counts[first])
+    goes_on = cascade.goes_on(0, probs[:, first]) if len(later) else np.zeros(len(probs), dtype=bool)
+    if goes_on.any():
+        expected = controller.predict_proba(features[goes_on])[:, later]
+        reference = int(np.argmax(controller.train_accuracy_[later]))
+        pick = later[smallest_sufficient(expected, tokens[goes_on][:, later], controller.tolerance, reference)]
+        rows = np.flatnonzero(goes_on)
+        answers[rows] = probs[rows, pick].argmax(axis=1)
+        spent[rows] += tokens[rows, pick]
+        chosen[rows] = counts[pick]
+    return answers, spent, chosen
+
+
+def validate(data: TrainingData, candidate_k: Sequence[int], seed: int, C: float = 1.0,
+             calibrated: np.ndarray | None = None) -> dict:
     """Fit on 80% of the held-back examples and report, on the other 20%, accuracy and prompt tokens at each
-    fixed count and with the controller choosing per input."""
+    fixed count and with the controller choosing per input; with the ``calibrated`` distributions, answers
+    are those (as ``calibration: "auto"`` serves them), and the confidence cascade and the cascade's first
+    stage followed by the controller's choice ("combined") are reported too."""
     n = len(data.correct)
     order = np.random.default_rng(seed).permutation(n)
     n_val = max(1, int(round(n * VALIDATION_SHARE)))
@@ -158,15 +209,27 @@ def validate(data: TrainingData, candidate_k: Sequence[int], seed: int, C: float
     controller = MetaController(candidate_k=tuple(candidate_k), C=C).fit(data.features[train], data.correct[train])
     chosen = controller.choose(controller.predict_proba(data.features[val]), data.prompt_tokens[val])
     rows = np.arange(len(val))
-    fixed = [{"k": int(k), "accuracy": float(data.correct[val, j].mean()),
-              "mean_prompt_tokens": float(data.prompt_tokens[val, j].mean())} for j, k in enumerate(candidate_k)]
-    return {
+    n_labels = data.distributions.shape[2]
+    gold = data.gold[val]
+    answers = (calibrated if calibrated is not None else data.distributions)[val].argmax(axis=2)  # (n_val, K)
+    tokens = data.prompt_tokens[val]
+    fixed = [{"k": int(k), **_figures(answers[:, j], gold, tokens[:, j], n_labels)}
+             for j, k in enumerate(candidate_k)]
+    figures: dict = {
         "n_train": int(len(train)),
         "n_validation": int(len(val)),
+        "calibrated": calibrated is not None,
         "fixed": fixed,
-        "controller": {
-            "accuracy": float(data.correct[val][rows, chosen].mean()),
-            "mean_k": float(np.asarray(candidate_k)[chosen].mean()),
-            "mean_prompt_tokens": float(data.prompt_tokens[val][rows, chosen].mean()),
-        },
+        "controller": _figures(answers[rows, chosen], gold, tokens[rows, chosen], n_labels,
+                               np.asarray(candidate_k)[chosen]),
     }
+    if calibrated is not None:
+        cascade, _ = fit_cascade(calibrated[train], data.gold[train], data.prompt_tokens[train], candidate_k,
+                                 n_labels)
+        played = replay(cascade, calibrated[val], tokens, candidate_k)
+        figures["cascade"] = {**_figures(played.answers, gold, played.tokens, n_labels, played.k),
+                              **cascade.describe()}
+        answered, spent, count = _combined(cascade, controller, data.features[val], calibrated[val], tokens,
+                                           candidate_k)
+        figures["combined"] = _figures(answered, gold, spent, n_labels, count)
+    return figures

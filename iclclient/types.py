@@ -8,9 +8,10 @@ InputValue = str | dict[str, str]
 
 
 class FitState(TypedDict):
-    state: Literal["none", "running", "fitted"]
+    state: Literal["none", "running", "fitted", "other_model"]
     pool_version: int | None
     job_id: str | None
+    model: NotRequired[str | None]
 
 
 class Task(TypedDict):
@@ -58,6 +59,8 @@ class Prediction(TypedDict):
     k: int
     demo_ids: list[str]
     prompt_tokens: int
+    computed_tokens: NotRequired[int]
+    stages: NotRequired[list[int]]
     prompt: str | None
     calibration: str
 
@@ -68,10 +71,13 @@ class Usage(TypedDict):
     calibration_cached_tokens: int
     total_tokens: int
     cached_tokens: int
+    computed_tokens: NotRequired[int]
 
 
 class PredictResponse(TypedDict):
     model: str
+    demos_policy: NotRequired[Literal["fixed", "default", "cascade", "controller"]]
+    fit: NotRequired[Literal["none", "fitted", "other_model", "unreadable"]]
     predictions: list[Prediction]
     usage: Usage
 

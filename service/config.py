@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     # A single request is always admitted when nothing else runs, however large.
     max_inflight_prompts: int = 20_000
     default_k: int = 4
+    # What serves `demos: "auto"` once a task is fitted: the confidence cascade, or the meta-controller.
+    auto_count_policy: Literal["cascade", "controller"] = "cascade"
     # Domain-context strings also draw on this many of a task's latest queries (0: the task's examples only).
     domain_recent_queries: int = 0
     # Annotation plans over more unlabeled examples than this run as a job (202) instead of answering at once.

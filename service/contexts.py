@@ -70,10 +70,12 @@ class TaskContext:
     task: TaskRecord
     template: PromptTemplate
     pool: PoolView
-    fit: TaskFit | None  # the meta-controller and the task's calibration, when fitted
+    fit: TaskFit | None  # the cascade, the meta-controller and the task's calibration, when fitted
     default_k: int
     versions: TaskVersions
     scorer: LabelScorer
+    # "fitted", "none", or why a stored fit is not applied: "other_model", "unreadable".
+    fit_state: str = "none"
 
     @property
     def controller(self) -> MetaController | None:
@@ -84,8 +86,9 @@ class TaskContext:
         # The default draws its domain strings from the task's inputs alone, never from recent queries: what it
         # answers may depend on the pool and the fit, not on traffic.
         words = (lambda: self.pool.domain_words) if options.calibration == "auto" else self.pool.words
+        cascade = getattr(self.fit, "cascade", None)  # fits pickled before cascades lack it
         return Predictor.from_options(self.pool.builder, self.task.labels, options, self.default_k, self.controller,
-                                      words, self.pool.biases, calibration)
+                                      words, self.pool.biases, calibration, cascade)
 
 
 class ContextCache:
@@ -146,14 +149,14 @@ class ContextCache:
         else:
             pool = self._load_pool(task, template, scorer)
         if reuse is not None and reuse.versions.controller_stamp == versions.controller_stamp:
-            fit, stamp = reuse.fit, reuse.versions.controller_stamp
+            fit, stamp, fit_state = reuse.fit, reuse.versions.controller_stamp, reuse.fit_state
         else:
-            fit, stamp = self._load_fit(task, scorer)
+            fit, stamp, fit_state = self._load_fit(task, scorer)
         return TaskContext(
             task=task, template=template, pool=pool, fit=fit,
             default_k=task.default_k if task.default_k is not None else self._default_k,
             # What was loaded, which may be newer than ``versions``: the next request's check tells.
-            versions=TaskVersions(task.id, task.created_at, pool.version, stamp), scorer=scorer)
+            versions=TaskVersions(task.id, task.created_at, pool.version, stamp), scorer=scorer, fit_state=fit_state)
 
     def _load_pool(self, task: TaskRecord, template: PromptTemplate, scorer: LabelScorer) -> PoolView:
         rows = self._store.load_pool(task.id)
@@ -165,27 +168,27 @@ class ContextCache:
             recent=deque(maxlen=self._recent_queries),
         )
 
-    def _load_fit(self, task: TaskRecord, scorer: LabelScorer) -> tuple[TaskFit | None, datetime | None]:
-        """The task's fit and its stamp. One that cannot be read back (pickled by another scikit-learn, say)
-        or was fitted with another model than the one serving is logged and left out, stamp kept, so that
-        "auto" serves the unfitted defaults until a refit."""
+    def _load_fit(self, task: TaskRecord, scorer: LabelScorer) -> tuple[TaskFit | None, datetime | None, str]:
+        """The task's fit, its stamp and its state. One that cannot be read back (pickled by another
+        scikit-learn, say) or was fitted with another model than the one serving is logged and left out, stamp
+        kept, so that "auto" serves the unfitted defaults until a refit; its state says which."""
         stored = self._store.load_controller(task.id)
         if stored is None:
-            return None, None
+            return None, None, "none"
         try:
             fit = pickle.loads(stored.blob)  # written only by this service, never by a client
         except Exception:
             logger.exception("task '%s': its fit cannot be loaded; serving the unfitted defaults until it is fitted "
                              "again", task.name)
-            return None, stored.stamp
+            return None, stored.stamp, "unreadable"
         if isinstance(fit, MetaController):  # stored before fits carried a calibration
             fit = TaskFit(controller=fit, calibration=None, model=str(stored.summary.get("metadata", {}).get("model")
                                                                       or ""))
         if fit.model and fit.model != scorer.model_name:  # "": stored before fits recorded their model
             logger.warning("task '%s' was fitted with %s, not %s: serving the unfitted defaults until it is fitted "
                            "again", task.name, fit.model, scorer.model_name)
-            return None, stored.stamp
-        return fit, stored.stamp
+            return None, stored.stamp, "other_model"
+        return fit, stored.stamp, "fitted"
 
     def forget(self, name: str) -> None:
         with self._lock:

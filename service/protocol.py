@@ -98,21 +98,43 @@ class FixedCountFigures(_Open):
     k: int
     accuracy: float
     mean_prompt_tokens: float
+    macro_f1: float | None = Field(default=None, description="Null for fits made before it was reported.")
 
 
 class ControllerFigures(_Open):
     accuracy: float
-    mean_k: float
+    mean_k: float | None = None
     mean_prompt_tokens: float
+    macro_f1: float | None = None
+
+
+class CascadeFigures(ControllerFigures):
+    stages: list[int] = Field(description="The counts tried in order.")
+    thresholds: list[float] = Field(description="Per stage but the last: the calibrated margin (top probability "
+                                    "minus the runner-up's) below which an input goes on to the next stage.")
 
 
 class ControllerValidation(_Open):
-    """Fitted on 80% of the held-back examples, measured on the other 20%."""
+    """Fitted on 80% of the held-back examples, measured on the other 20%: answers as `calibration: "auto"`
+    serves them (`calibrated`; uncalibrated in fits made before)."""
 
     n_train: int
     n_validation: int
+    calibrated: bool = False
     fixed: list[FixedCountFigures]
     controller: ControllerFigures
+    cascade: CascadeFigures | None = Field(default=None, description="The confidence cascade.")
+    combined: ControllerFigures | None = Field(
+        default=None, description="The cascade's first stage, then the meta-controller's count for the inputs it "
+                                  "sends on.")
+
+
+class CascadeObject(_Open):
+    """The confidence cascade `demos: "auto"` serves, fitted on every held-back example."""
+
+    stages: list[int]
+    thresholds: list[float]
+    held_back: ControllerFigures = Field(description="Its figures on the held-back examples it was fitted on.")
 
 
 class ControllerMetadata(_Open):
@@ -155,12 +177,14 @@ class FitCost(_Open):
     calibration_tokens: int
     computed_tokens: int
     seconds: float
+    dtype: str | None = Field(default=None, description="The engine's dtype when it ran (null for older fits).")
 
 
 class ControllerTrainRequest(_Strict):
-    candidate_k: Annotated[list[Annotated[StrictInt, Field(ge=0, le=64)]], Field(min_length=2, max_length=16)] = [
-        0, 1, 2, 4, 8]
-    train_size: Annotated[StrictInt, Field(ge=20, le=10_000)] = 400
+    candidate_k: Annotated[list[Annotated[StrictInt, Field(ge=0, le=64)]], Field(min_length=2, max_length=16)] = Field(
+        default=[0, 1, 2, 4, 16], description="The counts the cascade chains and the controller chooses among.")
+    train_size: Annotated[StrictInt, Field(ge=20, le=10_000)] = Field(
+        default=110, description="Held-back examples scored at every candidate count.")
     selection: Literal["knn", "random", "diverse"] = "knn"
     seed: Annotated[StrictInt, Field(ge=0, le=MAX_SEED)] = 0
 
@@ -182,6 +206,8 @@ class ControllerObject(_Open):
     validation: ControllerValidation
     calibration: CalibrationFitObject | None = Field(
         default=None, description="The task's fitted calibration (null for a fit made before they had one).")
+    cascade: CascadeObject | None = Field(
+        default=None, description="The task's confidence cascade (null for a fit made before they had one).")
     cost: FitCost | None = None
     request: StoredTrainRequest | None = Field(
         default=None, description="What the fit was asked (an automatic refit asks the same; null for older fits).")
@@ -190,11 +216,15 @@ class ControllerObject(_Open):
 
 
 class FitState(BaseModel):
-    """Where the task's fit (meta-controller and calibration) stands."""
+    """Where the task's fit (cascade, meta-controller and calibration) stands."""
 
-    state: Literal["none", "running", "fitted"]
+    state: Literal["none", "running", "fitted", "other_model"] = Field(
+        description='"other_model": fitted with another model than the one serving, so `demos: "auto"` and '
+                    '`calibration: "auto"` serve the unfitted defaults until it is fitted again (which starts '
+                    'by itself when automatic fits are on).')
     pool_version: int | None = Field(description="The pool version the present fit was made on.")
     job_id: str | None = Field(description="The running fit job, while one runs.")
+    model: str | None = Field(default=None, description="The model the present fit was made with.")
 
 
 class TaskObject(BaseModel):
@@ -328,9 +358,14 @@ class PredictionObject(BaseModel):
     label: str
     probs: dict[str, float]
     uncalibrated_probs: dict[str, float]
-    k: int
+    k: int = Field(description="Demonstrations in the prompt that answered.")
     demo_ids: list[str]
-    prompt_tokens: int
+    prompt_tokens: int = Field(description="Over every prompt the input was scored with (every cascade stage).")
+    computed_tokens: int = Field(default=0, description="What the engine computed for those prompts, label "
+                                 "continuations included, prefix-cache hits excluded: an estimate of the cost, "
+                                 "which depends on the cache's state.")
+    stages: list[int] = Field(default_factory=list, description="The count of each prompt the input was scored "
+                              "with, in order; the last one answered. One entry unless a cascade escalated it.")
     prompt: str | None = None
     calibration: str = Field(description='The calibration this input got: "none", "contextual", "domain", '
                              '"batch", "batch:fitted" (a lone input, the task\'s held-back estimate) or "affine".')
@@ -344,10 +379,18 @@ class UsageObject(BaseModel):
         default=0, description="Calibration prompts' tokens served from the prefix cache instead.")
     total_tokens: int
     cached_tokens: int = Field(description="Of total_tokens, those served from vLLM's prefix cache.")
+    computed_tokens: int = Field(default=0, description="total_tokens less cached_tokens: what the engine computed.")
 
 
 class PredictResponse(BaseModel):
     model: str
+    demos_policy: Literal["fixed", "default", "cascade", "controller"] = Field(
+        default="fixed", description='What chose the counts: "fixed" (`demos` was a number), "cascade" or '
+        '"controller" (the task\'s fit), "default" (`demos: "auto"` without a fit for this model: the task\'s '
+        '`default_k`; `fit` says why).')
+    fit: Literal["none", "fitted", "other_model", "unreadable"] = Field(
+        default="none", description='The task\'s fit as this request found it: "other_model" means it was '
+        'fitted with another model and is not applied.')
     predictions: list[PredictionObject]
     usage: UsageObject
 

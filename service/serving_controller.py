@@ -19,8 +19,10 @@ from controller.training import (
     MIN_TRAIN_SIZE,
     SERVED_SEED,
     TaskFit,
+    calibrated_distributions,
     collect,
     fit_calibration,
+    fit_task_cascade,
     split_for_fit,
     validate,
 )
@@ -156,17 +158,22 @@ class ControllerServing:
                                  [rows.labels[i] for i in held], task.labels, candidate_k, request.selection,
                                  SERVED_SEED if split.served else request.seed, scorer,
                                  lambda f: progress(0.95 * f), words=words)
-            figures = validate(data, candidate_k, request.seed)
             controller = MetaController(candidate_k=tuple(candidate_k)).fit(data.features, data.correct)
             served = {k: [pool.ids[r] for r in set_rows] for k, set_rows in split.served.items()}
             calibration = await to_thread.run_sync(fit_calibration, data, request.selection, candidate_k,
                                                    len(task.labels), request.seed, served)
-            fit = TaskFit(controller=controller, calibration=calibration, model=scorer.model_name)
+            calibrated = calibrated_distributions(data, calibration, candidate_k)
+            cascade, cascade_figures = await to_thread.run_sync(fit_task_cascade, data, calibrated, candidate_k,
+                                                                len(task.labels))
+            figures = await to_thread.run_sync(validate, data, candidate_k, request.seed, 1.0, calibrated)
+            fit = TaskFit(controller=controller, calibration=calibration, model=scorer.model_name, cascade=cascade)
             summary = {
                 "candidate_k": candidate_k, "train_size": train_size, "selection": request.selection,
                 "request": request.model_dump(),
                 "seed": request.seed, "validation": figures, "calibration": calibration.describe(),
-                "cost": {**data.engine_tokens, "seconds": round(time.perf_counter() - began, 1)},
+                "cascade": {**cascade.describe(), "held_back": cascade_figures["held_back"]},
+                "cost": {**data.engine_tokens, "seconds": round(time.perf_counter() - began, 1),
+                         "dtype": getattr(scorer, "dtype", None)},
                 "created_at": datetime.now(UTC).isoformat(),
                 "metadata": {"model": scorer.model_name, "labels": task.labels,
                              "scikit_learn": version("scikit-learn"), "pool_version": rows.pool_version,

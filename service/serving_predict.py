@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from anyio import to_thread
 
@@ -25,7 +26,9 @@ class PredictServing:
     async def create_predictions(self, name: str, request: PredictRequest) -> PredictResponse:
         runtime = self.state.require_runtime()
         context, predictor, plan = await to_thread.run_sync(self._plan, name, request, runtime)
-        with self.state.admit(plan.n_prompts):
+        # A cascade's later stages score at most every input again, once per stage.
+        stages = len(predictor.cascade.stages) if predictor.cascade is not None else 1
+        with self.state.admit(plan.n_prompts + (stages - 1) * len(plan.prompts)):
             try:
                 result = await predictor.run(plan, runtime.scorer)
             except Exception as exc:  # the request was valid and fully checked: what failed is the engine
@@ -34,14 +37,14 @@ class PredictServing:
                                "later", "engine_error", type="service_unavailable",
                                headers={"Retry-After": "5"}) from exc
         self._record_metrics(result)
-        return self._response(context, request, result, runtime.scorer.model_name)
+        return self._response(context, request, predictor, result, runtime.scorer.model_name)
 
     def _plan(self, name: str, request: PredictRequest, runtime: Runtime
               ) -> tuple[TaskContext, Predictor, PredictionPlan]:
         """Everything CPU-bound before the engine: runs in a worker thread."""
         context = self.state.contexts.get(name, runtime.scorer)
         queries = self._queries(request, context.template)
-        options = request.to_options()
+        options = replace(request.to_options(), auto_policy=self.state.settings.auto_count_policy)
         predictor = context.predictor(options)
         embeddings = runtime.embedder.embed(predictor.embedding_texts(queries)) if predictor.needs_embeddings else None
         try:
@@ -66,14 +69,18 @@ class PredictServing:
                 for index, value in enumerate(request.inputs)]
 
     @staticmethod
-    def _response(context: TaskContext, request: PredictRequest, result: BatchResult, model: str) -> PredictResponse:
+    def _response(context: TaskContext, request: PredictRequest, predictor: Predictor, result: BatchResult,
+                  model: str) -> PredictResponse:
         ids = context.pool.labeled.ids
         return PredictResponse(
             model=model,
+            demos_policy=predictor.demos_policy,
+            fit=context.fit_state,
             predictions=[
                 PredictionObject(
                     label=p.label, probs=p.probs, uncalibrated_probs=p.uncalibrated_probs, k=len(p.demo_rows),
                     demo_ids=[ids[r] for r in p.demo_rows], prompt_tokens=p.prompt_tokens,
+                    computed_tokens=p.computed_tokens, stages=list(p.stages),
                     prompt=p.prompt if request.include_prompt else None, calibration=p.calibration,
                 )
                 for p in result.predictions
@@ -82,6 +89,7 @@ class PredictServing:
                 prompt_tokens=result.usage.prompt_tokens, calibration_tokens=result.usage.calibration_tokens,
                 calibration_cached_tokens=result.usage.calibration_cached_tokens,
                 total_tokens=result.usage.total_tokens, cached_tokens=result.usage.cached_tokens,
+                computed_tokens=result.usage.computed_tokens,
             ),
         )
 

@@ -11,21 +11,32 @@ from service.state import AppState
 from service.store import FIT_JOB, JobRecord, NameTakenError, TaskRecord
 
 
-def fit_state(controller: dict[str, Any] | None, running: JobRecord | None) -> FitState:
-    pool_version = controller.get("metadata", {}).get("pool_version") if controller is not None else None
-    state = "running" if running is not None else "fitted" if controller is not None else "none"
-    return FitState(state=state, pool_version=pool_version, job_id=running.id if running is not None else None)
+def fit_state(controller: dict[str, Any] | None, running: JobRecord | None, serving_model: str | None = None
+              ) -> FitState:
+    """Running, fitted, none, or fitted with another model than ``serving_model`` (when one is serving)."""
+    metadata = controller.get("metadata", {}) if controller is not None else {}
+    model = metadata.get("model") or None
+    if running is not None:
+        state = "running"
+    elif controller is None:
+        state = "none"
+    elif serving_model is not None and model is not None and model != serving_model:
+        state = "other_model"
+    else:
+        state = "fitted"
+    return FitState(state=state, pool_version=metadata.get("pool_version"),
+                    job_id=running.id if running is not None else None, model=model)
 
 
 def task_object(task: TaskRecord, default_k: int, controller: dict[str, Any] | None = None,
-                running: JobRecord | None = None) -> TaskObject:
+                running: JobRecord | None = None, serving_model: str | None = None) -> TaskObject:
     return TaskObject(
         name=task.name, labels=task.labels, verbalizers=task.verbalizers, template=task.template,
         instruction=task.instruction, separator=task.separator,
         default_k=task.default_k if task.default_k is not None else default_k,
         n_examples=task.n_examples, n_labeled=task.n_labeled,
         controller=ControllerObject.model_validate(controller) if controller is not None else None,
-        fit=fit_state(controller, running), created_at=task.created_at,
+        fit=fit_state(controller, running, serving_model), created_at=task.created_at,
     )
 
 
@@ -79,8 +90,10 @@ class TaskServing:
 
     def describe(self, task: TaskRecord) -> TaskObject:
         store = self.state.store
+        runtime = self.state.runtime
         return task_object(task, self.state.settings.default_k, store.controller_summary(task.id),
-                           store.unfinished_job(FIT_JOB, task.name))
+                           store.unfinished_job(FIT_JOB, task.name),
+                           runtime.scorer.model_name if runtime is not None else None)
 
     def get(self, name: str) -> TaskObject:
         return self.describe(self.get_record(name))

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from controller.counts import ControllerCount, FixedCount, QueryBatch, count_policy
+from controller.cascade import Cascade
+from controller.counts import ChosenCounts, ControllerCount, FixedCount, QueryBatch, count_policy
 from controller.errors import BudgetTooSmallError
 from controller.features import features_for
 from controller.meta import MetaController
@@ -58,10 +59,23 @@ def test_controller_gives_each_input_the_count_it_needs_and_spends_a_budget():
         policy.demo_rows(builder, KnnRetriever(), batch, int(costs[:, 0].sum()) - 1)
 
 
-def test_auto_uses_the_controller_only_when_there_is_one_and_a_pool():
+def test_auto_uses_a_fit_only_when_there_is_one_and_a_pool():
     builder, _, embedder = fake_builder(TEXTS, POOL_LABELS)
     controller = _controller(builder, embedder)
-    assert count_policy("auto", 4, None, LABELS, 16) == FixedCount(4)
-    assert count_policy(2, 4, controller, LABELS, 16) == FixedCount(2)
-    assert count_policy("auto", 4, controller, LABELS, 0) == FixedCount(4)
-    assert isinstance(count_policy("auto", 4, controller, LABELS, 16), ControllerCount)
+    cascade = Cascade((0, 4), (0.3,))
+    for policy in ("cascade", "controller"):
+        assert count_policy("auto", 4, None, None, policy, LABELS, 16) == ChosenCounts(FixedCount(4), None,
+                                                                                       "default")
+        assert count_policy(2, 4, controller, cascade, policy, LABELS, 16) == ChosenCounts(FixedCount(2), None,
+                                                                                           "fixed")
+        assert count_policy("auto", 4, controller, cascade, policy, LABELS, 0).name == "default"
+    chosen = count_policy("auto", 4, controller, cascade, "controller", LABELS, 16)
+    assert isinstance(chosen.counts, ControllerCount) and chosen.cascade is None and chosen.name == "controller"
+    # The cascade starts at its first stage; one fitted without the other serves whichever there is.
+    assert count_policy("auto", 4, controller, cascade, "cascade", LABELS, 16) == ChosenCounts(FixedCount(0), cascade,
+                                                                                               "cascade")
+    assert count_policy("auto", 4, None, cascade, "controller", LABELS, 16).name == "cascade"
+    assert count_policy("auto", 4, controller, None, "cascade", LABELS, 16).name == "controller"
+    # A one-stage cascade (no count sends anyone on) is that fixed count.
+    assert count_policy("auto", 4, controller, Cascade((2,), ()), "cascade", LABELS, 16) == ChosenCounts(
+        FixedCount(2), None, "cascade")

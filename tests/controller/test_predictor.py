@@ -11,6 +11,7 @@ from controller.calibration import (
     DomainWords,
     NoCalibration,
 )
+from controller.cascade import Cascade
 from controller.counts import ControllerCount, FixedCount
 from controller.meta import MetaController
 from controller.predictor import PredictOptions, Predictor
@@ -54,6 +55,11 @@ def test_embeddings_are_needed_only_where_something_reads_them():
     assert not needs("random", 4)  # one shared set: nothing retrieved per input
     assert needs("random", "auto", controller=controller)  # the controller's features
     assert not needs("knn", 4, pool=empty)
+    # A zero-shot first stage retrieves nothing, but the inputs it escalates to kNN demonstrations do.
+    cascade = Cascade((0, 2), (0.5,))
+    assert Predictor.from_options(builder, LABELS, PredictOptions(selection="knn"), 4, cascade=cascade).needs_embeddings
+    assert not Predictor.from_options(builder, LABELS, PredictOptions(selection="random"), 4,
+                                      cascade=cascade).needs_embeddings
 
 
 async def test_plan_score_calibrate_per_demonstration_set_and_count_tokens():
@@ -116,3 +122,30 @@ async def test_chunks_answer_what_one_batch_would():
              predictor.predict_in_chunks(_queries(*texts), vectors, scorer, chunk=2)]
     assert [part for part, _ in parts] == [slice(0, 2), slice(2, 4), slice(4, 5)]
     assert [p for _, predictions in parts for p in predictions] == whole
+
+
+async def test_a_cascade_escalates_the_unsure_to_their_own_neighbours_and_counts_every_stage():
+    builder, scorer, embedder = fake_builder(TEXTS, POOL_LABELS)
+    texts = ["great fun", "boring plot", "awful film", "fun acting"]
+    queries, vectors = _queries(*texts), embedder.embed(texts)
+    # A threshold above every margin sends every input on; each is then answered as fixed k = 2 would answer it.
+    options = PredictOptions(demos="auto", selection="knn", calibration="none")
+    predictor = Predictor.from_options(builder, LABELS, options, 4, cascade=Cascade((0, 2), (1.01,)))
+    assert (predictor.counts, predictor.demos_policy) == (FixedCount(0), "cascade")
+    result = await predictor.run(predictor.plan(queries, vectors if predictor.needs_embeddings else None), scorer)
+    fixed = Predictor.uncalibrated(builder, LABELS, "knn", 2)
+    two = (await fixed.run(fixed.plan(queries, vectors), scorer)).predictions
+    zero_shot = [len(p.token_ids) for p in Predictor.uncalibrated(builder, LABELS, "knn", 0).prompts_for(queries)]
+    for p, at_two, first in zip(result.predictions, two, zero_shot, strict=True):
+        assert (p.stages, len(p.demo_rows), p.demo_rows) == ((0, 2), 2, at_two.demo_rows)
+        assert (p.label, p.probs) == (at_two.label, at_two.probs)
+        assert p.prompt_tokens == first + at_two.prompt_tokens
+    assert result.usage.prompt_tokens == sum(p.prompt_tokens for p in result.predictions)
+    # Under a budget the least confident go on, as many as it has room for; the rest keep their first answer.
+    budget = sum(zero_shot) + two[0].prompt_tokens + two[1].prompt_tokens
+    tight = Predictor.from_options(builder, LABELS, PredictOptions(demos="auto", selection="knn", calibration="none",
+                                                                   max_prompt_tokens=budget),
+                                   4, cascade=Cascade((0, 2), (1.01,)))
+    limited = await tight.run(tight.plan(queries, vectors), scorer)
+    assert limited.usage.prompt_tokens <= budget
+    assert 0 < sum(len(p.stages) == 2 for p in limited.predictions) < len(texts)

@@ -14,6 +14,8 @@ from service.state import Runtime
 from tests.fakes import FakeEmbedder, FakeScorer
 from tests.service.support import TASK, assert_error
 
+NOT_FITTED = {"state": "none", "pool_version": None, "job_id": None, "model": None}
+
 
 def _examples(n):
     # The fake model is right when the query names its label: half the inputs do, half need help.
@@ -63,7 +65,14 @@ def test_train_use_and_delete_controller(tmp_path):
         summary = c.get("/v1/tasks/sent/controller").json()
         assert summary["candidate_k"] == [0, 1, 2] and summary["train_size"] == 40
         assert [f["k"] for f in summary["validation"]["fixed"]] == [0, 1, 2]
-        assert set(summary["validation"]["controller"]) == {"accuracy", "mean_k", "mean_prompt_tokens"}
+        assert set(summary["validation"]["controller"]) == {"accuracy", "mean_k", "mean_prompt_tokens", "macro_f1"}
+        # The confidence cascade, fitted on every held-back example and validated as the controller is.
+        validation = summary["validation"]
+        assert validation["calibrated"] and {"cascade", "combined"} <= set(validation)
+        assert set(validation["cascade"]["stages"]) <= {0, 1, 2}
+        cascade = summary["cascade"]
+        assert cascade["stages"] and len(cascade["thresholds"]) == len(cascade["stages"]) - 1
+        assert summary["cost"]["prompt_tokens"] > 0 and "dtype" in summary["cost"]
         assert summary["metadata"]["model"] == "fake-model"
         assert c.get("/v1/tasks/sent").json()["controller"] == summary
         assert job["result"] == summary
@@ -71,6 +80,12 @@ def test_train_use_and_delete_controller(tmp_path):
         inputs = ["positive film again", "film again plain", "negative film", "another plain film"]
         auto = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "calibration": "none"}).json()
         assert {p["k"] for p in auto["predictions"]} <= {0, 1, 2}
+        assert (auto["demos_policy"], auto["fit"]) == ("cascade", "fitted")
+        for p in auto["predictions"]:  # the answering stage's count, after every earlier stage's
+            assert p["stages"][-1] == p["k"] and p["stages"] == sorted(p["stages"])
+            assert p["stages"][:-1] == cascade["stages"][:len(p["stages"]) - 1]
+        assert auto["usage"]["prompt_tokens"] == sum(p["prompt_tokens"] for p in auto["predictions"])
+        assert auto["usage"]["computed_tokens"] == auto["usage"]["total_tokens"] - auto["usage"]["cached_tokens"]
         fixed = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "demos": 2, "calibration": "none"}).json()
         budget = (auto["usage"]["prompt_tokens"] + fixed["usage"]["prompt_tokens"]) // 2
         within = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "calibration": "none",
@@ -100,7 +115,7 @@ def test_the_service_fits_a_task_by_itself_and_refits_as_it_grows(tmp_path):
     with _client(tmp_path, FakeScorer(), auto_fit=True, auto_fit_min_labeled=40) as c:
         c.post("/v1/tasks", json=TASK)
         c.post("/v1/tasks/sent/examples", json={"examples": _examples(30)})
-        assert c.get("/v1/tasks/sent").json()["fit"] == {"state": "none", "pool_version": None, "job_id": None}
+        assert c.get("/v1/tasks/sent").json()["fit"] == NOT_FITTED
         c.post("/v1/tasks/sent/examples", json={"examples": _examples(40)[30:]})  # 40 labeled: it starts
         fit = c.get("/v1/tasks/sent").json()["fit"]
         assert fit["state"] == "running" and fit["job_id"]
@@ -110,9 +125,9 @@ def test_the_service_fits_a_task_by_itself_and_refits_as_it_grows(tmp_path):
         assert fit["job_id"] in busy.json()["error"]["message"]
         assert _wait(c, fit["job_id"])["status"] == "succeeded"
         task = c.get("/v1/tasks/sent").json()
-        assert task["fit"] == {"state": "fitted", "pool_version": 2, "job_id": None}
+        assert task["fit"] == {"state": "fitted", "pool_version": 2, "job_id": None, "model": "fake-model"}
         assert task["controller"]["metadata"]["n_labeled"] == 40
-        assert set(task["controller"]["calibration"]["counts"]) == {"0", "1", "2", "4", "8"}
+        assert set(task["controller"]["calibration"]["counts"]) == {"0", "1", "2", "4", "16"}  # the default counts
         assert task["controller"]["cost"]["prompt_tokens"] > 0
         # Grown by less than half: no refit; by half: a refit, at the new pool version.
         more = [{"id": f"x{i}", "input": f"film {i}", "label": "positive"} for i in range(20)]
@@ -163,8 +178,11 @@ def test_a_refit_asks_what_the_fit_was_asked_and_another_model_s_fit_is_not_serv
     other.model_name = "another-model"
     with _client(tmp_path, other, auto_fit=True, auto_fit_min_labeled=40) as c:
         # The stored fit is the other model's: "auto" serves the unfitted default, and the next upload refits.
+        assert c.get("/v1/tasks/sent").json()["fit"] == {"state": "other_model", "pool_version": 2, "job_id": None,
+                                                        "model": "fake-model"}
         got = c.post("/v1/tasks/sent/predict", json={"inputs": ["film again"], "selection": "random"}).json()
         assert got["predictions"][0]["calibration"] in ("domain", "none")
+        assert (got["demos_policy"], got["fit"]) == ("default", "other_model")
         c.post("/v1/tasks/sent/examples", json={"examples": [{"input": "one more film", "label": "positive"}]})
         fit = c.get("/v1/tasks/sent").json()["fit"]
         assert fit["state"] == "running"
@@ -202,7 +220,7 @@ def test_a_failed_automatic_fit_is_not_retried_on_every_upload(tmp_path):
         scorer.failing = False
         added = c.post("/v1/tasks/sent/examples", json={"examples": _examples(45)[40:]})
         assert added.status_code == 200
-        assert c.get("/v1/tasks/sent").json()["fit"] == {"state": "none", "pool_version": None, "job_id": None}
+        assert c.get("/v1/tasks/sent").json()["fit"] == NOT_FITTED
         c.post("/v1/tasks/sent/examples", json={"examples": _examples(60)[45:]})  # grown by half since: again
         again = c.get("/v1/tasks/sent").json()["fit"]
         assert again["state"] == "running" and again["job_id"] != first
@@ -260,7 +278,7 @@ def test_examples_uploaded_while_a_fit_runs_get_their_refit_when_it_ends(tmp_pat
             if fit["job_id"] not in (None, first):
                 assert _wait(c, fit["job_id"])["status"] == "succeeded"
             time.sleep(0.02)
-        assert fit == {"state": "fitted", "pool_version": 2, "job_id": None}
+        assert fit == {"state": "fitted", "pool_version": 2, "job_id": None, "model": "fake-model"}
         assert c.get("/v1/tasks/sent/controller").json()["metadata"]["n_labeled"] == 60
 
 

@@ -203,8 +203,9 @@ class Recorder:
         answer = response.json()
         n = len(answer["predictions"])
         self.records[label] = {
+            "demos_policy": answer["demos_policy"],
             "predictions": [{key: p[key] for key in ("label", "probs", "uncalibrated_probs", "k", "demo_ids",
-                                                     "prompt_tokens", "prompt", "calibration")}
+                                                     "prompt_tokens", "stages", "prompt", "calibration")}
                             for p in answer["predictions"]],
             "usage": answer["usage"],
             "prompts": sent[:n],
@@ -317,8 +318,11 @@ def test_the_grid_covers_what_it_claims():
     assert ok["cache/random/again"]["predictions"] == ok["cache/random/first"]["predictions"]
     assert any(p["k"] < 8 for p in ok["window/knn/8"]["predictions"])
     assert any(p["k"] < 3 for p in ok["knn/budget/none"]["predictions"])
-    trained_k = {p["k"] for p in ok["trained/knn/auto/none"]["predictions"]}
-    assert trained_k != {4}, "the trained controller should not answer like the fixed default"
+    # The fitted cascade answers some inputs at its first stage and sends others on.
+    trained = ok["trained/knn/auto/auto"]
+    assert trained["demos_policy"] == "cascade"
+    assert {len(p["stages"]) for p in trained["predictions"]} == {1, 2}, "the cascade should escalate some inputs"
+    assert {p["k"] for p in ok["trained/fixed_ignores_controller"]["predictions"]} == {2}
     assert records["budget/too_small"]["code"] == "budget_too_small"
     assert records["trained/auto/budget_too_small"]["code"] == "budget_too_small"
     assert records["annotation/votek_two_stage"]["result"]["ids"]
