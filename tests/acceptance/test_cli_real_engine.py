@@ -61,7 +61,13 @@ async def test_cli_adds_examples_and_predicts_a_file(tmp_path, runtime, capsys):
             direct += (await client.post("/v1/tasks/sst2/predict", json=body)).json()["predictions"]
     assert summary["answers"] == 24 and summary["graded"] == 24
     assert [a["gold"] for a in written] == [r["label"] for r in rows]
-    for answer, prediction in zip(written, direct, strict=True):  # within bf16 noise (cached prefixes now)
-        assert answer["k"] == prediction["k"]
-        assert all(abs(answer["probs"][label] - p) < 0.02 for label, p in prediction["probs"].items())
+    # The same prompts (same count, same tokens), and the same probabilities within the engine's own noise: in
+    # bf16 a prompt's figures depend on what else shares its engine step and what it finds in the prefix cache,
+    # which timing decides (up to 0.028 apart on an AVX-512 bf16 host, where 0.02 once sufficed).
+    noise = 0.05
+    for answer, prediction in zip(written, direct, strict=True):
+        assert (answer["k"], answer["prompt_tokens"]) == (prediction["k"], prediction["prompt_tokens"])
+        assert all(abs(answer["probs"][label] - p) < noise for label, p in prediction["probs"].items())
+        if abs(prediction["probs"]["positive"] - prediction["probs"]["negative"]) > 2 * noise:
+            assert answer["label"] == prediction["label"]
     assert summary["accuracy"] == sum(a["label"] == a["gold"] for a in written) / 24
