@@ -85,10 +85,10 @@ def start_server(data_dir: str, extra_env: dict[str, str]) -> tuple[subprocess.P
 
 @contextmanager
 def service(url: str | None, data_dir: Path | None = None, model: str | None = None,
-            auto_fit: bool = True) -> Iterator[str]:
+            auto_fit: bool = True, env: dict[str, str] | None = None) -> Iterator[str]:
     """The given service's URL, or an `iclserve serve` for the block: on `data_dir` (default: a temporary
     directory), serving `model` (a local model folder; default: the service's default model), fitting tasks
-    by itself unless `auto_fit` is off (a benchmark that fits when it chooses)."""
+    by itself unless `auto_fit` is off (a benchmark that fits when it chooses), with `env`'s settings."""
     if url is not None:
         yield url
         return
@@ -98,7 +98,7 @@ def service(url: str | None, data_dir: Path | None = None, model: str | None = N
     # The benchmark's own server: its admin key (to empty the prefix cache) is the one this process uses.
     os.environ.setdefault("ICL_ADMIN_KEY", secrets.token_hex(16))
     env = {"ICL_ADMIN_KEYS": os.environ["ICL_ADMIN_KEY"], "ICL_AUTO_FIT": str(auto_fit).lower(),
-           **({"ICL_MODEL": model} if model else {})}
+           **({"ICL_MODEL": model} if model else {}), **(env or {})}
     proc, started = start_server(str(data_dir), env)
     try:
         yield started
