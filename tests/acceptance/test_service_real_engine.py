@@ -103,10 +103,13 @@ async def test_calibration_modes_concurrency_and_prompt(tmp_path, runtime, pool_
         assert {p["calibration"] for p in default_domain["predictions"]} == {"domain"}
         for p in default_domain["predictions"]:
             assert p["probs"] != pytest.approx(p["uncalibrated_probs"], abs=1e-6)
+        # The same prompts as "none", so the same raw scores, within the engine's bf16 noise: concurrent requests
+        # share engine steps whose composition timing decides (0.010 apart seen on an AVX-512 bf16 host).
         for body in (contextual, domain):
             for p, raw in zip(body["predictions"], none["predictions"], strict=True):
                 assert abs(sum(p["probs"].values()) - 1) < 1e-6
-                assert p["uncalibrated_probs"] == pytest.approx(raw["probs"], abs=1e-4)
+                assert p["prompt"] == raw["prompt"]
+                assert p["uncalibrated_probs"] == pytest.approx(raw["probs"], abs=0.05)
                 assert p["probs"] != pytest.approx(p["uncalibrated_probs"], abs=1e-6)
         prompt = none["predictions"][0]["prompt"]
         assert prompt.endswith(f"Input: {texts[0]}\nLabel:")
