@@ -107,6 +107,18 @@ class DomainWords:
             lengths[name] = max(1, round(float(np.mean([len(ws) for ws in split])))) if split else 1
         return cls(words=words, mean_lengths=lengths)
 
+    def extended(self, inputs: Sequence[Mapping[str, str]], n_before: int) -> DomainWords:
+        """These words after ``inputs`` joined the ``n_before`` inputs they were made of: the same as
+        ``from_inputs`` on all of them, without splitting the earlier ones again (a field's bag holds all its
+        words, so its length over the inputs is the mean length)."""
+        n = n_before + len(inputs)
+        words: dict[str, tuple[str, ...]] = {}
+        lengths: dict[str, int] = {}
+        for name, bag in self.words.items():
+            words[name] = bag + tuple(w for item in inputs for w in str(item.get(name, "")).split())
+            lengths[name] = max(1, round(len(words[name]) / n)) if n else 1
+        return DomainWords(words=words, mean_lengths=lengths)
+
     @property
     def empty(self) -> bool:
         return not any(self.words.values())

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from controller.errors import BudgetTooSmallError, InputTooLongError
 from controller.pool import LabeledPool
@@ -51,6 +54,16 @@ class PromptBuilder:
         """A builder on this scorer's tokenizer and window, leaving room for the longest verbalizer."""
         longest = max(len(scorer.continuation_ids(template.continuation(v))) for v in verbalizers.values())
         return cls(template, verbalizers, pool, scorer.tokenize, scorer.max_model_len, longest)
+
+    def rebased(self, pool: LabeledPool, new_rows: np.ndarray) -> PromptBuilder:
+        """The same builder on a changed pool, keeping the token counts it measured of demonstrations that did
+        not change: ``new_rows[r]`` is old row r's row in ``pool``, or -1 where it left the pool or changed."""
+        rebased = copy.copy(self)
+        rebased.pool = pool
+        measured = dict(self._demo_tokens)  # one copy: planning threads may add to it meanwhile
+        rebased._demo_tokens = {int(new_rows[row]): cost for row, cost in measured.items()
+                                if row < len(new_rows) and new_rows[row] >= 0}
+        return rebased
 
     def zero_shot_tokens(self, query: Mapping[str, str]) -> int:
         return len(self.tokenize(self.render(query, [])))

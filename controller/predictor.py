@@ -29,7 +29,7 @@ from controller.cascade import Cascade, escalation_order
 from controller.counts import AutoPolicy, CountPolicy, FixedCount, QueryBatch, count_policy
 from controller.meta import MetaController
 from controller.planning import Prompt, PromptBuilder, build_prompts
-from controller.retrieval import Retriever, Selection, per_query_seeds, pool_similarities, retriever_for
+from controller.retrieval import Retriever, Selection, per_query_seeds, retriever_for, similarities_to_pool
 from controller.scoring import LabelScorer, ScoredPrompt, normalise_label_logprobs
 
 
@@ -179,7 +179,7 @@ class Predictor:
         one per query instead of the predictor's (random selection then draws a set per query)."""
         pool = self.builder.pool
         batch = QueryBatch(queries=queries, embeddings=embeddings,
-                           similarities=pool_similarities(embeddings, pool.embeddings, len(queries)),
+                           similarities=similarities_to_pool(embeddings, pool, len(queries)),
                            seeds=per_query_seeds(self.seed if seeds is None else seeds, len(queries)))
         rows = self.counts.demo_rows(self.builder, self.retriever, batch, self.max_prompt_tokens)
         return build_prompts(self.builder, queries, rows, self.retriever.trim, self.max_prompt_tokens)
@@ -285,7 +285,10 @@ class Predictor:
                                    ) -> AsyncIterator[tuple[slice, dict[str | None, BatchResult]]]:
         """As ``predict_in_chunks``, with every one of ``calibrators`` also applied to the same scored inputs:
         per chunk, this predictor's result (key None) and each calibrator's (its usage: its calibration prompts,
-        scored after the inputs so that they find the demonstrations in the prefix cache)."""
+        scored after the inputs so that they find the demonstrations in the prefix cache). One stage per input:
+        the fit and selective annotation score fixed counts, and a cascade's later stages run in ``run``."""
+        if self.cascade is not None:
+            raise ValueError("chunked scoring scores one stage; run a cascade with run()")
         others = {method: self.with_calibrator(calibrator) for method, calibrator in calibrators.items()}
         for start in range(0, len(queries), chunk):
             part = slice(start, min(start + chunk, len(queries)))

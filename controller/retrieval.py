@@ -13,6 +13,8 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
+from controller.pool import LabeledPool
+
 Selection = Literal["knn", "random", "diverse"]
 
 
@@ -29,11 +31,32 @@ def pool_similarities(query_embeddings: np.ndarray | None, pool_embeddings: np.n
     return np.zeros((n_queries, len(pool_embeddings)), dtype=np.float32)
 
 
+def similarities_to_pool(query_embeddings: np.ndarray | None, pool: LabeledPool, n_queries: int) -> np.ndarray:
+    """``pool_similarities``, from the pool's approximate index where it has one that answers (a large pool):
+    candidates' exact similarities, -inf to the rows it did not find."""
+    if query_embeddings is not None and pool.index is not None and pool.keys is not None and len(pool):
+        approximate = pool.index.similarities(query_embeddings, pool.keys, pool.embeddings)
+        if approximate is not None:
+            return approximate
+    return pool_similarities(query_embeddings, pool.embeddings, n_queries)
+
+
 def knn(similarities: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k most similar pool items, most similar first (ties: lower index first)."""
-    k = min(k, similarities.shape[0])
+    n = similarities.shape[0]
+    k = min(k, n)
     if k <= 0:
         return np.empty(0, dtype=np.int64)
+    if n > 8 * k + 64:
+        # A full sort reads the pool log n times over. An approximate search leaves its candidates alone finite:
+        # sort those. Otherwise keep every row as similar as the k-th (ties included) and sort those. Either
+        # way the order is the full stable sort's.
+        candidates = np.flatnonzero(similarities > -np.inf)
+        if len(candidates) > 8 * k + 64:
+            kth = np.partition(similarities, n - k)[n - k]
+            candidates = np.flatnonzero(similarities >= kth)
+        if len(candidates) >= k:
+            return candidates[np.argsort(-similarities[candidates], kind="stable")[:k]]
     return np.argsort(-similarities, kind="stable")[:k]
 
 
@@ -58,6 +81,10 @@ def diverse(similarities: np.ndarray, pool: np.ndarray, k: int, relevance_weight
     k = min(k, n)
     if k <= 0:
         return np.empty(0, dtype=np.int64)
+    finite = np.isfinite(similarities)
+    if not finite.all() and finite.sum() >= k:  # an approximate search's candidates: the rest are not similar
+        candidates = np.flatnonzero(finite)
+        return candidates[diverse(similarities[candidates], pool[candidates], k, relevance_weight)]
     picked: list[int] = []
     redundancy = np.full(n, -np.inf, dtype=np.float32)
     available = np.ones(n, dtype=bool)

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import httpx
 
 from iclclient.types import (
     AnnotationPlan,
+    BatchResultItem,
+    BatchResults,
     Example,
     ExampleIn,
     ExampleList,
@@ -175,6 +177,34 @@ class Client:
             body["budget"] = {"max_prompt_tokens": max_prompt_tokens}
         return self._json("POST", f"/v1/tasks/{name}/predict", json=body)
 
+    # --- batch jobs -------------------------------------------------------------------------------------
+
+    def create_batch(self, name: str, inputs: Sequence[InputValue], ids: Sequence[str | None] | None = None,
+                     demos: int | Literal["auto"] | None = None, selection: str | None = None,
+                     max_prompt_tokens: int | None = None, calibration: str | None = None,
+                     include_prompt: bool | None = None, seed: int | None = None) -> str:
+        """Start a batch job over up to 100,000 inputs; its id (follow it with ``wait_for_job``, read it with
+        ``batch_results``)."""
+        body = _without_none({"inputs": list(inputs), "ids": list(ids) if ids is not None else None,
+                              "demos": demos, "selection": selection, "calibration": calibration,
+                              "include_prompt": include_prompt, "seed": seed})
+        if max_prompt_tokens is not None:
+            body["budget"] = {"max_prompt_tokens": max_prompt_tokens}
+        return self._json("POST", f"/v1/tasks/{name}/batches", json=body)["job_id"]
+
+    def batch_results(self, job_id: str, offset: int = 0, limit: int = 100) -> BatchResults:
+        return self._json("GET", f"/v1/jobs/{job_id}/results", params={"offset": offset, "limit": limit})
+
+    def iter_batch_results(self, job_id: str, page: int = 1000) -> Iterator[BatchResultItem]:
+        """Every result of a batch job, in input order, a page at a time."""
+        offset = 0
+        while results := self.batch_results(job_id, offset, page)["results"]:
+            yield from results
+            offset = results[-1]["index"] + 1
+
+    def cancel_job(self, job_id: str) -> Job:
+        return self._json("POST", f"/v1/jobs/{job_id}/cancel")
+
     # --- meta-controller --------------------------------------------------------------------------------
 
     def train_controller(self, name: str, candidate_k: Sequence[int] | None = None, train_size: int | None = None,
@@ -211,13 +241,14 @@ class Client:
 
     def wait_for_job(self, job_id: str, poll_s: float = 1.0, timeout_s: float | None = None,
                      on_progress: Callable[[float], None] | None = None) -> Job:
-        """Poll until the job ends; its final state (``JobFailed`` if it failed)."""
+        """Poll until the job ends; its final state (``JobFailed`` if it failed; a cancelled batch job is
+        returned as it is, ``status`` "cancelled")."""
         began = time.monotonic()
         while True:
             job = self.get_job(job_id)
             if on_progress is not None:
                 on_progress(job["progress"])
-            if job["status"] == "succeeded":
+            if job["status"] in ("succeeded", "cancelled"):
                 return job
             if job["status"] == "failed":
                 raise JobFailed(job)

@@ -88,9 +88,43 @@ class AnnotationPlan(TypedDict):
     elapsed_s: float
 
 
+class BatchProgress(TypedDict):
+    total: int
+    done: int
+    errors: int
+    runs: list[dict[str, Any]]
+
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
 class Job(TypedDict):
     job_id: str
-    status: Literal["queued", "running", "succeeded", "failed"]
+    kind: str
+    task: NotRequired[str | None]
+    status: JobStatus
     progress: float
     result: dict[str, Any] | None
     error: dict[str, Any] | None
+    batch: NotRequired[BatchProgress | None]
+
+
+class BatchItemError(TypedDict):
+    message: str
+    code: str
+
+
+class BatchResultItem(TypedDict):
+    index: int
+    id: str | None
+    status: Literal["pending", "succeeded", "failed"]
+    prediction: NotRequired[Prediction | None]
+    error: NotRequired[BatchItemError | None]
+
+
+class BatchResults(TypedDict):
+    job_id: str
+    status: JobStatus
+    total: int
+    offset: int
+    results: list[BatchResultItem]

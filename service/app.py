@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from service.contexts import ContextCache
 from service.errors import APIError, envelope, install_error_handlers
 from service.jobs import JobRunner
 from service.orphan_guard import OrphanGuard, children
+from service.protocol import BATCH_BODIES
 from service.routes import admin, ops, v1
 from service.servings import Servings
 from service.state import AppState, Runtime
@@ -29,6 +31,7 @@ from service.store import Store
 logger = logging.getLogger(__name__)
 
 RuntimeFactory = Callable[[Settings], Runtime]
+BATCH_PATH = re.compile(r"^/v1/tasks/[^/]+/batches/?$")
 
 
 def start_runtime(settings: Settings) -> Runtime:
@@ -62,20 +65,28 @@ class BodyLimitMiddleware:
     """413 in the error envelope for bodies over the limit: at once when Content-Length says so, and while
     reading a chunked body that has none (the app then sees a disconnect and its own answer is dropped)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, batch_max_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.batch_max_bytes = batch_max_bytes or max_bytes
 
-    def _error(self, size: str) -> APIError:
-        return APIError(413, f"request body has {size} bytes; the limit is {self.max_bytes}", "body_too_large")
+    def _error(self, size: str, limit: int) -> APIError:
+        return APIError(413, f"request body has {size} bytes; the limit is {limit}", "body_too_large")
+
+    def _limit(self, scope: Scope) -> int:
+        """Batch jobs take large files; every other body keeps the ordinary limit."""
+        if scope.get("method") == "POST" and BATCH_PATH.match(scope.get("path", "")):
+            return self.batch_max_bytes
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope)
         length = dict(scope.get("headers") or []).get(b"content-length", b"").decode("latin-1")
-        if length.isdigit() and int(length) > self.max_bytes:
-            error = self._error(length)
+        if length.isdigit() and int(length) > limit:
+            error = self._error(length, limit)
             await envelope(error.status, error.message, error.code)(scope, receive, send)
             return
         received = 0
@@ -88,7 +99,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     too_large = True  # the app sees the client go away; we answer for it
                     return {"type": "http.disconnect"}
             return message
@@ -103,7 +114,7 @@ class BodyLimitMiddleware:
             if not too_large:
                 raise
         if too_large:
-            error = self._error(f"more than {self.max_bytes}")
+            error = self._error(f"more than {limit}", limit)
             await envelope(error.status, error.message, error.code)(scope, receive, send)
 
 
@@ -124,6 +135,10 @@ def _state_limits(components: dict[str, Any], settings: Settings) -> None:
     predict["inputs"]["maxItems"] = settings.max_inputs
     input_strings(predict["inputs"]["items"])
     integer(predict["demos"])["maximum"] = settings.max_demos
+    batch = components["BatchRequest"]["properties"]
+    input_strings(batch["inputs"]["items"])
+    integer(batch["demos"])["maximum"] = settings.max_demos
+    input_strings(components["BatchLine"]["properties"]["input"])
     components["ExamplesAdd"]["properties"]["examples"]["maxItems"] = settings.max_examples_per_request
     input_strings(components["ExampleIn"]["properties"]["input"])
     demos = min(64, settings.max_demos)
@@ -141,6 +156,11 @@ def published_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
                 operation.get("responses", {}).pop("422", None)
         for unused in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        for model in BATCH_BODIES:  # the batch route reads its body itself (JSON or JSON Lines)
+            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, definition in model_schema.pop("$defs", {}).items():
+                schema["components"]["schemas"].setdefault(name, definition)
+            schema["components"]["schemas"][model.__name__] = model_schema
         _state_limits(schema["components"]["schemas"], settings)
         app.openapi_schema = schema
     return app.openapi_schema
@@ -155,7 +175,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = await to_thread.run_sync(Store, settings.resolved_database_url)
-        contexts = ContextCache(store, settings.default_k, recent_queries=settings.domain_recent_queries)
+        contexts = ContextCache(store, settings.default_k, recent_queries=settings.domain_recent_queries,
+                                ann_min_pool=settings.ann_min_pool or None,
+                                ann_candidates=max(settings.ann_candidates, settings.max_demos))
         jobs = JobRunner(store, heartbeat_s=settings.job_heartbeat_s, stale_after_s=settings.job_stale_after_s)
         jobs.start()  # its first beat fails jobs a dead process left unfinished
         state = AppState(settings=settings, store=store, contexts=contexts, jobs=jobs, runtime=runtime)
@@ -175,19 +197,25 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
             owned.append(state.runtime)
             state.metrics.engine_ready.set(1)
             logger.info("engine ready: %s in %.1f s", state.runtime.scorer.model_name, time.perf_counter() - began)
+            await when_ready()
+
+        async def when_ready() -> None:
+            """What waits for the engine: batch jobs left unfinished by a stopped service, and due fits."""
+            await app.state.serving.batches.resume_claimable()
             await app.state.serving.controller.fit_all_due()
 
         if runtime is None and runtime_factory is not None:
             starter = asyncio.create_task(start())
         elif runtime is not None:
             state.metrics.engine_ready.set(1)
-            starter = asyncio.create_task(app.state.serving.controller.fit_all_due())
+            starter = asyncio.create_task(when_ready())
         try:
             yield
         finally:
             if starter is not None and not starter.done():
                 starter.cancel()
             await state.jobs.shutdown()
+            app.state.serving.batches.release_all()
             for item in owned:
                 shutdown = getattr(item.scorer, "shutdown", None)
                 if shutdown:
@@ -209,7 +237,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None,
     app.include_router(ops)
     app.openapi = lambda: published_schema(app, settings)  # type: ignore[method-assign]
 
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       batch_max_bytes=settings.max_batch_body_bytes)
 
     @app.middleware("http")  # added last, so outermost: it counts the body limit's 413s too
     async def record_metrics(request: Request, call_next: RequestResponseEndpoint) -> Response:

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # almost nothing to share; 32 kept the same throughput on distinct prompts and cached more (bench/README.md).
     block_size: int | None = None
     gpu_memory_utilization: float = 0.85
+    # vLLM's scheduler limits per engine step (None: vLLM's defaults, 2048 tokens and 128 sequences on a CPU);
+    # bench/README.md, "throughput.py", has what other values measured.
+    max_num_batched_tokens: int | None = Field(default=None, ge=1)
+    max_num_seqs: int | None = Field(default=None, ge=1)
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
 
@@ -46,6 +50,8 @@ class Settings(BaseSettings):
     max_examples_per_request: int = 10_000
     max_input_chars: int = 20_000
     max_body_bytes: int = 32 * 1024 * 1024
+    # Batch jobs (POST /v1/tasks/{name}/batches) take bodies up to this size: 100,000 inputs of 2 KB.
+    max_batch_body_bytes: int = 256 * 1024 * 1024
     max_demos: int = 64
     # Prompts (inputs and calibration) admitted to the engine at once; more answers 429 with Retry-After.
     # A single request is always admitted when nothing else runs, however large.
@@ -53,6 +59,11 @@ class Settings(BaseSettings):
     default_k: int = 4
     # What serves `demos: "auto"` once a task is fitted: the confidence cascade, or the meta-controller.
     auto_count_policy: Literal["cascade", "controller"] = "cascade"
+    # Labeled pools at least this large are searched through an approximate nearest-neighbour index (HNSW,
+    # built in the background on first use; exact search until then), smaller ones exactly. 0: always exactly.
+    ann_min_pool: int = Field(default=20_000, ge=0)
+    # Rows each approximate search returns (at least `max_demos`): the candidates then scored exactly.
+    ann_candidates: int = Field(default=64, ge=1)
     # Domain-context strings also draw on this many of a task's latest queries (0: the task's examples only).
     domain_recent_queries: int = 0
     # Annotation plans over more unlabeled examples than this run as a job (202) instead of answering at once.
@@ -62,6 +73,14 @@ class Settings(BaseSettings):
     auto_fit: bool = True
     auto_fit_min_labeled: int = Field(default=40, ge=1)
     auto_refit_growth: float = Field(default=0.5, gt=0)
+
+    # Batch jobs classify this many inputs per chunk (planned, scored and stored together), with this many
+    # chunks in flight, so that the engine always has the next chunk while the last one is stored.
+    batch_chunk_inputs: int = Field(default=16, ge=1, le=256)
+    batch_inflight_chunks: int = Field(default=2, ge=1, le=16)
+    # A chunk waits for in-flight predicts to finish, at most this long (steady predict traffic must not stop
+    # a batch; its prompts still queue behind predicts' in the engine).
+    batch_max_yield_s: float = Field(default=2.0, ge=0)
 
     # Background jobs: every `job_heartbeat_s` each process marks its running jobs alive, and fails those
     # nobody has marked for `job_stale_after_s` (their process died).

@@ -2,65 +2,34 @@
 builder over it, the words domain calibration draws from, its bias estimates and its fitted controller.
 
 One cheap read per request (``Store.task_versions``) says whether the cached view is still current: the pool
-part is rebuilt when the pool version moves on (with a fresh bias cache: pool rows are its keys), the
-controller when a new one is fitted. Replicas share only the database; the version check makes a replica
-notice what another one changed."""
+part is brought up to date when the pool version moves on, from the rows changed since (``service.pool_view``;
+with a fresh bias cache: pool rows are its keys), or reloaded whole when much changed; the controller is
+reloaded when a new one is fitted. Replicas share only the database; the version check makes a replica notice
+what another one changed."""
 
 from __future__ import annotations
 
 import logging
 import pickle
 import threading
-from collections import OrderedDict, deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime
 
-from controller.calibration import BiasCache, DomainWords
+from controller.ann import NeighbourIndex
 from controller.meta import MetaController
-from controller.planning import PromptBuilder
-from controller.pool import LabeledPool
 from controller.predictor import PredictOptions, Predictor
 from controller.scoring import LabelScorer
 from controller.templates import PromptTemplate
 from controller.training import TaskFit
 from service.errors import task_not_found
-from service.records import labeled_rows, pool_of, prompt_builder, task_template
+from service.pool_view import PoolView, load_view, updated_view
+from service.records import task_template
 from service.store import Store, TaskRecord, TaskVersions
 
+__all__ = ["ContextCache", "PoolView", "TaskContext"]
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PoolView:
-    """One pool version of a task, as predictions use it."""
-
-    version: int
-    builder: PromptBuilder  # over the labeled pool; it caches each demonstration's token count
-    domain_words: DomainWords  # from every input of the task, labeled or not
-    inputs: list[dict[str, str]]
-    # Label-bias estimates by demonstration set: valid while this pool version is (rows are their keys).
-    biases: BiasCache = field(default_factory=BiasCache)
-    # The latest queries, when ICL_DOMAIN_RECENT_QUERIES asks for them in domain-context strings.
-    recent: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=0))
-    _recent_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def labeled(self) -> LabeledPool:
-        return self.builder.pool
-
-    def remember(self, queries: Sequence[dict[str, str]]) -> None:
-        if self.recent.maxlen:
-            with self._recent_lock:
-                self.recent.extend(queries)
-
-    def words(self) -> DomainWords:
-        """Random in-domain words from the task's inputs and its recent queries."""
-        with self._recent_lock:
-            recent = list(self.recent)
-        if not recent:
-            return self.domain_words
-        return DomainWords.from_inputs([*self.inputs, *recent], list(self.domain_words.words))
 
 
 @dataclass(frozen=True)
@@ -95,11 +64,15 @@ class ContextCache:
     """Task contexts by name, the least recently used dropped past ``max_tasks``. One build per task at a time:
     requests that find a context out of date while another request rebuilds it wait for that one."""
 
-    def __init__(self, store: Store, default_k: int, max_tasks: int = 64, recent_queries: int = 0) -> None:
+    def __init__(self, store: Store, default_k: int, max_tasks: int = 64, recent_queries: int = 0,
+                 ann_min_pool: int | None = None, ann_candidates: int = 64) -> None:
         self._store = store
         self._default_k = default_k
         self._max_tasks = max_tasks
         self._recent_queries = recent_queries
+        # Pools of at least this many labeled rows are searched through an approximate index (None: never).
+        self._ann_min_pool = ann_min_pool
+        self._ann_candidates = ann_candidates
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, TaskContext] = OrderedDict()
         self._building: dict[str, threading.Lock] = {}
@@ -147,7 +120,8 @@ class ContextCache:
         if reuse is not None and reuse.pool.version == versions.pool_version:
             pool = reuse.pool
         else:
-            pool = self._load_pool(task, template, scorer)
+            refreshed = self._refresh_pool(reuse.pool, task) if reuse is not None else None
+            pool = refreshed if refreshed is not None else self._load_pool(task, template, scorer)
         if reuse is not None and reuse.versions.controller_stamp == versions.controller_stamp:
             fit, stamp, fit_state = reuse.fit, reuse.versions.controller_stamp, reuse.fit_state
         else:
@@ -159,14 +133,22 @@ class ContextCache:
             versions=TaskVersions(task.id, task.created_at, pool.version, stamp), scorer=scorer, fit_state=fit_state)
 
     def _load_pool(self, task: TaskRecord, template: PromptTemplate, scorer: LabelScorer) -> PoolView:
-        rows = self._store.load_pool(task.id)
-        return PoolView(
-            version=rows.pool_version,
-            builder=prompt_builder(task, template, pool_of(rows, labeled_rows(rows)), scorer),
-            domain_words=DomainWords.from_inputs(rows.inputs, template.fields),
-            inputs=list(rows.inputs),
-            recent=deque(maxlen=self._recent_queries),
-        )
+        index = (NeighbourIndex(self._ann_min_pool, self._ann_candidates) if self._ann_min_pool is not None
+                 else None)
+        return load_view(self._store.load_pool(task.id), task, template, scorer, self._recent_queries, index)
+
+    def _refresh_pool(self, cached: PoolView, task: TaskRecord) -> PoolView | None:
+        """The cached pool brought up to date with the rows changed since its version; None when a whole
+        reload is due (more than half the pool changed, or changes an update in place cannot follow)."""
+        try:
+            changes = self._store.load_pool_changes(task.id, cached.version, max(1, len(cached.row_ids) // 2))
+            view = updated_view(cached, changes) if changes is not None else None
+        except Exception:  # whatever went wrong, a whole reload gets it right
+            logger.exception("task '%s': its pool could not be updated in place; reloading it", task.name)
+            return None
+        if view is None:
+            logger.info("task '%s': reloading its pool", task.name)
+        return view
 
     def _load_fit(self, task: TaskRecord, scorer: LabelScorer) -> tuple[TaskFit | None, datetime | None, str]:
         """The task's fit, its stamp and its state. One that cannot be read back (pickled by another

@@ -41,13 +41,23 @@ def is_cpu_build() -> bool:
         return False
 
 
+def compute_cores(cores: Sequence[int]) -> list[int]:
+    """The cores the engine's model computes on: all but the first, which is left to the service's process (HTTP,
+    planning, the embedder) and vLLM's engine-core process (it spin-waits on the model's worker during every
+    step). Measured on the 2-core machine (bench/README.md, "throughput.py"): through the service, one core
+    against both took 1 client from 21-47 s to 11.7 s for 64 inputs, 8 clients from 11-19 s to 9.4 s, one batch
+    of 64 from 8.4-14 s to 8.1 s; raw vLLM alone wins large batches on both cores in quiet moments only.
+    ``VLLM_CPU_OMP_THREADS_BIND``, when set, wins."""
+    return list(cores[1:]) if len(cores) > 1 else list(cores)
+
+
 def apply_cpu_defaults(settings: Settings) -> None:
     """vllm-cpu refuses to start without a KV-cache size and computes on one core unless told which to use."""
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kvcache_gib))
     if settings.tensor_parallel_size * settings.pipeline_parallel_size == 1:
-        # vLLM's "auto" binds one core per physical core and reserves one: on 2 cores, a single thread.
-        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(str(c) for c in cores))
+        # Explicit, because vLLM's "auto" binds one core per physical core and reserves one more.
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(str(c) for c in compute_cores(cores)))
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 
@@ -59,6 +69,27 @@ def choose_dtype(requested: str, on_cpu: bool) -> str:
         flags = _cpu_flags()
         return "bfloat16" if {"avx512_bf16", "amx_bf16"} & flags else "float32"
     return "auto"
+
+
+def engine_arguments(model_dir: Path, settings: Settings, on_cpu: bool) -> dict[str, Any]:
+    """The ``AsyncEngineArgs`` the service starts vLLM with (bench/throughput.py starts raw vLLM with the same)."""
+    return {
+        "model": str(model_dir),
+        "served_model_name": [settings.served_model_name or model_dir.name],
+        "dtype": choose_dtype(settings.dtype, on_cpu),
+        "max_model_len": settings.max_model_len,
+        "enable_prefix_caching": True,
+        # Batch jobs send their prompts at a lower priority: a predict's prompts are scheduled first.
+        "scheduling_policy": "priority",
+        "enforce_eager": on_cpu,
+        "block_size": settings.block_size or (32 if on_cpu else None),
+        "seed": 0,
+        "tensor_parallel_size": settings.tensor_parallel_size,
+        "pipeline_parallel_size": settings.pipeline_parallel_size,
+        **({} if on_cpu else {"gpu_memory_utilization": settings.gpu_memory_utilization}),
+        **{name: value for name in ("max_num_batched_tokens", "max_num_seqs")
+           if (value := getattr(settings, name)) is not None},
+    }
 
 
 class VllmScorer:
@@ -86,22 +117,9 @@ class VllmScorer:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        dtype = choose_dtype(settings.dtype, on_cpu)
-        args = AsyncEngineArgs(
-            model=str(model_dir),
-            served_model_name=[settings.served_model_name or model_dir.name],
-            dtype=dtype,
-            max_model_len=settings.max_model_len,
-            enable_prefix_caching=True,
-            enforce_eager=on_cpu,
-            block_size=settings.block_size or (32 if on_cpu else None),
-            seed=0,
-            tensor_parallel_size=settings.tensor_parallel_size,
-            pipeline_parallel_size=settings.pipeline_parallel_size,
-            **({} if on_cpu else {"gpu_memory_utilization": settings.gpu_memory_utilization}),
-        )
-        logger.info("starting vLLM on %s (%s, dtype=%s)", model_dir, "CPU" if on_cpu else "GPU", dtype)
-        engine = AsyncLLM.from_engine_args(args)
+        arguments = engine_arguments(model_dir, settings, on_cpu)
+        logger.info("starting vLLM on %s (%s, dtype=%s)", model_dir, "CPU" if on_cpu else "GPU", arguments["dtype"])
+        engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**arguments))
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         max_len = int(engine.model_config.max_model_len)
         resolved_dtype = str(engine.model_config.dtype).removeprefix("torch.")
@@ -129,24 +147,24 @@ class VllmScorer:
             self._continuation_cache[continuation] = ids
         return ids
 
-    async def _read(self, token_ids: list[int], wanted: list[int]) -> tuple[dict[int, float], int]:
+    async def _read(self, token_ids: list[int], wanted: list[int], priority: int = 0) -> tuple[dict[int, float], int]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=wanted, detokenize=False)
         final = None
         async for output in self._engine.generate(
-            TokensPrompt(prompt_token_ids=token_ids), params, request_id=f"icl-{uuid.uuid4().hex}"
+            TokensPrompt(prompt_token_ids=token_ids), params, request_id=f"icl-{uuid.uuid4().hex}", priority=priority
         ):
             final = output
         assert final is not None and final.outputs[0].logprobs
         step = final.outputs[0].logprobs[0]
         return {t: float(step[t].logprob) for t in wanted}, int(final.num_cached_tokens or 0)
 
-    async def _score_one(self, prompt: list[int], continuations: list[list[int]]) -> ScoredPrompt:
+    async def _score_one(self, prompt: list[int], continuations: list[list[int]], priority: int = 0) -> ScoredPrompt:
         requests = continuation_requests(continuations)
         prefixes = list(requests)
-        answers = await asyncio.gather(*(self._read(prompt + list(p), requests[p]) for p in prefixes))
+        answers = await asyncio.gather(*(self._read(prompt + list(p), requests[p], priority) for p in prefixes))
         read = {p: answer[0] for p, answer in zip(prefixes, answers, strict=True)}
         sent = sum(len(prompt) + len(p) for p in prefixes)
         cached = sum(answer[1] for answer in answers)
@@ -157,6 +175,8 @@ class VllmScorer:
             cached_tokens=cached,
         )
 
-    async def score(self, prompts: Sequence[list[int]], continuations: Sequence[str]) -> list[ScoredPrompt]:
+    async def score(self, prompts: Sequence[list[int]], continuations: Sequence[str],
+                    priority: int = 0) -> list[ScoredPrompt]:
+        """Lower ``priority`` values are scheduled first (predicts 0, batch jobs 1)."""
         ids = [self.continuation_ids(c) for c in continuations]
-        return list(await asyncio.gather(*(self._score_one(list(p), ids) for p in prompts)))
+        return list(await asyncio.gather(*(self._score_one(list(p), ids, priority) for p in prompts)))

@@ -40,7 +40,7 @@ def envelope(status: int, message: str, code: str, param: str | None = None,
 _TYPE_TAG = re.compile(r"^(str|int|float|bool|none|[a-z_-]+\[.*\]|[a-z]+-[a-z-]+.*)$")
 
 
-def _loc_to_param(loc: tuple) -> str | None:
+def loc_to_param(loc: tuple) -> str | None:
     """("body", "inputs", 0, "str") -> "inputs[0]": field names and indices, without pydantic's union tags."""
     parts: list[str] = []
     for item in loc[1:] if loc and loc[0] in ("body", "query", "path") else loc:
@@ -81,7 +81,7 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": "invalid"}
         if first.get("type") == "json_invalid":
             return envelope(400, f"request body is not valid JSON: {first.get('msg')}", "invalid_json")
-        param = _loc_to_param(tuple(first.get("loc", ())))
+        param = loc_to_param(tuple(first.get("loc", ())))
         where = f"{param}: " if param else ""
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         return envelope(400, f"{where}{first.get('msg')}{more}", "invalid_value", param)

@@ -34,6 +34,7 @@ class FakeScorer:
         self._words: list[str] = []
         self._vocab_lock = threading.Lock()
         self.calls: list[list[int]] = []
+        self.priorities: list[int] = []  # of each score call: batch jobs score at a lower priority (1)
         self.healthy = True
         self.resets = 0
         self._engine = asyncio.Lock() if tokens_per_s else None
@@ -57,7 +58,10 @@ class FakeScorer:
     def decode(self, ids: Sequence[int]) -> list[str]:
         return [self._words[i - 1] for i in ids]
 
-    async def score(self, prompts: Sequence[list[int]], continuations: Sequence[str]) -> list[ScoredPrompt]:
+    async def score(self, prompts: Sequence[list[int]], continuations: Sequence[str],
+                    priority: int = 0) -> list[ScoredPrompt]:
+        if self.record_calls:
+            self.priorities.append(priority)
         if self._engine is not None and self.tokens_per_s is not None:
             async with self._engine:
                 await asyncio.sleep(sum(len(p) for p in prompts) / self.tokens_per_s)

@@ -17,9 +17,14 @@ logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[float], None]
 JobBody = Callable[[ProgressCallback], Awaitable[dict[str, Any]]]
 AfterJob = Callable[[], Awaitable[None]]
+BeatHook = Callable[[], Awaitable[None]]
 
 
 INTERRUPTED = "the process running this job stopped before it finished"
+
+
+class JobHandedOver(Exception):
+    """Raised by a job's body that another process has taken over: the job is left as that process has it."""
 
 
 class JobRunner:
@@ -33,6 +38,18 @@ class JobRunner:
         self._heartbeat_s = heartbeat_s
         self._stale_after = timedelta(seconds=stale_after_s)
         self._heartbeat: asyncio.Task[None] | None = None
+        self._beat_hooks: list[BeatHook] = []
+
+    @property
+    def stale_after(self) -> timedelta:
+        return self._stale_after
+
+    def on_beat(self, hook: BeatHook) -> None:
+        """Run ``hook`` after every heartbeat (batch jobs look for work to resume there)."""
+        self._beat_hooks.append(hook)
+
+    def running(self, job_id: str) -> bool:
+        return job_id in self._tasks
 
     def start(self) -> None:
         self._heartbeat = asyncio.create_task(self._beat(), name="job heartbeat")
@@ -44,17 +61,27 @@ class JobRunner:
                 await to_thread.run_sync(self._store.fail_stale_jobs, self._stale_after, INTERRUPTED)
             except Exception:  # a database hiccup must not stop the heartbeat for good
                 logger.exception("job heartbeat failed")
+            for hook in self._beat_hooks:
+                try:
+                    await hook()
+                except Exception:
+                    logger.exception("job heartbeat hook failed")
             await asyncio.sleep(self._heartbeat_s)
 
     async def submit(self, kind: str, task_name: str | None, body: JobBody, then: AfterJob | None = None) -> JobRecord:
         """Run ``body`` as a job; ``then``, if given, once its outcome is stored (succeeded or failed)."""
         job = await to_thread.run_sync(self._store.create_job, kind, task_name)
-        task = asyncio.create_task(self._run(job.id, body, then), name=f"job {job.id}")
-        self._tasks[job.id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
+        self.run(job.id, body, then)
         return job
 
-    async def _run(self, job_id: str, body: JobBody, then: AfterJob | None) -> None:
+    def run(self, job_id: str, body: JobBody, then: AfterJob | None = None, resumable: bool = False) -> None:
+        """Run ``body`` for a job already stored. A ``resumable`` job that the service's stop interrupts is left
+        unfinished for a later start to resume (its body releases it), instead of failed."""
+        task = asyncio.create_task(self._run(job_id, body, then, resumable), name=f"job {job_id}")
+        self._tasks[job_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
+
+    async def _run(self, job_id: str, body: JobBody, then: AfterJob | None, resumable: bool = False) -> None:
         loop = asyncio.get_running_loop()
 
         def progress(fraction: float) -> None:
@@ -65,9 +92,13 @@ class JobRunner:
         await to_thread.run_sync(self._update, job_id, {"status": "running"})
         try:
             result = await body(progress)
+        except JobHandedOver:
+            logger.warning("job %s was taken over by another process; this one stops running it", job_id)
+            return
         except asyncio.CancelledError:  # the service is stopping: say so now rather than after a missed beat
-            self._update(job_id, {"status": "failed", "error": {"message": "the service stopped while this job ran",
-                                                                 "type": "job_interrupted"}})
+            if not resumable:
+                self._update(job_id, {"status": "failed", "error": {
+                    "message": "the service stopped while this job ran", "type": "job_interrupted"}})
             raise
         except Exception as exc:  # a failed job reports why instead of vanishing
             logger.exception("job %s failed", job_id)

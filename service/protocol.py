@@ -312,8 +312,9 @@ class DomainCalibrationOptions(_Strict):
                               pooling=self.pooling, max_sets=self.max_sets, calibrate_knn=self.calibrate_knn)
 
 
-class PredictRequest(_Strict):
-    inputs: Annotated[list[InputValue], Field(min_length=1)]
+class PredictOptionsBody(_Strict):
+    """How to classify: what a predict request and a batch job share."""
+
     demos: Literal["auto"] | Annotated[StrictInt, Field(ge=0)] = "auto"
     selection: Literal["knn", "random", "diverse"] = "knn"
     budget: Budget | None = None
@@ -333,7 +334,7 @@ class PredictRequest(_Strict):
         default=0, description="Seed of random selection and of domain-context sampling.")
 
     @model_validator(mode="after")
-    def _domain_options_ask_for_domain(self) -> PredictRequest:
+    def _domain_options_ask_for_domain(self) -> PredictOptionsBody:
         """Domain-calibration options without a `calibration` ask for domain calibration."""
         if "domain_calibration" in self.model_fields_set and "calibration" not in self.model_fields_set:
             self.calibration = "domain"
@@ -352,6 +353,39 @@ class PredictRequest(_Strict):
         return PredictOptions(demos=self.demos, selection=self.selection, calibration=self.calibration,
                               domain=self.domain_settings(), seed=self.seed,
                               max_prompt_tokens=self.budget.max_prompt_tokens if self.budget else None)
+
+
+class PredictRequest(PredictOptionsBody):
+    inputs: Annotated[list[InputValue], Field(min_length=1)]
+
+
+MAX_BATCH_INPUTS = 100_000
+ClientId = Annotated[Text, Field(max_length=256)]
+
+
+class BatchRequest(PredictOptionsBody):
+    """A batch job's JSON body: the inputs, optional client ids in the same order, and predict's options."""
+
+    # The count is checked by the service (413 too_many_inputs, as predict's), and stated here for clients.
+    inputs: Annotated[list[InputValue], Field(min_length=1, json_schema_extra={"maxItems": MAX_BATCH_INPUTS})]
+    ids: Annotated[list[ClientId | None], Field(json_schema_extra={"maxItems": MAX_BATCH_INPUTS})] | None = Field(
+        default=None, description="A client id per input, echoed with its result (same length as `inputs`).")
+
+    @model_validator(mode="after")
+    def _one_id_per_input(self) -> BatchRequest:
+        if self.ids is not None and len(self.ids) != len(self.inputs):
+            raise ValueError(f"ids has {len(self.ids)} entries for {len(self.inputs)} inputs")
+        return self
+
+
+class BatchLine(_Strict):
+    """One line of a JSON Lines batch body."""
+
+    input: InputValue
+    id: ClientId | None = None
+
+
+BATCH_BODIES = (BatchRequest, BatchLine)
 
 
 class PredictionObject(BaseModel):
@@ -413,12 +447,45 @@ class JobCreated(BaseModel):
     job_id: str
 
 
+class BatchProgress(BaseModel):
+    total: int = Field(description="Inputs in the job.")
+    done: int = Field(description="Inputs with an outcome: a prediction or an error.")
+    errors: int = Field(description="Of `done`, inputs that could not be classified.")
+    runs: list[dict[str, Any]] = Field(
+        description="What the job classified with, at its start and at each resumption: the pool version, the "
+                    "fit's state and stamp, and the first input position that run classified.")
+
+
 class JobObject(BaseModel):
     job_id: str
-    status: Literal["queued", "running", "succeeded", "failed"]
+    kind: str = Field(description='"controller" (a fit), "annotation" or "batch".')
+    task: str | None = None
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     progress: float
     result: dict[str, Any] | None
     error: dict[str, Any] | None
+    batch: BatchProgress | None = Field(default=None, description="Batch jobs: their inputs' progress.")
+
+
+class BatchItemError(BaseModel):
+    message: str
+    code: str
+
+
+class BatchResultItem(BaseModel):
+    index: int = Field(description="The input's position in the job, from 0.")
+    id: str | None = Field(description="The client id sent with the input.")
+    status: Literal["pending", "succeeded", "failed"]
+    prediction: PredictionObject | None = None
+    error: BatchItemError | None = None
+
+
+class BatchResults(BaseModel):
+    job_id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    total: int
+    offset: int
+    results: list[BatchResultItem]
 
 
 class ModelCard(BaseModel):

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Sequence
+from typing import Literal
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.errors import APIError
 from service.protocol import (
     AnnotationPlan,
     AnnotationPlanRequest,
+    BatchResults,
     ControllerObject,
     ControllerTrainRequest,
     ErrorResponse,
@@ -41,7 +43,9 @@ WHY = {
     404: "No such task, example or job.",
     409: "The name or id is already taken, or the task is being fitted already.",
     413: "The body, an input or a batch is over the service's limits, or an input over the model's window.",
-    429: "The engine has too many prompts in flight; retry after `Retry-After` seconds.",
+    415: "The body's Content-Type is not one this operation reads.",
+    429: "The engine has too many prompts in flight, or other batch uploads are being read; retry after "
+         "`Retry-After` seconds.",
     503: "The engine is not ready (starting) or failed; retry after `Retry-After` seconds.",
 }
 
@@ -169,6 +173,52 @@ def delete_controller(name: str, request: Request) -> Response:
 @v1.get("/jobs/{job_id}", response_model=JobObject, responses=errors(404))
 def get_job(job_id: str, request: Request) -> JobObject:
     return serving(request).jobs.get(job_id)
+
+
+BATCH_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}},
+    "application/x-ndjson": {"schema": {"type": "string", "description": "One BatchLine object per line; the "
+                                        "options in the query string."}}}},
+    "parameters": [
+        {"name": option, "in": "query", "required": False, "schema": schema,
+         "description": "JSON Lines bodies only: the predict option of this name."}
+        for option, schema in (
+            ("demos", {"anyOf": [{"type": "string", "enum": ["auto"]}, {"type": "integer", "minimum": 0}]}),
+            ("selection", {"type": "string", "enum": ["knn", "random", "diverse"]}),
+            ("calibration", {"type": "string", "enum": ["auto", "batch", "domain", "contextual", "none"]}),
+            ("domain_calibration", {"type": "string", "enum": ["default", "reference"]}),
+            ("seed", {"type": "integer", "minimum": 0, "maximum": 2**53 - 1}),
+            ("include_prompt", {"type": "boolean"}),
+            ("max_prompt_tokens", {"type": "integer", "minimum": 1}))]}
+
+
+@v1.post("/tasks/{name}/batches", status_code=202, response_model=JobCreated, openapi_extra=BATCH_BODY,
+         responses=errors(400, 404, 413, 415, 429, 503))
+async def create_batch(name: str, request: Request) -> JobCreated:
+    """A batch job over up to 100,000 inputs: JSON (`BatchRequest`) or JSON Lines (one `BatchLine` a line)."""
+    async with serving(request).batches.upload_slot():
+        body = await request.body()
+        return await serving(request).batches.create(name, body, request.headers.get("content-type", ""),
+                                                     dict(request.query_params))
+
+
+@v1.get("/jobs/{job_id}/results", response_model=BatchResults,
+        responses={200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                         "description": "A page of results, or with `format=jsonl` all of them, one a line."},
+                   **errors(400, 404, 409)})
+def job_results(
+    job_id: str, request: Request, offset: int = Query(0, ge=0, le=2**62), limit: int = Query(100, ge=1, le=1000),
+    format: Literal["json", "jsonl"] = "json",  # noqa: A002
+) -> BatchResults | StreamingResponse:
+    batches = serving(request).batches
+    if format == "jsonl":
+        return StreamingResponse(batches.results_jsonl(job_id), media_type="application/x-ndjson")
+    return batches.results(job_id, offset, limit)
+
+
+@v1.post("/jobs/{job_id}/cancel", response_model=JobObject, responses=errors(404, 409))
+def cancel_job(job_id: str, request: Request) -> JobObject:
+    return serving(request).batches.cancel(job_id)
 
 
 @admin.post("/reset-prefix-cache", responses=errors(503))

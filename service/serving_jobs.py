@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from service.errors import APIError
-from service.protocol import JobObject
+from service.protocol import BatchProgress, JobObject
 from service.state import AppState
+from service.store import BATCH_JOB, JobRecord
 
 
 class JobServing:
@@ -15,5 +16,11 @@ class JobServing:
         job = self.state.store.get_job(job_id)
         if job is None:
             raise APIError(404, f"job '{job_id}' does not exist", "job_not_found", "job_id")
-        return JobObject(job_id=job.id, status=job.status, progress=job.progress,  # type: ignore[arg-type]
-                         result=job.result, error=job.error)
+        return self.job_object(job)
+
+    def job_object(self, job: JobRecord) -> JobObject:
+        batch = self.state.store.get_batch(job.id) if job.kind == BATCH_JOB else None
+        progress = (BatchProgress(total=batch.total, done=batch.done, errors=batch.errors, runs=batch.runs)
+                    if batch is not None else None)
+        return JobObject(job_id=job.id, kind=job.kind, task=job.task_name, status=job.status,  # type: ignore[arg-type]
+                         progress=job.progress, result=job.result, error=job.error, batch=progress)

@@ -8,15 +8,37 @@ from dataclasses import replace
 from anyio import to_thread
 
 from controller.errors import BudgetTooSmallError, InputTooLongError
-from controller.predictor import BatchResult, PredictionPlan, Predictor
+from controller.predictor import BatchResult, PredictionPlan, PredictOptions, Predictor
 from controller.templates import PromptTemplate
 from service.contexts import TaskContext
 from service.errors import APIError
 from service.inputs import template_input
 from service.protocol import PredictionObject, PredictRequest, PredictResponse, UsageObject
-from service.state import AppState, Runtime
+from service.state import AppState, Runtime, TextEmbedder
 
 logger = logging.getLogger(__name__)
+
+
+def plan_predictions(context: TaskContext, options: PredictOptions, queries: list[dict[str, str]],
+                     embedder: TextEmbedder) -> tuple[Predictor, PredictionPlan]:
+    """Retrieval, counts, prompts and calibration planned for these queries: CPU work, for a worker thread.
+    Raises the controller's InputTooLongError and BudgetTooSmallError."""
+    predictor = context.predictor(options)
+    embeddings = embedder.embed(predictor.embedding_texts(queries)) if predictor.needs_embeddings else None
+    return predictor, predictor.plan(queries, embeddings)
+
+
+def prediction_objects(context: TaskContext, result: BatchResult, include_prompt: bool) -> list[PredictionObject]:
+    ids = context.pool.labeled.ids
+    return [
+        PredictionObject(
+            label=p.label, probs=p.probs, uncalibrated_probs=p.uncalibrated_probs, k=len(p.demo_rows),
+            demo_ids=[ids[r] for r in p.demo_rows], prompt_tokens=p.prompt_tokens,
+            computed_tokens=p.computed_tokens, stages=list(p.stages),
+            prompt=p.prompt if include_prompt else None, calibration=p.calibration,
+        )
+        for p in result.predictions
+    ]
 
 
 class PredictServing:
@@ -45,10 +67,8 @@ class PredictServing:
         context = self.state.contexts.get(name, runtime.scorer)
         queries = self._queries(request, context.template)
         options = replace(request.to_options(), auto_policy=self.state.settings.auto_count_policy)
-        predictor = context.predictor(options)
-        embeddings = runtime.embedder.embed(predictor.embedding_texts(queries)) if predictor.needs_embeddings else None
         try:
-            plan = predictor.plan(queries, embeddings)
+            predictor, plan = plan_predictions(context, options, queries, runtime.embedder)
         except InputTooLongError as exc:
             raise APIError(413, str(exc), "context_length_exceeded", f"inputs[{exc.index}]") from exc
         except BudgetTooSmallError as exc:
@@ -71,20 +91,11 @@ class PredictServing:
     @staticmethod
     def _response(context: TaskContext, request: PredictRequest, predictor: Predictor, result: BatchResult,
                   model: str) -> PredictResponse:
-        ids = context.pool.labeled.ids
         return PredictResponse(
             model=model,
             demos_policy=predictor.demos_policy,
             fit=context.fit_state,
-            predictions=[
-                PredictionObject(
-                    label=p.label, probs=p.probs, uncalibrated_probs=p.uncalibrated_probs, k=len(p.demo_rows),
-                    demo_ids=[ids[r] for r in p.demo_rows], prompt_tokens=p.prompt_tokens,
-                    computed_tokens=p.computed_tokens, stages=list(p.stages),
-                    prompt=p.prompt if request.include_prompt else None, calibration=p.calibration,
-                )
-                for p in result.predictions
-            ],
+            predictions=prediction_objects(context, result, request.include_prompt),
             usage=UsageObject(
                 prompt_tokens=result.usage.prompt_tokens, calibration_tokens=result.usage.calibration_tokens,
                 calibration_cached_tokens=result.usage.calibration_cached_tokens,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.serving_annotation import AnnotationServing
+from service.serving_batches import BatchServing
 from service.serving_controller import ControllerServing
 from service.serving_examples import ExampleServing
 from service.serving_jobs import JobServing
@@ -22,11 +23,13 @@ class Servings:
     annotation: AnnotationServing
     controller: ControllerServing
     jobs: JobServing
+    batches: BatchServing
     ops: OpsServing
 
     @classmethod
     def build(cls, state: AppState) -> Servings:
         tasks = TaskServing(state)
+        jobs = JobServing(state)
         return cls(tasks=tasks, examples=ExampleServing(state, tasks), predict=PredictServing(state),
                    annotation=AnnotationServing(state, tasks), controller=ControllerServing(state, tasks),
-                   jobs=JobServing(state), ops=OpsServing(state))
+                   jobs=jobs, batches=BatchServing(state, tasks, jobs), ops=OpsServing(state))

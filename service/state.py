@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-from controller.scoring import LabelScorer
+from controller.scoring import LabelScorer, ScoredPrompt
 from service.config import Settings
 from service.contexts import ContextCache
 from service.errors import APIError
@@ -27,6 +28,11 @@ class TextEmbedder(Protocol):
 
 class ServedScorer(LabelScorer, Protocol):
     model_name: str
+
+    async def score(self, prompts: Sequence[list[int]], continuations: Sequence[str],
+                    priority: int = 0) -> list[ScoredPrompt]:
+        """As ``LabelScorer.score``; lower ``priority`` values are scheduled first (predicts 0, batch jobs 1)."""
+        ...
 
     async def check_health(self) -> None: ...
 
@@ -68,6 +74,14 @@ class AppState:
             yield
         finally:
             self.inflight_prompts -= prompts
+
+    async def interactive_quiet(self, max_wait_s: float, poll_s: float = 0.005) -> None:
+        """Return once no interactive request has prompts in flight, or after ``max_wait_s``: batch jobs submit
+        their next chunk then, so a predict waits for what a batch already gave the engine, never for a batch's
+        backlog, and steady predict traffic slows a batch down without stopping it."""
+        deadline = asyncio.get_running_loop().time() + max_wait_s
+        while self.inflight_prompts and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(poll_s)
 
     def require_runtime(self) -> Runtime:
         if self.runtime is None:

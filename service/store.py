@@ -10,7 +10,7 @@ import logging
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,11 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    insert,
+    inspect,
+    or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -69,7 +73,8 @@ class TaskRow(Base):
 
 class ExampleRow(Base):
     __tablename__ = "examples"
-    __table_args__ = (UniqueConstraint("task_id", "example_id"),)
+    __table_args__ = (UniqueConstraint("task_id", "example_id"),
+                      Index("examples_task_changed", "task_id", "changed_version"))
     row_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True, nullable=False)
     example_id: Mapped[str] = mapped_column(String(128), nullable=False)
@@ -77,6 +82,9 @@ class ExampleRow(Base):
     label: Mapped[str | None] = mapped_column(String(256), nullable=True)
     embedding: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # float32, L2-normalised
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=_now)
+    # The task's pool version that added the row or last set its label: a cached pool reads only the rows
+    # changed since its own version. 0 for rows stored before the column existed (older than any cache).
+    changed_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
 
 class ControllerRow(Base):
@@ -102,9 +110,38 @@ class JobRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=_now)
 
 
+class BatchRow(Base):
+    """A batch job's request: what it classifies with, what it has done, and which process runs it."""
+
+    __tablename__ = "batches"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    task_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    options: Mapped[dict] = mapped_column(JSON, nullable=False)  # the predict options, inputs aside
+    total: Mapped[int] = mapped_column(Integer, nullable=False)
+    done: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    errors: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # What it classified with: the pool version and fit at its start, and again at each resumption.
+    runs: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    # The process running it; None while nobody does (queued, or released by a service that stopped).
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class BatchItemRow(Base):
+    """One input of a batch job and, once classified, its outcome: a prediction or an error."""
+
+    __tablename__ = "batch_items"
+    job_id: Mapped[str] = mapped_column(ForeignKey("batches.job_id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    # SQL NULL for None (JSON's own null would not match IS NULL)
+    input: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)  # None: the line was unreadable
+    outcome: Mapped[dict | None] = mapped_column(JSON(none_as_null=True), nullable=True)  # None: not classified yet
+
+
 # Jobs of these kinds run once per task at a time, across every replica sharing the database: checking for a
 # running one is a read that two replicas can pass together, so a partial unique index refuses the second.
 FIT_JOB = "controller"  # the kind of the fit job (meta-controller and calibration)
+BATCH_JOB = "batch"  # resumable: a stale one is taken over and resumed, not failed
 EXCLUSIVE_JOB_KINDS = (FIT_JOB,)
 UNFINISHED = ("queued", "running")
 _EXCLUSIVE_UNFINISHED = and_(JobRow.kind.in_(EXCLUSIVE_JOB_KINDS), JobRow.status.in_(UNFINISHED))
@@ -166,6 +203,18 @@ class PoolRows:
     inputs: list[dict[str, str]]
     labels: list[str | None]
     embeddings: np.ndarray
+    # The rows' storage keys, ascending (the rows' order): what says which row a later change is about.
+    row_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PoolChanges:
+    """The rows added or relabeled after a pool version (``rows``, in row order; their pool_version is the
+    newest read, possibly newer than the changes), and the task's number of examples as read with them, by
+    which a cached pool checks that the changes brought it where the store is."""
+
+    rows: PoolRows
+    n_examples: int
 
 
 @dataclass(frozen=True)
@@ -197,6 +246,29 @@ class JobRecord:
     error: dict[str, Any] | None
 
 
+@dataclass(frozen=True)
+class BatchRecord:
+    job_id: str
+    task_id: int
+    options: dict[str, Any]
+    total: int
+    done: int
+    errors: int
+    runs: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    position: int
+    client_id: str | None
+    input: Any
+    outcome: dict[str, Any] | None
+
+
+def _batch_record(row: BatchRow) -> BatchRecord:
+    return BatchRecord(row.job_id, row.task_id, dict(row.options), row.total, row.done, row.errors, list(row.runs))
+
+
 def _job_record(row: Any) -> JobRecord:
     """A job row as the store hands it out."""
     return JobRecord(row.id, row.kind, row.task_name, row.status, row.progress, row.result, row.error)
@@ -221,12 +293,30 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def _add_changed_version(engine: Engine) -> None:
+    """A database made before examples recorded the pool version of their last change: add the column (0 for
+    every stored row) and its index. Two replicas starting together may both try: the loser finds it there."""
+    if "changed_version" not in {c["name"] for c in inspect(engine).get_columns("examples")}:
+        try:
+            with engine.begin() as connection:
+                connection.execute(text("ALTER TABLE examples ADD COLUMN changed_version INTEGER NOT NULL DEFAULT 0"))
+        except DBAPIError:
+            if "changed_version" not in {c["name"] for c in inspect(engine).get_columns("examples")}:
+                raise
+    index = next(i for i in ExampleRow.__table__.indexes if i.name == "examples_task_changed")
+    try:
+        index.create(engine, checkfirst=True)
+    except DBAPIError:  # created by another replica between the check and the creation
+        logger.info("index %s was created concurrently", index.name)
+
+
 class Store:
     """Synchronous repository; the HTTP layer calls it from worker threads."""
 
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         Base.metadata.create_all(self.engine)
+        _add_changed_version(self.engine)
         try:  # a database made before the index: add it
             ONE_UNFINISHED_JOB.create(self.engine, checkfirst=True)
         except DBAPIError:  # it holds two unfinished fits of a task already: the heartbeat fails them
@@ -286,6 +376,12 @@ class Store:
                 return False
             session.execute(delete(ExampleRow).where(ExampleRow.task_id == row.id))
             session.execute(delete(ControllerRow).where(ControllerRow.task_id == row.id))
+            # Its unfinished batch jobs stop at their next chunk; what they classified stays readable.
+            session.execute(update(JobRow).where(
+                JobRow.id.in_(select(BatchRow.job_id).where(BatchRow.task_id == row.id)),
+                JobRow.status.in_(UNFINISHED)).values(
+                status="failed", updated_at=_now(),
+                error={"message": f"task '{name}' was deleted", "type": "task_deleted"}))
             session.delete(row)
             return True
 
@@ -311,16 +407,15 @@ class Store:
                     if taken is not None:
                         raise DuplicateExampleIdError(taken, seen[taken])
                 now = _now()
+                version = self._bump_pool_version(session, task_id)
                 session.add_all(
                     ExampleRow(
                         task_id=task_id, example_id=e.id or f"ex-{uuid.uuid4().hex[:16]}", input=e.input,
                         label=e.label, embedding=np.asarray(e.embedding, dtype=np.float32).tobytes(),
-                        created_at=now,
+                        created_at=now, changed_version=version,
                     )
                     for e in examples
                 )
-                session.execute(update(TaskRow).where(TaskRow.id == task_id)
-                                .values(pool_version=TaskRow.pool_version + 1))
                 session.flush()
                 n_examples, n_labeled = session.execute(
                     select(func.count(ExampleRow.row_id), func.count(ExampleRow.label))
@@ -355,21 +450,47 @@ class Store:
             if row is None:
                 return None
             row.label = label
-            session.execute(update(TaskRow).where(TaskRow.id == task_id)
-                            .values(pool_version=TaskRow.pool_version + 1))
+            row.changed_version = self._bump_pool_version(session, task_id)
             return ExampleRecord(id=row.example_id, input=row.input, label=row.label)
+
+    @staticmethod
+    def _bump_pool_version(session: Session, task_id: int) -> int:
+        """The task's next pool version, for the rows this transaction changes. The update locks the task's
+        row until commit (PostgreSQL; SQLite writes one at a time anyway), so concurrent writers of a task
+        commit in version order and rows added later get larger row ids."""
+        session.execute(update(TaskRow).where(TaskRow.id == task_id).values(pool_version=TaskRow.pool_version + 1))
+        return int(session.scalar(select(TaskRow.pool_version).where(TaskRow.id == task_id)) or 0)
 
     def load_pool(self, task_id: int) -> PoolRows:
         with self._sessions() as session:
+            # The version first: rows may be newer than it (no snapshot on SQLite), never older, so a cache that
+            # later reads the changes after this version sees again whatever came in between.
             version = session.scalar(select(TaskRow.pool_version).where(TaskRow.id == task_id)) or 0
-            rows = session.execute(
-                select(ExampleRow.example_id, ExampleRow.input, ExampleRow.label, ExampleRow.embedding)
-                .where(ExampleRow.task_id == task_id).order_by(ExampleRow.row_id)
-            ).all()
-        embeddings = (np.stack([np.frombuffer(r[3], dtype=np.float32) for r in rows])
+            return self._pool_rows(session, int(version), ExampleRow.task_id == task_id)
+
+    def load_pool_changes(self, task_id: int, since: int, max_rows: int) -> PoolChanges | None:
+        """The task's rows added or relabeled after pool version ``since``, and its counts; None when more than
+        ``max_rows`` changed (reading the whole pool is then as cheap)."""
+        changed = and_(ExampleRow.task_id == task_id, ExampleRow.changed_version > since)
+        with self._sessions() as session:
+            version = session.scalar(select(TaskRow.pool_version).where(TaskRow.id == task_id)) or 0
+            if (session.scalar(select(func.count(ExampleRow.row_id)).where(changed)) or 0) > max_rows:
+                return None
+            rows = self._pool_rows(session, int(version), changed)
+            # Counted from the task's index alone: counting labels would read every row of a large pool.
+            n_examples = session.scalar(select(func.count(ExampleRow.row_id)).where(ExampleRow.task_id == task_id))
+        return PoolChanges(rows=rows, n_examples=int(n_examples or 0))
+
+    @staticmethod
+    def _pool_rows(session: Session, version: int, condition: Any) -> PoolRows:
+        rows = session.execute(
+            select(ExampleRow.row_id, ExampleRow.example_id, ExampleRow.input, ExampleRow.label, ExampleRow.embedding)
+            .where(condition).order_by(ExampleRow.row_id)
+        ).all()
+        embeddings = (np.stack([np.frombuffer(r[4], dtype=np.float32) for r in rows])
                       if rows else np.zeros((0, 0), dtype=np.float32))
-        return PoolRows(pool_version=int(version), ids=[r[0] for r in rows], inputs=[r[1] for r in rows],
-                        labels=[r[2] for r in rows], embeddings=embeddings)
+        return PoolRows(pool_version=version, ids=[r[1] for r in rows], inputs=[r[2] for r in rows],
+                        labels=[r[3] for r in rows], embeddings=embeddings, row_ids=[int(r[0]) for r in rows])
 
     def task_versions(self, name: str) -> TaskVersions | None:
         """One cheap read per request: whether the task exists and which pool and controller it has now."""
@@ -456,11 +577,128 @@ class Store:
 
     def fail_stale_jobs(self, stale_after: timedelta, reason: str) -> int:
         """Unfinished jobs whose runner has not been heard of for ``stale_after`` died with their process
-        (any replica's): say so. Jobs other live replicas run keep beating and are left alone."""
+        (any replica's): say so. Jobs other live replicas run keep beating and are left alone. Batch jobs are
+        not failed: ``claim_batches`` resumes them."""
         cutoff = _now() - stale_after
         with self._transaction() as session:
             result = session.execute(
-                update(JobRow).where(JobRow.status.in_(UNFINISHED), JobRow.updated_at < cutoff)
+                update(JobRow).where(JobRow.status.in_(UNFINISHED), JobRow.updated_at < cutoff,
+                                     JobRow.kind != BATCH_JOB)
                 .values(status="failed", error={"message": reason, "type": "job_interrupted"}, updated_at=_now())
             )
             return int(result.rowcount or 0)
+
+    # --- batch jobs --------------------------------------------------------------------------------------
+
+    def create_batch(self, task_name: str, task_id: int, options: dict[str, Any], owner: str,
+                     items: Sequence[tuple[str | None, Any, dict[str, Any] | None]]) -> JobRecord:
+        """A batch job with its inputs, in one transaction: each item is (client id, input, outcome), the
+        outcome given already for a line that cannot be classified."""
+        job_id = f"job-{uuid.uuid4().hex}"
+        errors = sum(outcome is not None for _, _, outcome in items)
+        with self._transaction() as session:
+            session.add(JobRow(id=job_id, kind=BATCH_JOB, task_name=task_name, status="queued",
+                               progress=errors / len(items) if items else 0.0, created_at=_now(), updated_at=_now()))
+            session.flush()  # the job row before the rows that refer to it
+            session.add(BatchRow(job_id=job_id, task_id=task_id, options=options, total=len(items), done=errors,
+                                 errors=errors, runs=[], owner=owner))
+            session.flush()
+            session.execute(insert(BatchItemRow), [
+                {"job_id": job_id, "position": position, "client_id": client_id, "input": value, "outcome": outcome}
+                for position, (client_id, value, outcome) in enumerate(items)])
+        return JobRecord(job_id, BATCH_JOB, task_name, "queued", errors / len(items) if items else 0.0, None, None)
+
+    def get_batch(self, job_id: str) -> BatchRecord | None:
+        with self._sessions() as session:
+            row = session.get(BatchRow, job_id)
+            return _batch_record(row) if row else None
+
+    def batch_items(self, job_id: str, offset: int, limit: int, pending_only: bool = False) -> list[BatchItem]:
+        """Items in input order from ``offset`` (a position); with ``pending_only``, those not classified yet."""
+        condition = [BatchItemRow.job_id == job_id, BatchItemRow.position >= offset]
+        if pending_only:
+            condition.append(BatchItemRow.outcome.is_(None))
+        with self._sessions() as session:
+            rows = session.execute(
+                select(BatchItemRow.position, BatchItemRow.client_id, BatchItemRow.input, BatchItemRow.outcome)
+                .where(*condition).order_by(BatchItemRow.position).limit(limit)).all()
+        return [BatchItem(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def save_batch_outcomes(self, job_id: str, outcomes: dict[int, dict[str, Any]]) -> BatchRecord:
+        """Store classified items' outcomes and the job's progress, in one transaction. Items that have one
+        already keep it, so a chunk stored twice (a resumed job's) counts once."""
+        with self._transaction() as session:
+            saved = errors = 0
+            for position, outcome in outcomes.items():
+                result = session.execute(
+                    update(BatchItemRow).where(BatchItemRow.job_id == job_id, BatchItemRow.position == position,
+                                               BatchItemRow.outcome.is_(None)).values(outcome=outcome))
+                if result.rowcount:
+                    saved += 1
+                    errors += "error" in outcome
+            session.execute(update(BatchRow).where(BatchRow.job_id == job_id)
+                            .values(done=BatchRow.done + saved, errors=BatchRow.errors + errors))
+            row = session.get(BatchRow, job_id)
+            assert row is not None
+            session.refresh(row)
+            session.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == "running")
+                            .values(progress=row.done / row.total if row.total else 1.0, updated_at=_now()))
+            return _batch_record(row)
+
+    def record_batch_run(self, job_id: str, run: dict[str, Any]) -> None:
+        """What a start or a resumption of the job classifies with (pool version, fit)."""
+        with self._transaction() as session:
+            row = session.scalar(select(BatchRow).where(BatchRow.job_id == job_id).with_for_update())
+            if row is not None:
+                row.runs = [*row.runs, run]
+
+    def cancel_job(self, job_id: str) -> tuple[bool, JobRecord | None]:
+        """Mark an unfinished job cancelled (whoever runs it stops at its next check): whether this call did,
+        and the job as it is now."""
+        with self._transaction() as session:
+            changed = session.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status.in_(UNFINISHED))
+                                      .values(status="cancelled", updated_at=_now())).rowcount
+            row = session.get(JobRow, job_id)
+            return bool(changed), _job_record(row) if row else None
+
+    def batch_state(self, job_id: str) -> tuple[str, str | None] | None:
+        """A batch job's status and the process that runs it: a runner stops when either says it should."""
+        with self._sessions() as session:
+            row = session.execute(select(JobRow.status, BatchRow.owner).join(BatchRow, BatchRow.job_id == JobRow.id)
+                                  .where(JobRow.id == job_id)).first()
+            return (row[0], row[1]) if row else None
+
+    def claim_batches(self, owner: str, stale_after: timedelta) -> list[str]:
+        """Take over unfinished batch jobs nobody runs: released by a service that stopped, or whose runner
+        has not been heard of for ``stale_after`` (it died). Each claim is one compare-and-set UPDATE on the
+        owner read before, so that of several processes trying at once one wins; a runner that loses its job
+        anyway (it beat just too late) sees another owner at its next chunk and stops."""
+        cutoff = _now() - stale_after
+        with self._sessions() as session:
+            candidates = session.execute(
+                select(BatchRow.job_id, BatchRow.owner).join(JobRow, JobRow.id == BatchRow.job_id)
+                .where(JobRow.status.in_(UNFINISHED), or_(BatchRow.owner.is_(None), JobRow.updated_at < cutoff))
+                .order_by(JobRow.created_at)).all()
+        claimed = []
+        for job_id, seen in candidates:
+            still = select(JobRow.id).where(JobRow.id == job_id, JobRow.status.in_(UNFINISHED),
+                                            *([] if seen is None else [JobRow.updated_at < cutoff]))
+            same_owner = BatchRow.owner.is_(None) if seen is None else BatchRow.owner == seen
+            with self._transaction() as session:
+                if session.execute(update(BatchRow).where(BatchRow.job_id == job_id, same_owner,
+                                                          BatchRow.job_id.in_(still)).values(owner=owner)).rowcount:
+                    session.execute(update(JobRow).where(JobRow.id == job_id).values(updated_at=_now()))
+                    claimed.append(job_id)
+        return claimed
+
+    def release_batches(self, owner: str, job_id: str | None = None) -> None:
+        """This process stops running the job (every job of its, without ``job_id``) without finishing it: it
+        goes back to queued, and another start resumes it at once."""
+        with self._transaction() as session:
+            mine = select(BatchRow.job_id).where(BatchRow.owner == owner,
+                                                 *([BatchRow.job_id == job_id] if job_id else []))
+            session.execute(update(JobRow).where(JobRow.id.in_(mine), JobRow.status == "running")
+                            .values(status="queued", updated_at=_now()))
+            session.execute(update(BatchRow).where(BatchRow.owner == owner,
+                                                   *([BatchRow.job_id == job_id] if job_id else []))
+                            .values(owner=None))

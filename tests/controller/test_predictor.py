@@ -2,6 +2,7 @@
 calibrate; chunked predictions for jobs."""
 
 import numpy as np
+import pytest
 
 from controller.calibration import (
     DEFAULT_DOMAIN,
@@ -149,3 +150,8 @@ async def test_a_cascade_escalates_the_unsure_to_their_own_neighbours_and_counts
     limited = await tight.run(tight.plan(queries, vectors), scorer)
     assert limited.usage.prompt_tokens <= budget
     assert 0 < sum(len(p.stages) == 2 for p in limited.predictions) < len(texts)
+    # Chunked scoring (the fit's, selective annotation's) scores one stage: it refuses a cascade rather than
+    # answering every input at the first stage.
+    with pytest.raises(ValueError, match="cascade"):
+        async for _ in predictor.predict_in_chunks(queries, vectors, scorer, chunk=2):
+            pass

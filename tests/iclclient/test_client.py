@@ -57,6 +57,23 @@ def test_jobs_plans_and_operations(http):
     Client(api_key="secret", admin_key="admin-secret", http=http).reset_prefix_cache()
 
 
+def test_batch_jobs(http):
+    client = Client(api_key="secret", http=http)
+    client.create_task("sent", TASK["labels"], TASK["template"])
+    client.add_examples("sent", EXAMPLES)
+    inputs = [f"{'positive' if i % 3 else 'negative'} film {i}" for i in range(7)]
+    job_id = client.create_batch("sent", inputs, ids=[f"r{i}" for i in range(7)], demos=1, calibration="none")
+    job = client.wait_for_job(job_id, poll_s=0.01)
+    assert job["kind"] == "batch" and job["batch"] == {**job["batch"], "total": 7, "done": 7, "errors": 0}
+    results = list(client.iter_batch_results(job_id, page=3))
+    assert [r["id"] for r in results] == [f"r{i}" for i in range(7)]
+    assert [r["prediction"]["label"] for r in results] == [
+        p["label"] for p in client.predict("sent", inputs, demos=1, calibration="none")["predictions"]]
+    with pytest.raises(APIError) as finished:
+        client.cancel_job(job_id)
+    assert finished.value.status == 409 and finished.value.code == "job_finished"
+
+
 def test_errors_carry_the_envelope(http):
     client = Client(api_key="secret", http=http)
     with pytest.raises(APIError) as missing:

@@ -1,5 +1,6 @@
-"""Task contexts: one cheap read per request, the pool reloaded when its version moves on (with a fresh bias
-cache), the controller when a new one is fitted, nothing else."""
+"""Task contexts: one cheap read per request, the pool brought up to date in place when its version moves on
+(with a fresh bias cache; reloaded whole when much changed), the controller when a new one is fitted, nothing
+else."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from controller.meta import MetaController
 from controller.training import TaskFit
@@ -26,10 +29,16 @@ class CountingStore(Store):
     def __init__(self, url):
         super().__init__(url)
         self.loads = {"pool": 0, "controller": 0, "task": 0}
+        self.changed_rows_read = 0
 
     def load_pool(self, task_id):
         self.loads["pool"] += 1
         return super().load_pool(task_id)
+
+    def load_pool_changes(self, task_id, since, max_rows):
+        changes = super().load_pool_changes(task_id, since, max_rows)
+        self.changed_rows_read += len(changes.rows.ids) if changes is not None else 0
+        return changes
 
     def load_controller(self, task_id):
         self.loads["controller"] += 1
@@ -73,7 +82,7 @@ def test_a_current_context_costs_one_read(store):
     assert task.id == first.task.id
 
 
-def test_new_examples_reload_the_pool_and_its_bias_cache_but_not_the_controller(store):
+def test_new_examples_update_the_pool_in_place_with_a_fresh_bias_cache_and_keep_the_controller(store):
     task, scorer = _task(store), FakeScorer()
     store.save_controller(task.id, _controller(), {})
     contexts = ContextCache(store, default_k=4)
@@ -84,7 +93,8 @@ def test_new_examples_reload_the_pool_and_its_bias_cache_but_not_the_controller(
     second = contexts.get("t", scorer)
     assert len(second.pool.labeled) == 3 and len(second.pool.biases) == 0  # rows are the cache's keys
     assert second.controller is first.controller
-    assert store.loads == {"pool": 2, "controller": 1, "task": 1}
+    assert store.loads == {"pool": 1, "controller": 1, "task": 1} and store.changed_rows_read == 1
+    assert len(first.pool.labeled) == 2  # a view in use by a request is never changed
 
 
 def test_a_new_fit_reloads_the_controller_and_keeps_the_pool(store):
@@ -131,7 +141,7 @@ def test_concurrent_requests_after_a_change_reload_once(store):
         thread.start()
     for thread in threads:
         thread.join()
-    assert store.loads["pool"] == 2  # the first load, and one reload for eight requests
+    assert store.loads["pool"] == 1 and store.changed_rows_read == 1  # one update for eight requests
     assert all(context is seen[0] for context in seen) and len(seen[0].pool.labeled) == 3
 
 
@@ -183,3 +193,141 @@ def test_the_default_never_draws_domain_words_from_recent_queries(store):
     domain = context.predictor(PredictOptions(calibration="domain", selection="random")).calibrator
     assert auto.unfitted.words is context.pool.domain_words
     assert "recent" in domain.words.words["text"] and "recent" not in auto.unfitted.words.words["text"]
+
+
+def _fresh(store, name="t"):
+    """The task's pool as a whole load makes it (through another store: the counts stay the cache's), for
+    comparing with one updated in place."""
+    other = Store(store.engine.url.render_as_string(hide_password=False))
+    try:
+        return ContextCache(other, default_k=4).get(name, FakeScorer()).pool
+    finally:
+        other.close()
+
+
+def _assert_same_pool(updated, fresh):
+    assert updated.version == fresh.version
+    for got, want in ((updated.labeled, fresh.labeled),):
+        assert list(got.ids) == list(want.ids) and list(got.inputs) == list(want.inputs)
+        assert list(got.labels) == list(want.labels) and np.array_equal(got.keys, want.keys)
+        assert got.embeddings.shape == want.embeddings.shape and np.array_equal(got.embeddings, want.embeddings)
+    assert updated.inputs == fresh.inputs and updated.row_labels == fresh.row_labels
+    assert np.array_equal(updated.row_ids, fresh.row_ids)
+    assert updated.domain_words == fresh.domain_words
+    # Token counts kept from earlier versions are those the pool's demonstrations have now.
+    kept = dict(updated.builder._demo_tokens)
+    assert all(fresh.builder.demo_tokens([row]) == cost for row, cost in kept.items())
+
+
+def test_a_one_example_patch_reads_that_row_only(store):
+    task, scorer = _task(store), FakeScorer()
+    texts = [f"film number {i} was {'good' if i % 2 else 'bad'}" for i in range(200)]
+    store.add_examples(task.id, [e if i % 3 else NewExample(e.id, e.input, None, e.embedding)
+                                 for i, e in enumerate(_examples(texts))])
+    contexts = ContextCache(store, default_k=4)
+    before = contexts.get("t", scorer).pool
+    before.builder.demo_tokens(range(len(before.labeled)))  # every demonstration's tokens measured
+    ids = [e.id for e in store.list_examples(task.id, labeled=False, limit=10, offset=0)[0]]
+    store.set_label(task.id, ids[5], "b")  # joins the labeled pool amid it
+    after = contexts.get("t", scorer).pool
+    assert store.loads["pool"] == 1 and store.changed_rows_read == 1
+    assert len(after.labeled) == len(before.labeled) + 1 and ids[5] in after.labeled.ids
+    assert len(after.builder._demo_tokens) == len(before.labeled)  # kept, each at its row's new place
+    _assert_same_pool(after, _fresh(store))
+    store.set_label(task.id, ids[5], None)  # and leaves it
+    store.set_label(task.id, after.labeled.ids[0], "b")  # relabeled in place
+    again = contexts.get("t", scorer).pool
+    assert store.loads["pool"] == 1 and store.changed_rows_read == 3
+    _assert_same_pool(again, _fresh(store))
+
+
+def test_a_large_change_reloads_the_whole_pool(store):
+    task, scorer = _task(store), FakeScorer()
+    contexts = ContextCache(store, default_k=4)
+    contexts.get("t", scorer)
+    store.add_examples(task.id, _examples([f"film {i}" for i in range(5)]))  # more than half the pool
+    pool = contexts.get("t", scorer).pool
+    assert store.loads["pool"] == 2 and len(pool.labeled) == 7
+    _assert_same_pool(pool, _fresh(store))
+
+
+def test_rows_changed_without_a_version_reload_the_whole_pool(store):
+    """A writer that does not stamp the rows it changes (one older than the stamps) is noticed by the counts."""
+    from sqlalchemy import update
+
+    from service.store import ExampleRow
+
+    task, scorer = _task(store), FakeScorer()
+    store.add_examples(task.id, _examples([f"film {i}" for i in range(20)]))
+    contexts = ContextCache(store, default_k=4)
+    contexts.get("t", scorer)
+    store.add_examples(task.id, _examples(["one more film"]))
+    with store.engine.begin() as connection:
+        connection.execute(update(ExampleRow).where(ExampleRow.task_id == task.id).values(changed_version=0))
+    pool = contexts.get("t", scorer).pool
+    assert store.loads["pool"] == 2 and len(pool.labeled) == 23
+
+
+# Each change, then whether a request looks at the pool before the next one (else one update takes several).
+_ops = st.lists(st.tuples(st.one_of(
+    st.tuples(st.just("add"), st.lists(st.sampled_from(["a", "b", None]), min_size=1, max_size=4)),
+    st.tuples(st.just("label"), st.integers(0, 10_000), st.sampled_from(["a", "b", None])),
+), st.booleans()), min_size=1, max_size=12)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_ops)
+def test_a_pool_updated_in_place_is_the_pool_a_whole_load_makes(tmp_path_factory, ops):
+    store = CountingStore(f"sqlite:///{tmp_path_factory.mktemp('db') / 'db.sqlite'}")
+    try:
+        task, scorer = _task(store), FakeScorer()
+        store.add_examples(task.id, _examples([f"seed film {i} words" for i in range(12)]))
+        contexts = ContextCache(store, default_k=4)
+        contexts.get("t", scorer).pool.builder.demo_tokens(range(14))
+        counter = 0
+        for i, (op, look) in enumerate(ops):
+            if op[0] == "add":
+                texts = [f"added film {counter + i} " + "word " * (i % 3) for i in range(len(op[1]))]
+                counter += len(texts)
+                store.add_examples(task.id, [NewExample(None, e.input, label, e.embedding)
+                                             for e, label in zip(_examples(texts), op[1], strict=True)])
+            else:
+                every = store.list_examples(task.id, labeled=None, limit=10_000, offset=0)[0]
+                store.set_label(task.id, every[op[1] % len(every)].id, op[2])
+            if not look and i < len(ops) - 1:
+                continue
+            pool = contexts.get("t", scorer).pool
+            pool.builder.demo_tokens(range(len(pool.labeled)))
+            _assert_same_pool(pool, _fresh(store))
+        assert store.loads["pool"] <= 1 + sum(op[0] == "add" for op, _ in ops)  # only large appends reload
+    finally:
+        store.close()
+
+
+def test_the_approximate_index_follows_the_pool_in_place(store):
+    import time
+
+    from controller.predictor import PredictOptions
+
+    task, scorer = _task(store), FakeScorer()
+    texts = [f"film {i} " + " ".join(f"w{(i * j) % 97}" for j in range(6)) for i in range(150)]
+    store.add_examples(task.id, [NewExample(e.id, e.input, None if i == 7 else "a", e.embedding)
+                                 for i, e in enumerate(_examples(texts))])
+    contexts = ContextCache(store, default_k=4, ann_min_pool=100, ann_candidates=16)
+    pool = contexts.get("t", scorer).pool
+    index = pool.labeled.index
+    assert index is not None and index.similarities(pool.labeled.embeddings[:1], pool.labeled.keys,
+                                                    pool.labeled.embeddings) is None  # building: exact meanwhile
+    deadline = time.monotonic() + 60
+    while not index.ready and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert index.ready and len(index) == len(pool.labeled) == 151
+    row_id = store.list_examples(task.id, labeled=False, limit=1, offset=0)[0][0].id
+    store.set_label(task.id, row_id, "b")  # joins the pool, and the index, in place
+    context = contexts.get("t", scorer)
+    assert store.loads["pool"] == 1 and context.pool.labeled.index is index and len(index) == 152
+    query = {"text": texts[7]}
+    predictor = context.predictor(PredictOptions(demos=1, selection="knn", calibration="none"))
+    embeddings = FakeEmbedder().embed(predictor.embedding_texts([query]))
+    plan = predictor.plan([query], embeddings)
+    assert [context.pool.labeled.ids[r] for r in plan.prompts[0].demo_rows] == [row_id]

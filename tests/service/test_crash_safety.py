@@ -11,6 +11,7 @@ import time
 import httpx
 import pytest
 
+from service.store import Store
 from tests.service.server_process import ServerProcess
 from tests.service.support import TASK, empty_postgres
 
@@ -122,6 +123,35 @@ def test_a_fit_killed_midway_is_failed_with_its_reason_and_the_previous_fit_stil
         assert answer.status_code == 200 and answer.json()["predictions"][0]["k"] in fitted["candidate_k"]
         # And a new fit may start: the killed one holds nothing.
         assert c.post("/v1/tasks/sent/controller", json={}).status_code == 202
+
+
+def test_a_batch_job_killed_midway_is_resumed_where_it_stopped(server, database_url):
+    server.start(ICL_FAKE_TOKENS_PER_S="1500", ICL_BATCH_CHUNK_INPUTS="4")
+    inputs = [f"{'positive' if i % 3 else 'negative'} film number {i}" for i in range(120)]
+    with server.client() as c:
+        c.post("/v1/tasks", json=TASK)
+        c.post("/v1/tasks/sent/examples", json=_batch("pool", 30))
+        job_id = c.post("/v1/tasks/sent/batches", json={"inputs": inputs, "demos": 2}).json()["job_id"]
+        deadline = time.monotonic() + 30
+        while c.get(f"/v1/jobs/{job_id}").json()["batch"]["done"] < 12 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    server.kill()
+    store = Store(database_url or f"sqlite:///{server.data_dir / 'iclserve.db'}")
+    before = store.batch_items(job_id, 0, 1000)
+    store.close()
+    done_before = {item.position: item.outcome["prediction"] for item in before if item.outcome}
+    assert 12 <= len(done_before) < len(inputs)
+    server.start()
+    with server.client() as c:
+        job = _wait_job(c, job_id)  # resumed once its dead runner's heartbeat is stale
+        assert job["status"] == "succeeded", job
+        first_pending = min(item.position for item in before if not item.outcome)  # chunks end in any order
+        assert len(job["batch"]["runs"]) == 2 and job["batch"]["runs"][1]["from_index"] == first_pending
+        after = c.get(f"/v1/jobs/{job_id}/results", params={"limit": 1000}).json()["results"]
+        assert [r["status"] for r in after] == ["succeeded"] * len(inputs)
+        assert all(after[i]["prediction"] == prediction for i, prediction in done_before.items())
+        direct = c.post("/v1/tasks/sent/predict", json={"inputs": inputs[-4:], "demos": 2}).json()["predictions"]
+        assert [r["prediction"] for r in after[-4:]] == direct
 
 
 def _wait_job(client: httpx.Client, job_id: str, timeout_s: float = 60) -> dict:

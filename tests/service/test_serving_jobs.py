@@ -6,7 +6,8 @@ from tests.service.support import assert_error
 def test_job_endpoint_shape(client):
     job = client.app.state.icl.store.create_job("controller", "sent")
     body = client.get(f"/v1/jobs/{job.id}").json()
-    assert body == {"job_id": job.id, "status": "queued", "progress": 0.0, "result": None, "error": None}
+    assert body == {"job_id": job.id, "kind": "controller", "task": "sent", "status": "queued", "progress": 0.0,
+                    "result": None, "error": None, "batch": None}
 
 
 def test_unknown_job_is_404(client):

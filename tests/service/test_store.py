@@ -103,3 +103,39 @@ def test_one_unfinished_fit_per_task_whoever_asks(url):
     other_replica.create_job("controller", "t")  # once it has ended, a new fit may start
     store.close()
     other_replica.close()
+
+
+def test_rows_record_the_pool_version_that_changed_them(url):
+    store = Store(url)
+    task = store.create_task("t", ["a", "b"], {"a": "a", "b": "b"}, "X: {text}\nY: {label}", None, "\n\n", None)
+    store.add_examples(task.id, [_example("1"), _example("2", None)])
+    first = store.task_versions("t").pool_version
+    store.add_examples(task.id, [_example("3")])
+    store.set_label(task.id, "2", "b")
+    changes = store.load_pool_changes(task.id, first, max_rows=10)
+    assert changes.rows.ids == ["2", "3"] and changes.rows.labels == ["b", "a"]  # row order, current labels
+    assert changes.rows.pool_version == first + 2 and changes.n_examples == 3
+    assert changes.rows.row_ids == sorted(changes.rows.row_ids)
+    assert np.array_equal(changes.rows.embeddings[0], np.arange(4, dtype=np.float32))
+    assert store.load_pool_changes(task.id, first, max_rows=1) is None  # too many: the caller reloads whole
+    assert store.load_pool_changes(task.id, first + 2, max_rows=10).rows.ids == []
+    assert store.load_pool(task.id).row_ids == sorted(store.load_pool(task.id).row_ids)
+    store.close()
+
+
+def test_a_database_made_before_row_versions_gets_them(url):
+    from sqlalchemy import text
+
+    store = Store(url)
+    task = store.create_task("t", ["a", "b"], {"a": "a", "b": "b"}, "X: {text}\nY: {label}", None, "\n\n", None)
+    store.add_examples(task.id, [_example("1")])
+    with store.engine.begin() as connection:  # as the schema was before
+        connection.execute(text("DROP INDEX examples_task_changed"))
+        connection.execute(text("ALTER TABLE examples DROP COLUMN changed_version"))
+    store.close()
+    store = Store(url)
+    assert store.load_pool_changes(task.id, 0, max_rows=10).rows.ids == []  # stored rows are older than any cache
+    store.add_examples(task.id, [_example("2")])
+    assert store.load_pool_changes(task.id, 0, max_rows=10).rows.ids == ["2"]
+    Store(url).close()  # a second start finds it there
+    store.close()
