@@ -35,7 +35,7 @@ from sklearn.metrics import f1_score
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from iclclient import Client, ServiceUnreachable  # noqa: E402
+from iclclient import Client, ServiceTimeout, ServiceUnreachable  # noqa: E402
 
 DATASETS = Path(os.environ.get("ICL_DATASETS_DIR", REPO.parent / "shared" / "datasets"))
 
@@ -76,7 +76,7 @@ def start_server(data_dir: str, extra_env: dict[str, str]) -> tuple[subprocess.P
             try:
                 if client.health():
                     return proc, url
-            except (ServiceUnreachable, httpx.HTTPError):
+            except (ServiceUnreachable, ServiceTimeout, httpx.HTTPError):  # starting: a busy loop may be slow
                 pass
             time.sleep(2)
     proc.terminate()

