@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     # A chunk waits for in-flight predicts to finish, at most this long (steady predict traffic must not stop
     # a batch; its prompts still queue behind predicts' in the engine).
     batch_max_yield_s: float = Field(default=2.0, ge=0)
+    # Prompt tokens batch jobs may have in the engine at once: what a predict may find ahead of it there.
+    batch_inflight_tokens: int = Field(default=1024, ge=1)
 
     # Background jobs: every `job_heartbeat_s` each process marks its running jobs alive, and fails those
     # nobody has marked for `job_stale_after_s` (their process died).

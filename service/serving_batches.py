@@ -2,9 +2,10 @@
 stored as it ends. A job that a stopped service leaves unfinished is resumed where it stopped: at once by the
 next start when the service stopped cleanly, after ``job_stale_after_s`` when its process died.
 
-Interactive predicts come first: a chunk is submitted only while no predict has prompts in flight, and its
-prompts go to the engine at a lower priority, so a predict waits behind what a batch already submitted at most,
-and batch prompts never count against the predict admission limit (no 429 because a batch runs)."""
+Interactive predicts come first: batch prompts go to the engine one by one within a token window shared by
+every batch job of the process, each only while no predict has prompts in flight, at a lower vLLM priority; so a
+predict waits behind at most the window's tokens, and batch prompts never count against the predict admission
+limit (no 429 because a batch runs)."""
 
 from __future__ import annotations
 
@@ -58,18 +59,51 @@ UPLOADS_AT_ONCE = 2
 CHUNK_ATTEMPTS = 3  # a chunk the engine or the database failed is tried again (1 s, then 2 s later)
 
 
-class BackgroundScorer:
-    """The engine as a batch job uses it: its prompts queue behind interactive ones (vLLM's priority
-    scheduling); everything else is the engine's own."""
+class TokenWindow:
+    """How many prompt tokens batch jobs may have in the engine at once, across every job of the process. A
+    predict's prompts wait in the engine behind the batch prompts already there (vLLM schedules running requests
+    before waiting ones, priority aside), so this bounds what a predict waits for; a lone prompt larger than the
+    window is let through when nothing else is in."""
 
-    def __init__(self, scorer: ServedScorer) -> None:
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+        self.used = 0
+        self._changed = asyncio.Condition()
+
+    @asynccontextmanager
+    async def hold(self, tokens: int) -> AsyncIterator[None]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.used == 0 or self.used + tokens <= self.tokens)
+            self.used += tokens
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.used -= tokens
+                self._changed.notify_all()
+
+
+class BackgroundScorer:
+    """The engine as a batch job uses it: prompt by prompt, within the process's token window, each waiting for
+    in-flight predicts first (at most ``max_yield_s``) and queued behind them in vLLM (priority scheduling);
+    everything else is the engine's own."""
+
+    def __init__(self, scorer: ServedScorer, window: TokenWindow, state: AppState, max_yield_s: float) -> None:
         self._scorer = scorer
+        self._window = window
+        self._state = state
+        self._max_yield_s = max_yield_s
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._scorer, name)
 
+    async def _one(self, prompt: list[int], continuations: Sequence[str]) -> ScoredPrompt:
+        await self._state.interactive_quiet(self._max_yield_s)
+        async with self._window.hold(len(prompt)):
+            return (await self._scorer.score([prompt], continuations, priority=BATCH_PRIORITY))[0]
+
     async def score(self, prompts: Sequence[list[int]], continuations: Sequence[str]) -> list[ScoredPrompt]:
-        return await self._scorer.score(prompts, continuations, priority=BATCH_PRIORITY)
+        return list(await asyncio.gather(*(self._one(list(p), continuations) for p in prompts)))
 
 
 def _item_error(message: str, code: str) -> dict[str, Any]:
@@ -205,6 +239,7 @@ class BatchServing:
         self.owner = f"proc-{uuid.uuid4().hex[:16]}"  # this process, as the store knows its batch jobs
         self._claiming = asyncio.Lock()
         self._uploads = asyncio.Semaphore(UPLOADS_AT_ONCE)
+        self._window = TokenWindow(state.settings.batch_inflight_tokens)
         state.jobs.on_beat(self.resume_claimable)
 
     # --- requests ----------------------------------------------------------------------------------------
@@ -348,7 +383,7 @@ class BatchServing:
             "from_index": pending[0].position if pending else batch.total})
         request = PredictOptionsBody.model_validate(batch.options)
         options = replace(request.to_options(), auto_policy=settings.auto_count_policy)
-        scorer = BackgroundScorer(runtime.scorer)
+        scorer = BackgroundScorer(runtime.scorer, self._window, self.state, settings.batch_max_yield_s)
         size = settings.batch_chunk_inputs
         slots = asyncio.Semaphore(settings.batch_inflight_chunks)
         running: set[asyncio.Task[None]] = set()

@@ -283,3 +283,23 @@ def test_deleting_the_task_ends_its_batch_job(tmp_path):
         assert client.delete("/v1/tasks/sent").status_code == 204
         job = wait_for(client, job_id)
         assert job["status"] == "failed" and job["error"]["type"] == "task_deleted"
+
+
+def test_the_token_window_bounds_what_batches_have_in_the_engine():
+    import asyncio
+
+    from service.serving_batches import TokenWindow
+
+    window, peak = TokenWindow(100), []
+
+    async def prompt(tokens: int) -> None:
+        async with window.hold(tokens):
+            peak.append(window.used)
+            await asyncio.sleep(0.01)
+
+    async def main() -> None:
+        await asyncio.gather(*(prompt(40) for _ in range(10)), prompt(250))
+
+    asyncio.run(main())
+    assert len(peak) == 11 and 250 in peak  # the prompt larger than the window went in alone
+    assert all(used <= 100 for used in peak if used != 250) and 80 in peak and window.used == 0
