@@ -55,6 +55,16 @@ def loc_to_param(loc: tuple) -> str | None:
     return out
 
 
+def validation_message(errors: list, prefix: str = "") -> tuple[str, str | None]:
+    """pydantic's errors as one message naming the first offending field (``prefix`` before it, e.g. the line
+    of a JSON Lines body), and that field as the envelope's ``param``."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    param = loc_to_param(tuple(first.get("loc", ())))
+    where = f"{prefix}{param}" if param else prefix.rstrip(": ")
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"{where + ': ' if where else ''}{first.get('msg')}{more}", (where or None)
+
+
 BODY_PARSE_FAILED = "There was an error parsing the body"
 
 
@@ -81,10 +91,8 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": "invalid"}
         if first.get("type") == "json_invalid":
             return envelope(400, f"request body is not valid JSON: {first.get('msg')}", "invalid_json")
-        param = loc_to_param(tuple(first.get("loc", ())))
-        where = f"{param}: " if param else ""
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        return envelope(400, f"{where}{first.get('msg')}{more}", "invalid_value", param)
+        message, param = validation_message(errors)
+        return envelope(400, message, "invalid_value", param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -17,17 +17,17 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from anyio import to_thread
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from controller.errors import BudgetTooSmallError, InputTooLongError
 from controller.predictor import PredictOptions
 from controller.scoring import ScoredPrompt
 from controller.templates import PromptTemplate
 from service.contexts import TaskContext
-from service.errors import APIError, loc_to_param
+from service.errors import APIError, validation_message
 from service.inputs import template_input
 from service.jobs import JobHandedOver, ProgressCallback
 from service.protocol import (
@@ -44,12 +44,13 @@ from service.protocol import (
 )
 from service.records import task_template
 from service.serving_jobs import JobServing
-from service.serving_predict import plan_predictions, prediction_objects
+from service.serving_predict import check_demos, plan_predictions, prediction_objects
 from service.serving_tasks import TaskServing
 from service.state import AppState, ServedScorer
 from service.store import BATCH_JOB, UNFINISHED, BatchItem, JobRecord
 
 logger = logging.getLogger(__name__)
+BaseModelT = TypeVar("BaseModelT", bound=BaseModel)
 
 JSONL_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines", "application/x-jsonlines")
 # vLLM schedules lower values first (priority scheduling): predicts run at 0.
@@ -110,12 +111,18 @@ def _item_error(message: str, code: str) -> dict[str, Any]:
     return {"error": {"message": message, "code": code}}
 
 
-def _validation_message(exc: ValidationError, prefix: str = "") -> tuple[str, str | None]:
-    first = exc.errors()[0]
-    param = loc_to_param(tuple(first.get("loc", ())))
-    where = f"{prefix}{param}" if param else prefix.rstrip(": ")
-    more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
-    return f"{where + ': ' if where else ''}{first.get('msg')}{more}", (where or None)
+def _validated(model: type[BaseModelT], raw: object) -> BaseModelT:
+    """``raw`` as ``model``, or 400 in the envelope saying what is wrong, as for any other body."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        message, param = validation_message(exc.errors())
+        raise APIError(400, message, "invalid_value", param) from exc
+
+
+def _too_many_inputs(count: int) -> APIError:
+    return APIError(413, f"{count} inputs in one batch; at most {MAX_BATCH_INPUTS} are allowed", "too_many_inputs",
+                    "inputs")
 
 
 Items = list[tuple[str | None, Any, dict[str, Any] | None]]  # (client id, input, outcome known already)
@@ -140,26 +147,17 @@ def parse_json_body(body: bytes, query: Mapping[str, str]) -> tuple[PredictOptio
                            "conflicting_options", both[0])
         raw = {**from_query, **raw}
     if isinstance(raw, dict) and isinstance(raw.get("inputs"), list) and len(raw["inputs"]) > MAX_BATCH_INPUTS:
-        raise APIError(413, f"{len(raw['inputs'])} inputs in one batch; at most {MAX_BATCH_INPUTS} are allowed",
-                       "too_many_inputs", "inputs")
-    try:
-        request = BatchRequest.model_validate(raw)
-    except ValidationError as exc:
-        message, param = _validation_message(exc)
-        raise APIError(400, message, "invalid_value", param) from exc
+        raise _too_many_inputs(len(raw["inputs"]))
+    request = _validated(BatchRequest, raw)
     ids = request.ids or [None] * len(request.inputs)
-    options = PredictOptionsBody.model_validate(request.model_dump(exclude={"inputs", "ids"}, exclude_unset=True))
+    options = _validated(PredictOptionsBody, request.model_dump(exclude={"inputs", "ids"}, exclude_unset=True))
     return options, [(client_id, value, None) for client_id, value in zip(ids, request.inputs, strict=True)]
 
 
 def parse_jsonl_body(body: bytes, query: Mapping[str, str]) -> tuple[PredictOptionsBody, Items]:
     """A JSON Lines body: one ``{"input": ..., "id": ...}`` per line, options in the query string. A line that
     cannot be read becomes that input's error; the others are classified."""
-    try:
-        options = PredictOptionsBody.model_validate(_query_options(query))
-    except ValidationError as exc:
-        message, param = _validation_message(exc)
-        raise APIError(400, message, "invalid_value", param) from exc
+    options = _validated(PredictOptionsBody, _query_options(query))
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -170,14 +168,13 @@ def parse_jsonl_body(body: bytes, query: Mapping[str, str]) -> tuple[PredictOpti
     if not lines:
         raise APIError(400, "the body has no input lines", "invalid_value", "inputs")
     if len(lines) > MAX_BATCH_INPUTS:
-        raise APIError(413, f"{len(lines)} inputs in one batch; at most {MAX_BATCH_INPUTS} are allowed",
-                       "too_many_inputs", "inputs")
+        raise _too_many_inputs(len(lines))
     items: Items = []
     for number, line in enumerate(lines):
         try:
             parsed = BatchLine.model_validate(json.loads(line))
         except (ValueError, RecursionError) as exc:
-            message = (_validation_message(exc, f"line {number + 1}: ")[0] if isinstance(exc, ValidationError)
+            message = (validation_message(exc.errors(), f"line {number + 1}: ")[0] if isinstance(exc, ValidationError)
                        else f"line {number + 1} is not valid JSON")
             items.append((None, None, _item_error(message, "invalid_line")))
             continue
@@ -255,9 +252,7 @@ class BatchServing:
         else:
             raise APIError(415, f"Content-Type '{media}' is not accepted; send application/json or "
                            "application/x-ndjson", "unsupported_media_type")
-        if isinstance(options.demos, int) and options.demos > self.state.settings.max_demos:
-            raise APIError(400, f"demos={options.demos} is more than the limit of {self.state.settings.max_demos}",
-                           "invalid_value", "demos")
+        check_demos(options.demos, self.state.settings.max_demos)
         items = await to_thread.run_sync(checked_items, items, task_template(task), self.state.settings.max_input_chars)
         stored = options.model_dump(mode="json")  # every option, defaults too: a resumption answers the same
         job = await to_thread.run_sync(self.state.store.create_batch, name, task.id, stored, self.owner, items)
@@ -265,9 +260,7 @@ class BatchServing:
         return JobCreated(job_id=job.id)
 
     def _batch_job(self, job_id: str) -> JobRecord:
-        job = self.state.store.get_job(job_id)
-        if job is None:
-            raise APIError(404, f"job '{job_id}' does not exist", "job_not_found", "job_id")
+        job = self.jobs.record(job_id)
         if job.kind != BATCH_JOB:
             raise APIError(409, f"job '{job_id}' is a {job.kind} job; only batch jobs have results to page through "
                            "and can be cancelled", "not_a_batch_job", "job_id")
@@ -471,7 +464,6 @@ class BatchServing:
                 return outcomes
         if not queries:
             return outcomes
-        await self.state.interactive_quiet(settings.batch_max_yield_s)
         if not await self._still_mine(job_id):
             return None
         result = await predictor.run(plan, scorer)

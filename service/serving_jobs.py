@@ -12,11 +12,15 @@ class JobServing:
     def __init__(self, state: AppState) -> None:
         self.state = state
 
-    def get(self, job_id: str) -> JobObject:
+    def record(self, job_id: str) -> JobRecord:
+        """The stored job; 404 when there is none."""
         job = self.state.store.get_job(job_id)
         if job is None:
             raise APIError(404, f"job '{job_id}' does not exist", "job_not_found", "job_id")
-        return self.job_object(job)
+        return job
+
+    def get(self, job_id: str) -> JobObject:
+        return self.job_object(self.record(job_id))
 
     def job_object(self, job: JobRecord) -> JobObject:
         batch = self.state.store.get_batch(job.id) if job.kind == BATCH_JOB else None

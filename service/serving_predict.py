@@ -19,6 +19,12 @@ from service.state import AppState, Runtime, TextEmbedder
 logger = logging.getLogger(__name__)
 
 
+def check_demos(demos: int | str, max_demos: int) -> None:
+    """A fixed count over the service's limit is 400 (the schema states the limit)."""
+    if isinstance(demos, int) and demos > max_demos:
+        raise APIError(400, f"demos={demos} is more than the limit of {max_demos}", "invalid_value", "demos")
+
+
 def plan_predictions(context: TaskContext, options: PredictOptions, queries: list[dict[str, str]],
                      embedder: TextEmbedder) -> tuple[Predictor, PredictionPlan]:
     """Retrieval, counts, prompts and calibration planned for these queries: CPU work, for a worker thread.
@@ -82,9 +88,7 @@ class PredictServing:
         if len(request.inputs) > settings.max_inputs:
             raise APIError(413, f"{len(request.inputs)} inputs in one request; at most {settings.max_inputs} are "
                            "allowed, split the batch", "too_many_inputs", "inputs")
-        if isinstance(request.demos, int) and request.demos > settings.max_demos:
-            raise APIError(400, f"demos={request.demos} is more than the limit of {settings.max_demos}",
-                           "invalid_value", "demos")
+        check_demos(request.demos, settings.max_demos)
         return [template_input(value, template, settings.max_input_chars, f"inputs[{index}]")
                 for index, value in enumerate(request.inputs)]
 

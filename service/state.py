@@ -76,9 +76,9 @@ class AppState:
             self.inflight_prompts -= prompts
 
     async def interactive_quiet(self, max_wait_s: float, poll_s: float = 0.005) -> None:
-        """Return once no interactive request has prompts in flight, or after ``max_wait_s``: batch jobs submit
-        their next chunk then, so a predict waits for what a batch already gave the engine, never for a batch's
-        backlog, and steady predict traffic slows a batch down without stopping it."""
+        """Return once no interactive request has prompts in flight, or after ``max_wait_s``: a batch job's
+        prompt goes to the engine then, so a predict waits for what a batch already gave the engine, never for a
+        batch's backlog, and steady predict traffic slows a batch down without stopping it."""
         deadline = asyncio.get_running_loop().time() + max_wait_s
         while self.inflight_prompts and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(poll_s)

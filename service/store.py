@@ -596,9 +596,10 @@ class Store:
         outcome given already for a line that cannot be classified."""
         job_id = f"job-{uuid.uuid4().hex}"
         errors = sum(outcome is not None for _, _, outcome in items)
+        progress = errors / len(items) if items else 0.0
         with self._transaction() as session:
             session.add(JobRow(id=job_id, kind=BATCH_JOB, task_name=task_name, status="queued",
-                               progress=errors / len(items) if items else 0.0, created_at=_now(), updated_at=_now()))
+                               progress=progress, created_at=_now(), updated_at=_now()))
             session.flush()  # the job row before the rows that refer to it
             session.add(BatchRow(job_id=job_id, task_id=task_id, options=options, total=len(items), done=errors,
                                  errors=errors, runs=[], owner=owner))
@@ -606,7 +607,7 @@ class Store:
             session.execute(insert(BatchItemRow), [
                 {"job_id": job_id, "position": position, "client_id": client_id, "input": value, "outcome": outcome}
                 for position, (client_id, value, outcome) in enumerate(items)])
-        return JobRecord(job_id, BATCH_JOB, task_name, "queued", errors / len(items) if items else 0.0, None, None)
+        return JobRecord(job_id, BATCH_JOB, task_name, "queued", progress, None, None)
 
     def get_batch(self, job_id: str) -> BatchRecord | None:
         with self._sessions() as session:
@@ -694,11 +695,9 @@ class Store:
     def release_batches(self, owner: str, job_id: str | None = None) -> None:
         """This process stops running the job (every job of its, without ``job_id``) without finishing it: it
         goes back to queued, and another start resumes it at once."""
+        mine = [BatchRow.owner == owner, *([BatchRow.job_id == job_id] if job_id else [])]
         with self._transaction() as session:
-            mine = select(BatchRow.job_id).where(BatchRow.owner == owner,
-                                                 *([BatchRow.job_id == job_id] if job_id else []))
-            session.execute(update(JobRow).where(JobRow.id.in_(mine), JobRow.status == "running")
+            session.execute(update(JobRow).where(JobRow.id.in_(select(BatchRow.job_id).where(*mine)),
+                                                 JobRow.status == "running")
                             .values(status="queued", updated_at=_now()))
-            session.execute(update(BatchRow).where(BatchRow.owner == owner,
-                                                   *([BatchRow.job_id == job_id] if job_id else []))
-                            .values(owner=None))
+            session.execute(update(BatchRow).where(*mine).values(owner=None))
