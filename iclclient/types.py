@@ -12,6 +12,7 @@ class FitState(TypedDict):
     pool_version: int | None
     job_id: str | None
     model: NotRequired[str | None]
+    fit_id: NotRequired[str | None]
 
 
 class Task(TypedDict):
@@ -63,6 +64,7 @@ class Prediction(TypedDict):
     stages: NotRequired[list[int]]
     prompt: str | None
     calibration: str
+    fit_id: NotRequired[str | None]
 
 
 class Usage(TypedDict):
@@ -107,6 +109,13 @@ class Job(TypedDict):
     result: dict[str, Any] | None
     error: dict[str, Any] | None
     batch: NotRequired[BatchProgress | None]
+    created_at: NotRequired[str | None]
+    updated_at: NotRequired[str | None]
+
+
+class JobList(TypedDict):
+    jobs: list[Job]
+    total: int
 
 
 class BatchItemError(TypedDict):

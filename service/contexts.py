@@ -24,7 +24,7 @@ from controller.templates import PromptTemplate
 from controller.training import TaskFit
 from service.errors import task_not_found
 from service.pool_view import PoolView, load_view, updated_view
-from service.records import task_template
+from service.records import fit_id_of, task_template
 from service.store import Store, TaskRecord, TaskVersions
 
 __all__ = ["ContextCache", "PoolView", "TaskContext"]
@@ -45,6 +45,11 @@ class TaskContext:
     scorer: LabelScorer
     # "fitted", "none", or why a stored fit is not applied: "other_model", "unreadable".
     fit_state: str = "none"
+
+    @property
+    def fit_id(self) -> str | None:
+        """The served fit's id; None when no fit is served (none, or one not applied)."""
+        return fit_id_of(self.versions.controller_stamp) if self.fit is not None else None
 
     @property
     def controller(self) -> MetaController | None:

@@ -53,6 +53,13 @@ def _whole(value: object) -> object:
     return value
 
 
+def _utc(value: object) -> object:
+    """SQLite hands back naive datetimes; the store writes UTC."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value
+
+
 NO_NUL = r"^[^\x00]*$"
 Text = Annotated[StrictStr, AfterValidator(_storable), Field(json_schema_extra={"pattern": NO_NUL})]
 # Labels and verbalizers need a character that is not white space (Python's str.isspace: the service strips).
@@ -213,6 +220,7 @@ class ControllerObject(_Open):
         default=None, description="What the fit was asked (an automatic refit asks the same; null for older fits).")
     created_at: str = Field(description="When it was fitted (ISO 8601, UTC).")
     metadata: ControllerMetadata
+    fit_id: str | None = Field(default=None, description="The fit's id, as predictions that it answered carry it.")
 
 
 class FitState(BaseModel):
@@ -225,6 +233,7 @@ class FitState(BaseModel):
     pool_version: int | None = Field(description="The pool version the present fit was made on.")
     job_id: str | None = Field(description="The running fit job, while one runs.")
     model: str | None = Field(default=None, description="The model the present fit was made with.")
+    fit_id: str | None = Field(default=None, description="The present fit's id, as predictions it answers carry it.")
 
 
 class TaskObject(BaseModel):
@@ -244,10 +253,7 @@ class TaskObject(BaseModel):
     @field_validator("created_at", mode="before")
     @classmethod
     def _in_utc(cls, value: object) -> object:
-        """SQLite hands back naive datetimes; the store writes UTC."""
-        if isinstance(value, datetime):
-            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return value
+        return _utc(value)
 
 
 class TaskList(BaseModel):
@@ -403,6 +409,9 @@ class PredictionObject(BaseModel):
     prompt: str | None = None
     calibration: str = Field(description='The calibration this input got: "none", "contextual", "domain", '
                              '"batch", "batch:fitted" (a lone input, the task\'s held-back estimate) or "affine".')
+    fit_id: str | None = Field(default=None, description="The task's fit that chose this input's count or its "
+                               "calibration (`demos: \"auto\"`, `calibration: \"auto\"`, `\"batch:fitted\"`); "
+                               "null when no fit took part.")
 
 
 class UsageObject(BaseModel):
@@ -456,15 +465,32 @@ class BatchProgress(BaseModel):
                     "fit's state and stamp, and the first input position that run classified.")
 
 
+JobKind = Literal["controller", "annotation", "batch"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
 class JobObject(BaseModel):
     job_id: str
     kind: str = Field(description='"controller" (a fit), "annotation" or "batch".')
     task: str | None = None
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: JobStatus
     progress: float
     result: dict[str, Any] | None
     error: dict[str, Any] | None
     batch: BatchProgress | None = Field(default=None, description="Batch jobs: their inputs' progress.")
+    created_at: AwareDatetime | None = Field(default=None, description="When it was submitted.")
+    updated_at: AwareDatetime | None = Field(default=None, description="When its status or progress last changed "
+                                             "(a running job's heartbeat too).")
+
+    @field_validator("created_at", "updated_at", mode="before")
+    @classmethod
+    def _in_utc(cls, value: object) -> object:
+        return _utc(value)
+
+
+class JobList(BaseModel):
+    jobs: list[JobObject] = Field(description="Newest first.")
+    total: int = Field(description="Jobs that match the filters, over every page.")
 
 
 class BatchItemError(BaseModel):

@@ -25,7 +25,10 @@ from service.protocol import (
     ExamplesAdd,
     ExamplesAdded,
     JobCreated,
+    JobKind,
+    JobList,
     JobObject,
+    JobStatus,
     ModelList,
     PredictRequest,
     PredictResponse,
@@ -168,6 +171,17 @@ def get_controller(name: str, request: Request) -> ControllerObject:
 def delete_controller(name: str, request: Request) -> Response:
     serving(request).controller.delete(name)
     return Response(status_code=204)
+
+
+@v1.get("/jobs", response_model=JobList, responses=errors(400))
+def list_jobs(
+    request: Request, task: str | None = Query(None, description="Only this task's jobs."),
+    kind: JobKind | None = Query(None, description="Only jobs of this kind."),
+    status: JobStatus | None = Query(None, description="Only jobs in this status."),
+    limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0, le=2**62),
+) -> JobList:
+    """Jobs, newest first, a page at a time."""
+    return serving(request).jobs.list(task, kind, status, limit, offset)
 
 
 @v1.get("/jobs/{job_id}", response_model=JobObject, responses=errors(404))

@@ -29,7 +29,7 @@ from controller.training import (
 from service.errors import APIError
 from service.jobs import ProgressCallback
 from service.protocol import ControllerObject, ControllerTrainRequest, JobCreated, StoredTrainRequest
-from service.records import labeled_rows, pool_of, prompt_builder, task_template
+from service.records import fit_id_of, labeled_rows, pool_of, prompt_builder, task_template
 from service.serving_tasks import TaskServing
 from service.state import AppState
 from service.store import FIT_JOB, JobRunningError, TaskRecord
@@ -167,6 +167,7 @@ class ControllerServing:
                                                                 len(task.labels))
             figures = await to_thread.run_sync(validate, data, candidate_k, request.seed, 1.0, calibrated)
             fit = TaskFit(controller=controller, calibration=calibration, model=scorer.model_name, cascade=cascade)
+            stamp = datetime.now(UTC)
             summary = {
                 "candidate_k": candidate_k, "train_size": train_size, "selection": request.selection,
                 "request": request.model_dump(),
@@ -174,12 +175,13 @@ class ControllerServing:
                 "cascade": {**cascade.describe(), "held_back": cascade_figures["held_back"]},
                 "cost": {**data.engine_tokens, "seconds": round(time.perf_counter() - began, 1),
                          "dtype": getattr(scorer, "dtype", None)},
-                "created_at": datetime.now(UTC).isoformat(),
+                "created_at": stamp.isoformat(),
+                "fit_id": fit_id_of(stamp),
                 "metadata": {"model": scorer.model_name, "labels": task.labels,
                              "scikit_learn": version("scikit-learn"), "pool_version": rows.pool_version,
                              "n_labeled": len(labeled)},
             }
-            await to_thread.run_sync(self.state.store.save_controller, task.id, pickle.dumps(fit), summary)
+            await to_thread.run_sync(self.state.store.save_controller, task.id, pickle.dumps(fit), summary, stamp)
             return summary
 
         # Examples uploaded while the fit ran found it running and started nothing: look again once it is done.
@@ -188,11 +190,12 @@ class ControllerServing:
 
     def get(self, name: str) -> ControllerObject:
         task = self.tasks.get_record(name)
-        summary = self.state.store.controller_summary(task.id)
-        if summary is None:
+        stored = self.state.store.controller_summary_and_stamp(task.id)
+        if stored is None:
             raise APIError(404, f"task '{name}' has no fitted controller; train one with POST "
                            f"/v1/tasks/{name}/controller", "controller_not_found", "name")
-        return ControllerObject.model_validate(summary)
+        summary, stamp = stored
+        return ControllerObject.model_validate({**summary, "fit_id": fit_id_of(stamp)})
 
     def delete(self, name: str) -> None:
         task = self.tasks.get_record(name)

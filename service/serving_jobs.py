@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from service.errors import APIError
-from service.protocol import BatchProgress, JobObject
+from service.protocol import BatchProgress, JobList, JobObject
 from service.state import AppState
 from service.store import BATCH_JOB, JobRecord
 
@@ -22,9 +22,14 @@ class JobServing:
     def get(self, job_id: str) -> JobObject:
         return self.job_object(self.record(job_id))
 
+    def list(self, task: str | None, kind: str | None, status: str | None, limit: int, offset: int) -> JobList:
+        jobs, total = self.state.store.list_jobs(task, kind, status, limit, offset)
+        return JobList(jobs=[self.job_object(job) for job in jobs], total=total)
+
     def job_object(self, job: JobRecord) -> JobObject:
         batch = self.state.store.get_batch(job.id) if job.kind == BATCH_JOB else None
         progress = (BatchProgress(total=batch.total, done=batch.done, errors=batch.errors, runs=batch.runs)
                     if batch is not None else None)
         return JobObject(job_id=job.id, kind=job.kind, task=job.task_name, status=job.status,  # type: ignore[arg-type]
-                         progress=job.progress, result=job.result, error=job.error, batch=progress)
+                         progress=job.progress, result=job.result, error=job.error, batch=progress,
+                         created_at=job.created_at, updated_at=job.updated_at)

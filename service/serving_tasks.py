@@ -6,13 +6,16 @@ from typing import Any
 
 from controller.templates import PromptTemplate, TemplateError
 from service.errors import APIError, task_not_found
+from datetime import datetime
+
 from service.protocol import ControllerObject, FitState, TaskCreate, TaskObject
+from service.records import fit_id_of
 from service.state import AppState
 from service.store import FIT_JOB, JobRecord, NameTakenError, TaskRecord
 
 
-def fit_state(controller: dict[str, Any] | None, running: JobRecord | None, serving_model: str | None = None
-              ) -> FitState:
+def fit_state(controller: dict[str, Any] | None, running: JobRecord | None, serving_model: str | None = None,
+              stamp: datetime | None = None) -> FitState:
     """Running, fitted, none, or fitted with another model than ``serving_model`` (when one is serving)."""
     metadata = controller.get("metadata", {}) if controller is not None else {}
     model = metadata.get("model") or None
@@ -25,18 +28,21 @@ def fit_state(controller: dict[str, Any] | None, running: JobRecord | None, serv
     else:
         state = "fitted"
     return FitState(state=state, pool_version=metadata.get("pool_version"),
-                    job_id=running.id if running is not None else None, model=model)
+                    job_id=running.id if running is not None else None, model=model,
+                    fit_id=fit_id_of(stamp) if controller is not None else None)
 
 
 def task_object(task: TaskRecord, default_k: int, controller: dict[str, Any] | None = None,
-                running: JobRecord | None = None, serving_model: str | None = None) -> TaskObject:
+                running: JobRecord | None = None, serving_model: str | None = None,
+                stamp: datetime | None = None) -> TaskObject:
     return TaskObject(
         name=task.name, labels=task.labels, verbalizers=task.verbalizers, template=task.template,
         instruction=task.instruction, separator=task.separator,
         default_k=task.default_k if task.default_k is not None else default_k,
         n_examples=task.n_examples, n_labeled=task.n_labeled,
-        controller=ControllerObject.model_validate(controller) if controller is not None else None,
-        fit=fit_state(controller, running, serving_model), created_at=task.created_at,
+        controller=(ControllerObject.model_validate({**controller, "fit_id": fit_id_of(stamp)})
+                    if controller is not None else None),
+        fit=fit_state(controller, running, serving_model, stamp), created_at=task.created_at,
     )
 
 
@@ -91,9 +97,9 @@ class TaskServing:
     def describe(self, task: TaskRecord) -> TaskObject:
         store = self.state.store
         runtime = self.state.runtime
-        return task_object(task, self.state.settings.default_k, store.controller_summary(task.id),
-                           store.unfinished_job(FIT_JOB, task.name),
-                           runtime.scorer.model_name if runtime is not None else None)
+        summary, stamp = store.controller_summary_and_stamp(task.id) or (None, None)
+        return task_object(task, self.state.settings.default_k, summary, store.unfinished_job(FIT_JOB, task.name),
+                           runtime.scorer.model_name if runtime is not None else None, stamp)
 
     def get(self, name: str) -> TaskObject:
         return self.describe(self.get_record(name))

@@ -244,6 +244,8 @@ class JobRecord:
     progress: float
     result: dict[str, Any] | None
     error: dict[str, Any] | None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -271,7 +273,8 @@ def _batch_record(row: BatchRow) -> BatchRecord:
 
 def _job_record(row: Any) -> JobRecord:
     """A job row as the store hands it out."""
-    return JobRecord(row.id, row.kind, row.task_name, row.status, row.progress, row.result, row.error)
+    return JobRecord(row.id, row.kind, row.task_name, row.status, row.progress, row.result, row.error,
+                     row.created_at, row.updated_at)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -505,15 +508,24 @@ class Store:
 
     # --- meta-controllers ------------------------------------------------------------------------------
 
-    def save_controller(self, task_id: int, blob: bytes, summary: dict[str, Any]) -> None:
-        """Replace the task's controller in one transaction (the previous one stays until this commits)."""
+    def save_controller(self, task_id: int, blob: bytes, summary: dict[str, Any],
+                        stamp: datetime | None = None) -> None:
+        """Replace the task's controller in one transaction (the previous one stays until this commits);
+        ``stamp``: when it was saved (default now), which identifies the fit."""
         with self._transaction() as session:
             session.execute(delete(ControllerRow).where(ControllerRow.task_id == task_id))
-            session.add(ControllerRow(task_id=task_id, blob=blob, summary=summary, created_at=_now()))
+            session.add(ControllerRow(task_id=task_id, blob=blob, summary=summary, created_at=stamp or _now()))
 
     def controller_summary(self, task_id: int) -> dict[str, Any] | None:
         with self._sessions() as session:
             return session.scalar(select(ControllerRow.summary).where(ControllerRow.task_id == task_id))
+
+    def controller_summary_and_stamp(self, task_id: int) -> tuple[dict[str, Any], datetime] | None:
+        """The fit's summary and its stamp (when it was saved), without its pickled blob."""
+        with self._sessions() as session:
+            row = session.execute(select(ControllerRow.summary, ControllerRow.created_at)
+                                  .where(ControllerRow.task_id == task_id)).first()
+            return (row[0], row[1]) if row else None
 
     def load_controller(self, task_id: int) -> StoredController | None:
         with self._sessions() as session:
@@ -528,13 +540,14 @@ class Store:
 
     def create_job(self, kind: str, task_name: str | None) -> JobRecord:
         job_id = f"job-{uuid.uuid4().hex}"
+        now = _now()
         try:
             with self._transaction() as session:
                 session.add(JobRow(id=job_id, kind=kind, task_name=task_name, status="queued", progress=0.0,
-                                   created_at=_now(), updated_at=_now()))
+                                   created_at=now, updated_at=now))
         except IntegrityError as exc:
             raise JobRunningError(kind, task_name) from exc
-        return JobRecord(job_id, kind, task_name, "queued", 0.0, None, None)
+        return JobRecord(job_id, kind, task_name, "queued", 0.0, None, None, now, now)
 
     def update_job(self, job_id: str, **values: Any) -> None:
         """Update a job that has not ended: once failed (say, as stale by another replica, which may then
@@ -555,6 +568,18 @@ class Store:
             if row is None:
                 return None
             return _job_record(row)
+
+    def list_jobs(self, task_name: str | None = None, kind: str | None = None, status: str | None = None,
+                  limit: int = 20, offset: int = 0) -> tuple[list[JobRecord], int]:
+        """A page of jobs, newest first, with how many match the filters in all."""
+        conditions = [column == value for column, value in ((JobRow.task_name, task_name), (JobRow.kind, kind),
+                                                            (JobRow.status, status)) if value is not None]
+        with self._sessions() as session:
+            total = session.scalar(select(func.count(JobRow.id)).where(*conditions))
+            rows = session.scalars(select(JobRow).where(*conditions)
+                                   .order_by(JobRow.created_at.desc(), JobRow.id.desc())
+                                   .offset(offset).limit(limit)).all()
+            return [_job_record(row) for row in rows], int(total or 0)
 
     def unfinished_job(self, kind: str, task_name: str) -> JobRecord | None:
         """The latest queued or running job of this kind for the task, if any."""
@@ -597,9 +622,10 @@ class Store:
         job_id = f"job-{uuid.uuid4().hex}"
         errors = sum(outcome is not None for _, _, outcome in items)
         progress = errors / len(items) if items else 0.0
+        now = _now()
         with self._transaction() as session:
             session.add(JobRow(id=job_id, kind=BATCH_JOB, task_name=task_name, status="queued",
-                               progress=progress, created_at=_now(), updated_at=_now()))
+                               progress=progress, created_at=now, updated_at=now))
             session.flush()  # the job row before the rows that refer to it
             session.add(BatchRow(job_id=job_id, task_id=task_id, options=options, total=len(items), done=errors,
                                  errors=errors, runs=[], owner=owner))
@@ -607,7 +633,7 @@ class Store:
             session.execute(insert(BatchItemRow), [
                 {"job_id": job_id, "position": position, "client_id": client_id, "input": value, "outcome": outcome}
                 for position, (client_id, value, outcome) in enumerate(items)])
-        return JobRecord(job_id, BATCH_JOB, task_name, "queued", progress, None, None)
+        return JobRecord(job_id, BATCH_JOB, task_name, "queued", progress, None, None, now, now)
 
     def get_batch(self, job_id: str) -> BatchRecord | None:
         with self._sessions() as session:

@@ -14,7 +14,7 @@ from service.state import Runtime
 from tests.fakes import FakeEmbedder, FakeScorer
 from tests.service.support import TASK, assert_error
 
-NOT_FITTED = {"state": "none", "pool_version": None, "job_id": None, "model": None}
+NOT_FITTED = {"state": "none", "pool_version": None, "job_id": None, "model": None, "fit_id": None}
 
 
 def _examples(n):
@@ -76,17 +76,23 @@ def test_train_use_and_delete_controller(tmp_path):
         assert summary["metadata"]["model"] == "fake-model"
         assert c.get("/v1/tasks/sent").json()["controller"] == summary
         assert job["result"] == summary
+        assert summary["fit_id"].startswith("fit-") and c.get("/v1/tasks/sent").json()["fit"]["fit_id"] == \
+            summary["fit_id"]
 
         inputs = ["positive film again", "film again plain", "negative film", "another plain film"]
         auto = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "calibration": "none"}).json()
         assert {p["k"] for p in auto["predictions"]} <= {0, 1, 2}
         assert (auto["demos_policy"], auto["fit"]) == ("cascade", "fitted")
+        assert {p["fit_id"] for p in auto["predictions"]} == {summary["fit_id"]}  # the fit chose the counts
         for p in auto["predictions"]:  # the answering stage's count, after every earlier stage's
             assert p["stages"][-1] == p["k"] and p["stages"] == sorted(p["stages"])
             assert p["stages"][:-1] == cascade["stages"][:len(p["stages"]) - 1]
         assert auto["usage"]["prompt_tokens"] == sum(p["prompt_tokens"] for p in auto["predictions"])
         assert auto["usage"]["computed_tokens"] == auto["usage"]["total_tokens"] - auto["usage"]["cached_tokens"]
         fixed = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "demos": 2, "calibration": "none"}).json()
+        assert {p["fit_id"] for p in fixed["predictions"]} == {None}  # nothing of the fit took part
+        calibrated = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "demos": 2}).json()
+        assert {p["fit_id"] for p in calibrated["predictions"]} == {summary["fit_id"]}
         budget = (auto["usage"]["prompt_tokens"] + fixed["usage"]["prompt_tokens"]) // 2
         within = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "calibration": "none",
                                                         "budget": {"max_prompt_tokens": budget}}).json()
@@ -125,7 +131,8 @@ def test_the_service_fits_a_task_by_itself_and_refits_as_it_grows(tmp_path):
         assert fit["job_id"] in busy.json()["error"]["message"]
         assert _wait(c, fit["job_id"])["status"] == "succeeded"
         task = c.get("/v1/tasks/sent").json()
-        assert task["fit"] == {"state": "fitted", "pool_version": 2, "job_id": None, "model": "fake-model"}
+        assert task["fit"] == {"state": "fitted", "pool_version": 2, "job_id": None, "model": "fake-model",
+                               "fit_id": task["controller"]["fit_id"]}
         assert task["controller"]["metadata"]["n_labeled"] == 40
         assert set(task["controller"]["calibration"]["counts"]) == {"0", "1", "2", "4", "16"}  # the default counts
         assert task["controller"]["cost"]["prompt_tokens"] > 0
@@ -178,11 +185,13 @@ def test_a_refit_asks_what_the_fit_was_asked_and_another_model_s_fit_is_not_serv
     other.model_name = "another-model"
     with _client(tmp_path, other, auto_fit=True, auto_fit_min_labeled=40) as c:
         # The stored fit is the other model's: "auto" serves the unfitted default, and the next upload refits.
-        assert c.get("/v1/tasks/sent").json()["fit"] == {"state": "other_model", "pool_version": 2, "job_id": None,
-                                                        "model": "fake-model"}
+        stored = c.get("/v1/tasks/sent").json()
+        assert stored["fit"] == {"state": "other_model", "pool_version": 2, "job_id": None, "model": "fake-model",
+                                 "fit_id": stored["controller"]["fit_id"]}
         got = c.post("/v1/tasks/sent/predict", json={"inputs": ["film again"], "selection": "random"}).json()
         assert got["predictions"][0]["calibration"] in ("domain", "none")
         assert (got["demos_policy"], got["fit"]) == ("default", "other_model")
+        assert got["predictions"][0]["fit_id"] is None  # the other model's fit is not applied
         c.post("/v1/tasks/sent/examples", json={"examples": [{"input": "one more film", "label": "positive"}]})
         fit = c.get("/v1/tasks/sent").json()["fit"]
         assert fit["state"] == "running"
@@ -278,7 +287,8 @@ def test_examples_uploaded_while_a_fit_runs_get_their_refit_when_it_ends(tmp_pat
             if fit["job_id"] not in (None, first):
                 assert _wait(c, fit["job_id"])["status"] == "succeeded"
             time.sleep(0.02)
-        assert fit == {"state": "fitted", "pool_version": 2, "job_id": None, "model": "fake-model"}
+        assert fit == {"state": "fitted", "pool_version": 2, "job_id": None, "model": "fake-model",
+                       "fit_id": fit["fit_id"]} and fit["fit_id"].startswith("fit-")
         assert c.get("/v1/tasks/sent/controller").json()["metadata"]["n_labeled"] == 60
 
 

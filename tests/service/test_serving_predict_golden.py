@@ -204,8 +204,9 @@ class Recorder:
         n = len(answer["predictions"])
         self.records[label] = {
             "demos_policy": answer["demos_policy"],
-            "predictions": [{key: p[key] for key in ("label", "probs", "uncalibrated_probs", "k", "demo_ids",
-                                                     "prompt_tokens", "stages", "prompt", "calibration")}
+            "predictions": [{**{key: p[key] for key in ("label", "probs", "uncalibrated_probs", "k", "demo_ids",
+                                                        "prompt_tokens", "stages", "prompt", "calibration")},
+                             "answered_by_fit": p["fit_id"] is not None}  # the id is a time: whether it is set
                             for p in answer["predictions"]],
             "usage": answer["usage"],
             "prompts": sent[:n],
@@ -225,6 +226,7 @@ class Recorder:
         assert job["status"] == "succeeded", job
         result = dict(job["result"])
         result.pop("created_at", None)
+        result.pop("fit_id", None)  # a time, as created_at
         result.pop("elapsed_s", None)
         if "cost" in result:  # tokens are fixed; seconds are not
             result["cost"] = {k: v for k, v in result["cost"].items() if k != "seconds"}
