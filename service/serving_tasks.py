@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from controller.templates import PromptTemplate, TemplateError
 from service.errors import APIError, task_not_found
-from datetime import datetime
-
 from service.protocol import ControllerObject, FitState, TaskCreate, TaskObject
 from service.records import fit_id_of
 from service.state import AppState

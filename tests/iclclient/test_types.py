@@ -14,7 +14,8 @@ MIRRORS = {
     types.Task: "TaskObject", types.ExampleIn: "ExampleIn", types.Example: "ExampleObject",
     types.ExampleList: "ExampleList", types.ExamplesAdded: "ExamplesAdded", types.Prediction: "PredictionObject",
     types.Usage: "UsageObject", types.PredictResponse: "PredictResponse", types.AnnotationPlan: "AnnotationPlan",
-    types.Job: "JobObject", types.JobList: "JobList", types.FitState: "FitState", types.BatchProgress: "BatchProgress", types.BatchItemError: "BatchItemError",
+    types.Job: "JobObject", types.JobList: "JobList", types.FitState: "FitState",
+    types.BatchProgress: "BatchProgress", types.BatchItemError: "BatchItemError",
     types.BatchResultItem: "BatchResultItem", types.BatchResults: "BatchResults",
 }
 
