@@ -289,7 +289,9 @@ class Calibrator(ABC):
             keys[set_index] = set_key
             for query in queries(rows):
                 ids = builder.tokenize(builder.render(query, rows))
-                if len(ids) <= builder.max_prompt_tokens:  # a random-word string may not fit beside long demos
+                # A random-word string may not fit beside long demos; and a content-free "" without
+                # demonstrations, where the template puts no text around it, is an empty prompt no engine takes.
+                if 0 < len(ids) <= builder.max_prompt_tokens:
                     rendered.append((set_index, ids))
         return CalibrationPrompts(demo_sets=demo_sets, prompts=rendered, cached=cached, cache_keys=keys,
                                   targets=targets, pooling=pooling)

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 
-class InputTooLongError(ValueError):
+class UnplannableInputError(ValueError):
+    """One input of a batch cannot be made into a prompt the engine takes; ``index`` says which."""
+
+    index: int
+
+
+class InputTooLongError(UnplannableInputError):
     """A query does not fit the model's context window even without demonstrations."""
 
     def __init__(self, index: int, tokens: int, limit: int) -> None:
@@ -12,6 +18,19 @@ class InputTooLongError(ValueError):
             f"context window allows ({limit}); shorten the input"
         )
         self.index, self.tokens, self.limit = index, tokens, limit
+
+
+class EmptyPromptError(UnplannableInputError):
+    """A query's prompt has no tokens: no demonstrations, no instruction, and a template that puts no text
+    around an empty input. No engine scores an empty prompt."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(
+            f"inputs[{index}] makes an empty prompt: the input is empty, the task's template puts no text around "
+            "it and the prompt has no demonstrations; give the input some text, or ask for demonstrations "
+            "(demos of 1 or more)"
+        )
+        self.index = index
 
 
 class BudgetTooSmallError(ValueError):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from controller.errors import BudgetTooSmallError, InputTooLongError
+from controller.errors import BudgetTooSmallError, EmptyPromptError, InputTooLongError
 from controller.pool import LabeledPool
 from controller.scoring import LabelScorer
 from controller.templates import Demo, PromptTemplate
@@ -25,6 +25,14 @@ class Prompt:
 
 
 Trim = Callable[[Sequence[int]], list[int]]  # one demonstration fewer (``Retriever.trim``)
+
+
+def renders_empty(template: PromptTemplate, tokenize: Callable[[str], list[int]], query: Mapping[str, str]) -> bool:
+    """Whether the query without demonstrations is a prompt of no tokens (an empty input, no instruction, and a
+    template that puts no text around it), which no engine scores. Text that is not white space always makes
+    tokens: only the rest is tokenized."""
+    text = template.build_prompt([], query)
+    return not text.strip() and not tokenize(text)
 
 
 class PromptBuilder:
@@ -65,6 +73,9 @@ class PromptBuilder:
                                 if row < len(new_rows) and new_rows[row] >= 0}
         return rebased
 
+    def renders_empty(self, query: Mapping[str, str]) -> bool:
+        return renders_empty(self.template, self.tokenize, query)
+
     def zero_shot_tokens(self, query: Mapping[str, str]) -> int:
         return len(self.tokenize(self.render(query, [])))
 
@@ -96,13 +107,16 @@ class PromptBuilder:
         prompt.token_ids = self.tokenize(prompt.text)
 
     def fit_window(self, prompt: Prompt, index: int, trim: Trim) -> None:
-        """Drop demonstrations (``trim``) until the prompt fits the context window."""
+        """Drop demonstrations (``trim``) until the prompt fits the context window. A prompt that ends up
+        without tokens is the input's fault, not the engine's: EmptyPromptError, before anything is sent."""
         self.fill(prompt)
         while len(prompt.token_ids) > self.max_prompt_tokens:
             if not prompt.demo_rows:
                 raise InputTooLongError(index, len(prompt.token_ids), self.max_prompt_tokens)
             prompt.demo_rows = trim(prompt.demo_rows)
             self.fill(prompt)
+        if not prompt.token_ids:
+            raise EmptyPromptError(index)
 
 
 def build_prompts(builder: PromptBuilder, queries: Sequence[Mapping[str, str]], demo_rows: Sequence[Sequence[int]],
@@ -122,13 +136,23 @@ def fit_budget(builder: PromptBuilder, prompts: list[Prompt], max_prompt_tokens:
     """Trim demonstrations until the batch's prompts fit ``max_prompt_tokens``.
 
     Each step takes one demonstration (``trim``) from the prompt that holds the most, so the budget is shared
-    evenly across inputs. The meta-controller's allocator spends it more cleverly."""
+    evenly across inputs. The meta-controller's allocator spends it more cleverly. A prompt keeps its last
+    demonstration where without it it would be empty (an empty input): no engine scores that."""
     total = sum(len(p.token_ids) for p in prompts)
+    empty_alone: dict[int, bool] = {}
+
+    def trimmable(j: int) -> bool:
+        rows = len(prompts[j].demo_rows)
+        if rows == 1 and j not in empty_alone:
+            empty_alone[j] = builder.renders_empty(prompts[j].query)
+        return rows > 1 or (rows == 1 and not empty_alone[j])
+
     while total > max_prompt_tokens:
-        richest = max(range(len(prompts)), key=lambda j: (len(prompts[j].demo_rows), len(prompts[j].token_ids)))
-        prompt = prompts[richest]
-        if not prompt.demo_rows:
+        candidates = [j for j in range(len(prompts)) if trimmable(j)]
+        if not candidates:
             raise BudgetTooSmallError(total, max_prompt_tokens)
+        richest = max(candidates, key=lambda j: (len(prompts[j].demo_rows), len(prompts[j].token_ids)))
+        prompt = prompts[richest]
         before = len(prompt.token_ids)
         prompt.demo_rows = trim(prompt.demo_rows)
         builder.fill(prompt)

@@ -27,6 +27,7 @@ from controller.calibration import (
 from controller.calibration_fit import TaskCalibration
 from controller.cascade import Cascade, escalation_order
 from controller.counts import AutoPolicy, CountPolicy, FixedCount, QueryBatch, count_policy
+from controller.errors import UnplannableInputError
 from controller.meta import MetaController
 from controller.planning import Prompt, PromptBuilder, build_prompts
 from controller.retrieval import Retriever, Selection, per_query_seeds, retriever_for, similarities_to_pool
@@ -254,9 +255,9 @@ class Predictor:
             if not order:
                 break
             later = replace(self, counts=FixedCount(k), cascade=None, max_prompt_tokens=None)
-            embeddings = plan.embeddings[order] if plan.embeddings is not None else None
-            prompts = await asyncio.to_thread(later.prompts_for, [plan.queries[i] for i in order], embeddings,
-                                              [plan.seeds[i] for i in order])
+            order, prompts = await asyncio.to_thread(later._stage_prompts, plan, order)
+            if not order:
+                break
             if self.max_prompt_tokens is not None:
                 kept = []
                 for index, prompt in zip(order, prompts, strict=True):
@@ -272,6 +273,20 @@ class Predictor:
                 probs[index] = [prediction.probs[label] for label in self.labels]
             usage, active = usage + result.usage, order
         return BatchResult(predictions=predictions, usage=usage)
+
+    def _stage_prompts(self, plan: PredictionPlan, order: list[int]) -> tuple[list[int], list[Prompt]]:
+        """A later cascade stage's prompts for the inputs in ``order`` (indices into ``plan``), without those it
+        cannot plan (an empty prompt, the window): they keep their earlier answer, which the client's request
+        was fine for."""
+        order = list(order)
+        while order:
+            embeddings = plan.embeddings[order] if plan.embeddings is not None else None
+            try:
+                return order, self.prompts_for([plan.queries[i] for i in order], embeddings,
+                                               [plan.seeds[i] for i in order])
+            except UnplannableInputError as exc:
+                del order[exc.index]
+        return [], []
 
     async def predict_in_chunks(self, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray | None,
                                 scorer: LabelScorer, chunk: int) -> AsyncIterator[tuple[slice, BatchResult]]:

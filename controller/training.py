@@ -6,7 +6,7 @@ what the task's calibration is fitted on (``controller.calibration_fit``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,19 +57,23 @@ class FitSplit:
 
 
 def split_for_fit(n_labeled: int, selection: Selection, candidate_k: Sequence[int], train_size: int,
-                  seed: int) -> FitSplit:
+                  seed: int, never_held: Collection[int] = ()) -> FitSplit:
     """Per-input sets (kNN, diverse): ``train_size`` examples held back at random, demonstrations from the
     rest. One shared set (random): what is served is one set of the whole pool, so the fit scores held-back
     examples under exactly that set, per count, and holds back only examples outside it: its calibration is
-    that set's, and the controller learns how that set does."""
+    that set's, and the controller learns how that set does. ``never_held``: examples that cannot be scored
+    at every count (an empty prompt without demonstrations); they may still be demonstrations."""
     retriever = retriever_for(selection)
     order = [int(i) for i in np.random.default_rng(seed).permutation(n_labeled)]
+    excluded = set(never_held)
     if not retriever.shares_one_set:
-        return FitSplit(held=order[:train_size], pool=order[train_size:], served={})
+        held = [i for i in order if i not in excluded][:train_size]
+        chosen = set(held)
+        return FitSplit(held=held, pool=[i for i in order if i not in chosen], served={})
     served = {int(k): retriever.shared_set(n_labeled, int(k), SERVED_SEED) for k in candidate_k}
     members = {row for rows in served.values() for row in rows}
-    return FitSplit(held=[i for i in order if i not in members][:train_size], pool=list(range(n_labeled)),
-                    served=served)
+    return FitSplit(held=[i for i in order if i not in members and i not in excluded][:train_size],
+                    pool=list(range(n_labeled)), served=served)
 
 
 @dataclass(frozen=True)

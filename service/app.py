@@ -4,6 +4,7 @@ are created in the lifespan, the engine in the background so that /health can an
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import re
 import time
@@ -146,6 +147,19 @@ def _state_limits(components: dict[str, Any], settings: Settings) -> None:
     integer(components["TaskCreate"]["properties"]["default_k"])["maximum"] = demos
 
 
+def _state_query_limits(paths: dict[str, Any], settings: Settings) -> None:
+    """The batch route's query options: the same limits as its body's. Copies: the route's own parameters
+    (openapi_extra) may be shared with other apps of the process."""
+    operation = paths.get("/v1/tasks/{name}/batches", {}).get("post", {})
+    parameters = copy.deepcopy(operation.get("parameters", []))
+    for parameter in parameters:
+        if parameter["name"] == "demos":
+            next(option for option in parameter["schema"]["anyOf"] if option["type"] == "integer")[
+                "maximum"] = settings.max_demos
+    if operation:
+        operation["parameters"] = parameters
+
+
 def published_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
     """FastAPI's OpenAPI document without the 422 answers it adds to every operation (validation errors are
     400 in the error envelope here, declared per operation), and with this server's request limits."""
@@ -162,6 +176,7 @@ def published_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
                 schema["components"]["schemas"].setdefault(name, definition)
             schema["components"]["schemas"][model.__name__] = model_schema
         _state_limits(schema["components"]["schemas"], settings)
+        _state_query_limits(schema["paths"], settings)
         app.openapi_schema = schema
     return app.openapi_schema
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import email.message
 import logging
-import re
+from collections.abc import Mapping
 from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+
+from service.validation import SchemaView, validation_message
 
 logger = logging.getLogger(__name__)
 
@@ -31,41 +35,95 @@ def task_not_found(name: str) -> APIError:
     return APIError(404, f"task '{name}' does not exist; create it with POST /v1/tasks", "task_not_found", "name")
 
 
+def error_response(error: APIError) -> JSONResponse:
+    return envelope(error.status, error.message, error.code, error.param, error.type, error.headers)
+
+
 def envelope(status: int, message: str, code: str, param: str | None = None,
              type: str = "invalid_request_error", headers: dict[str, str] | None = None) -> JSONResponse:  # noqa: A002
     body = {"error": {"message": message, "type": type, "param": param, "code": code}}
     return JSONResponse(status_code=status, content=body, headers=headers)
 
 
-_TYPE_TAG = re.compile(r"^(str|int|float|bool|none|[a-z_-]+\[.*\]|[a-z]+-[a-z-]+.*)$")
-
-
-def loc_to_param(loc: tuple) -> str | None:
-    """("body", "inputs", 0, "str") -> "inputs[0]": field names and indices, without pydantic's union tags."""
-    parts: list[str] = []
-    for item in loc[1:] if loc and loc[0] in ("body", "query", "path") else loc:
-        if isinstance(item, str) and _TYPE_TAG.match(item):
-            break
-        parts.append(str(item))
-    if not parts:
-        return None
-    out = parts[0]
-    for part in parts[1:]:
-        out += f"[{part}]" if part.isdigit() else f".{part}"
-    return out
-
-
-def validation_message(errors: list, prefix: str = "") -> tuple[str, str | None]:
-    """pydantic's errors as one message naming the first offending field (``prefix`` before it, e.g. the line
-    of a JSON Lines body), and that field as the envelope's ``param``."""
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    param = loc_to_param(tuple(first.get("loc", ())))
-    where = f"{prefix}{param}" if param else prefix.rstrip(": ")
-    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return f"{where + ': ' if where else ''}{first.get('msg')}{more}", (where or None)
-
-
+# The codes of the framework's own HTTP errors (routing); any other status takes its class's code.
+HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
+STATUS_CLASS_CODES = {4: "invalid_value", 5: "internal_error"}
 BODY_PARSE_FAILED = "There was an error parsing the body"
+NESTED_TOO_DEEPLY = ("request body could not be parsed as JSON: it is nested too deeply; the API's bodies nest a "
+                     "few levels at most")
+
+
+def media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def reads_as_json(content_type: str) -> bool:
+    """Whether a body of this Content-Type is JSON: application/json or application/*+json. A body without one
+    is not read (FastAPI's strict default): a web page can send such a body to a local service across origins
+    without the browser asking first, which a declared JSON body cannot."""
+    if not content_type.strip():
+        return False
+    header = email.message.Message()
+    header["content-type"] = content_type
+    subtype = header.get_content_subtype()
+    return header.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def unsupported_media_type(content_type: str, accepted: str) -> APIError:
+    sent = f"Content-Type '{media_type(content_type)}' is not accepted" if content_type.strip() else \
+        "the body has no Content-Type"
+    return APIError(415, f"{sent}; this operation reads {accepted}", "unsupported_media_type")
+
+
+def not_utf8(exc: UnicodeDecodeError) -> APIError:
+    return APIError(400, f"request body is not UTF-8 ({exc.reason} at byte {exc.start}); JSON bodies are UTF-8 "
+                    "text", "invalid_json", "body")
+
+
+def not_json(detail: str) -> APIError:
+    return APIError(400, f"request body is not valid JSON: {detail}", "invalid_json", "body")
+
+
+def too_deep() -> APIError:
+    return APIError(400, NESTED_TOO_DEEPLY, "invalid_json", "body")
+
+
+def empty_body(view: SchemaView) -> APIError:
+    return APIError(400, f"the request body is empty: send {view.describe(view.root, root=True)}", "invalid_value",
+                    "body")
+
+
+def operation_schema(request: Request) -> Mapping[str, Any]:
+    """The published OpenAPI operation of the route the request matched (empty where there is none)."""
+    route = request.scope.get("route")
+    path = getattr(route, "path_format", None)
+    if path is None:
+        return {}
+    schema = request.app.openapi()
+    return schema.get("paths", {}).get(path, {}).get(request.method.lower(), {})
+
+
+def published_components(request: Request) -> Mapping[str, Any]:
+    """The published schema's objects by name (with this server's limits)."""
+    return request.app.openapi().get("components", {}).get("schemas", {})
+
+
+def request_view(request: Request, source: str) -> SchemaView:
+    """The published schema of the request's ``source``: its JSON body, or its query or path parameters (as one
+    object, null options left out: a parameter cannot be null)."""
+    operation = operation_schema(request)
+    components = published_components(request) if operation else {}
+    if source == "body":
+        body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+        return SchemaView(root=body, components=components)
+    properties = {}
+    for parameter in operation.get("parameters", []):
+        if parameter.get("in") == source:
+            schema = dict(parameter.get("schema", {}))
+            if "anyOf" in schema:
+                schema["anyOf"] = [option for option in schema["anyOf"] if option.get("type") != "null"]
+            properties[parameter["name"]] = schema
+    return SchemaView(root={"type": "object", "properties": properties} if operation else None, components=components)
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -80,34 +138,48 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def body_parse_error(cause: BaseException | None) -> APIError:
+    """FastAPI's answer when parsing fails beyond a JSON syntax error, told apart by its cause: bytes that are
+    not UTF-8, or JSON nested some thousand levels deep (Python's parser gives up before any work starts)."""
+    if isinstance(cause, UnicodeDecodeError):
+        return not_utf8(cause)
+    if isinstance(cause, RecursionError):
+        return too_deep()
+    return APIError(400, f"request body could not be parsed as JSON ({type(cause).__name__}); send a JSON object",
+                    "invalid_json", "body")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
-        return envelope(exc.status, exc.message, exc.code, exc.param, exc.type, exc.headers)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
         first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": "invalid"}
+        loc = tuple(first.get("loc", ()))
         if first.get("type") == "json_invalid":
-            return envelope(400, f"request body is not valid JSON: {first.get('msg')}", "invalid_json")
-        message, param = validation_message(errors)
+            where = f" at character {loc[1]}" if len(loc) > 1 else ""
+            return error_response(not_json(f"{first.get('ctx', {}).get('error', first.get('msg'))}{where}"))
+        source = str(loc[0]) if loc else "body"
+        same = [{**e, "loc": tuple(e.get("loc", ()))[1:]} for e in errors if tuple(e.get("loc", ()))[:1] == loc[:1]]
+        message, param = validation_message(same, request_view(request, source), root=source,
+                                            more=len(errors) - len(same))
         return envelope(400, message, "invalid_value", param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else "error"
         message = exc.detail if isinstance(exc.detail, str) else phrase
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, phrase.lower().replace(" ", "_"))
         if exc.status_code == 400 and message == BODY_PARSE_FAILED:
-            # FastAPI's answer when parsing fails beyond a JSON syntax error: Python's parser gives up on JSON
-            # nested some thousand levels deep (RecursionError) before any work starts.
-            message, code = ("request body could not be parsed as JSON (nested too deeply?); the API's bodies "
-                             "nest a few levels at most"), "invalid_json"
+            return error_response(body_parse_error(exc.__cause__))
+        code = HTTP_ERROR_CODES.get(exc.status_code) or STATUS_CLASS_CODES.get(exc.status_code // 100, "internal_error")
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:
             headers["Allow"] = ", ".join(allowed_methods(request))
-        return envelope(exc.status_code, message, code, headers=headers or None)
+        return envelope(exc.status_code, message, code, headers=headers or None,
+                        type="server_error" if exc.status_code >= 500 else "invalid_request_error")
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -2,9 +2,10 @@
 fuzz and load tests): ``ICL_ENGINE=fake``.
 
 The fake scorer prefers the label whose verbalizer occurs most often in the query (after the last blank
-line), which makes predictions checkable by hand; the fake embedder hashes words into a small vector space.
-With ``tokens_per_s`` it is an engine of that throughput: prompts are computed one after another, so
-concurrent requests queue as they would behind a real engine that cannot keep up."""
+line), which makes predictions checkable by hand, and refuses an empty prompt as vLLM does; the fake embedder
+hashes words into a small vector space. With ``tokens_per_s`` it is an engine of that throughput: prompts are
+computed one after another, so concurrent requests queue as they would behind a real engine that cannot keep
+up."""
 
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ class FakeScorer:
 
     async def score(self, prompts: Sequence[list[int]], continuations: Sequence[str],
                     priority: int = 0) -> list[ScoredPrompt]:
+        if any(not prompt for prompt in prompts):  # as vLLM refuses one (its VLLMValidationError is a ValueError)
+            raise ValueError("The decoder prompt cannot be empty")
         if self.record_calls:
             self.priorities.append(priority)
         if self._engine is not None and self.tokens_per_s is not None:

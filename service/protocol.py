@@ -187,8 +187,18 @@ class FitCost(_Open):
     dtype: str | None = Field(default=None, description="The engine's dtype when it ran (null for older fits).")
 
 
+def _distinct(counts: list[int]) -> list[int]:
+    if len(set(counts)) != len(counts):
+        raise ValueError("a count is given more than once; give each count once (at least two distinct counts)")
+    return counts
+
+
+Counts = list[Annotated[StrictInt, Field(ge=0, le=64)]]
+
+
 class ControllerTrainRequest(_Strict):
-    candidate_k: Annotated[list[Annotated[StrictInt, Field(ge=0, le=64)]], Field(min_length=2, max_length=16)] = Field(
+    candidate_k: Annotated[Counts, Field(min_length=2, max_length=16, json_schema_extra={"uniqueItems": True}),
+                           AfterValidator(_distinct)] = Field(
         default=[0, 1, 2, 4, 16], description="The counts the cascade chains and the controller chooses among.")
     train_size: Annotated[StrictInt, Field(ge=20, le=10_000)] = Field(
         default=110, description="Held-back examples scored at every candidate count.")
@@ -198,8 +208,10 @@ class ControllerTrainRequest(_Strict):
 
 class StoredTrainRequest(ControllerTrainRequest):
     """What a stored fit was asked: as a request, except that fits stored before seeds were capped at 2^53 - 1
-    may hold a larger one."""
+    may hold a larger one, and fits asked before counts had to be distinct may repeat one."""
 
+    candidate_k: Annotated[Counts, Field(min_length=2, max_length=16)] = Field(
+        default=[0, 1, 2, 4, 16], description="The counts the cascade chains and the controller chooses among.")
     seed: Annotated[StrictInt, Field(ge=0)] = 0
 
 

@@ -11,7 +11,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.errors import APIError
+from service.errors import (
+    APIError,
+    empty_body,
+    published_components,
+    reads_as_json,
+    request_view,
+    unsupported_media_type,
+)
 from service.protocol import (
     AnnotationPlan,
     AnnotationPlanRequest,
@@ -92,13 +99,28 @@ def require_admin_key(request: Request) -> None:
                        "invalid_admin_key", type="authentication_error", headers={"WWW-Authenticate": "Bearer"})
 
 
-v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=errors(401))
+async def json_body(request: Request) -> None:
+    """A body FastAPI parses is JSON: another Content-Type, or none, is 415 (FastAPI would hand its bytes to
+    validation), and an empty body where one is required is 400 saying what it must hold. Routes that read their
+    body themselves (batches) have no body field."""
+    field = getattr(request.scope.get("route"), "body_field", None)
+    if field is None:
+        return
+    body = await request.body()  # read already, for the route: this is its cached copy
+    content_type = request.headers.get("content-type", "")
+    if body and not reads_as_json(content_type):
+        raise unsupported_media_type(content_type, "a JSON body: send Content-Type: application/json")
+    if not body and field.field_info.is_required():
+        raise empty_body(request_view(request, "body"))
+
+
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key), Depends(json_body)], responses=errors(401))
 # Not under the API keys: an admin key opens these, and nothing else does.
 admin = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin_key)], responses=errors(401, 403))
 ops = APIRouter()
 
 
-@v1.post("/tasks", status_code=201, response_model=TaskObject, responses=errors(400, 409, 413))
+@v1.post("/tasks", status_code=201, response_model=TaskObject, responses=errors(400, 409, 413, 415))
 def create_task(body: TaskCreate, request: Request) -> TaskObject:
     return serving(request).tasks.create(body)
 
@@ -119,7 +141,7 @@ def delete_task(name: str, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@v1.post("/tasks/{name}/examples", response_model=ExamplesAdded, responses=errors(400, 404, 409, 413, 503))
+@v1.post("/tasks/{name}/examples", response_model=ExamplesAdded, responses=errors(400, 404, 409, 413, 415, 503))
 async def add_examples(name: str, body: ExamplesAdd, request: Request) -> ExamplesAdded:
     added = await to_thread.run_sync(serving(request).examples.add, name, body)
     await serving(request).controller.fit_if_due(name)
@@ -134,21 +156,22 @@ def list_examples(
     return serving(request).examples.list(name, labeled, limit, offset)
 
 
-@v1.patch("/tasks/{name}/examples/{example_id}", response_model=ExampleObject, responses=errors(400, 404, 413))
+@v1.patch("/tasks/{name}/examples/{example_id}", response_model=ExampleObject,
+          responses=errors(400, 404, 413, 415))
 async def patch_example(name: str, example_id: str, body: ExamplePatch, request: Request) -> ExampleObject:
     example = await to_thread.run_sync(serving(request).examples.patch, name, example_id, body)
     await serving(request).controller.fit_if_due(name)
     return example
 
 
-@v1.post("/tasks/{name}/predict", response_model=PredictResponse, responses=errors(400, 404, 413, 429, 503))
+@v1.post("/tasks/{name}/predict", response_model=PredictResponse, responses=errors(400, 404, 413, 415, 429, 503))
 async def predict(name: str, body: PredictRequest, request: Request) -> PredictResponse:
     return await serving(request).predict.create_predictions(name, body)
 
 
 @v1.post("/tasks/{name}/annotation-plan", response_model=AnnotationPlan,
          responses={202: {"model": JobCreated, "description": "two-stage vote-k or a large pool: a job"},
-                    **errors(400, 404, 413, 503)})
+                    **errors(400, 404, 413, 415, 503)})
 async def annotation_plan(name: str, body: AnnotationPlanRequest, request: Request) -> AnnotationPlan | JSONResponse:
     plan = await serving(request).annotation.annotation_plan(name, body)
     if isinstance(plan, JobCreated):
@@ -157,7 +180,7 @@ async def annotation_plan(name: str, body: AnnotationPlanRequest, request: Reque
 
 
 @v1.post("/tasks/{name}/controller", status_code=202, response_model=JobCreated,
-         responses=errors(400, 404, 409, 413, 503))
+         responses=errors(400, 404, 409, 413, 415, 503))
 async def train_controller(name: str, request: Request, body: ControllerTrainRequest | None = None) -> JobCreated:
     return await serving(request).controller.train(name, body or ControllerTrainRequest())
 
@@ -213,7 +236,7 @@ async def create_batch(name: str, request: Request) -> JobCreated:
     async with serving(request).batches.upload_slot():
         body = await request.body()
         return await serving(request).batches.create(name, body, request.headers.get("content-type", ""),
-                                                     dict(request.query_params))
+                                                     dict(request.query_params), published_components(request))
 
 
 @v1.get("/jobs/{job_id}/results", response_model=BatchResults,

@@ -16,18 +16,27 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from anyio import to_thread
 from pydantic import BaseModel, ValidationError
 
-from controller.errors import BudgetTooSmallError, InputTooLongError
+from controller.errors import BudgetTooSmallError, UnplannableInputError
 from controller.predictor import PredictOptions
 from controller.scoring import ScoredPrompt
 from controller.templates import PromptTemplate
 from service.contexts import TaskContext
-from service.errors import APIError, validation_message
+from service.errors import (
+    APIError,
+    empty_body,
+    media_type,
+    not_json,
+    not_utf8,
+    reads_as_json,
+    too_deep,
+    unsupported_media_type,
+)
 from service.inputs import template_input
 from service.jobs import JobHandedOver, ProgressCallback
 from service.protocol import (
@@ -44,10 +53,11 @@ from service.protocol import (
 )
 from service.records import task_template
 from service.serving_jobs import JobServing
-from service.serving_predict import answering_fit, check_demos, plan_predictions, prediction_objects
+from service.serving_predict import answering_fit, check_demos, plan_predictions, planning_error, prediction_objects
 from service.serving_tasks import TaskServing
 from service.state import AppState, ServedScorer
 from service.store import BATCH_JOB, UNFINISHED, BatchItem, JobRecord
+from service.validation import SchemaView, not_accepted, validation_message
 
 logger = logging.getLogger(__name__)
 BaseModelT = TypeVar("BaseModelT", bound=BaseModel)
@@ -111,12 +121,28 @@ def _item_error(message: str, code: str) -> dict[str, Any]:
     return {"error": {"message": message, "code": code}}
 
 
-def _validated(model: type[BaseModelT], raw: object) -> BaseModelT:
+@dataclass(frozen=True)
+class BatchSchemas:
+    """The published schemas a batch body is read against, for messages that say what each field accepts."""
+
+    body: SchemaView
+    line: SchemaView
+
+    @classmethod
+    def of(cls, components: Mapping[str, Any] | None = None) -> BatchSchemas:
+        """From the published components (with this server's limits), or from the models themselves."""
+        if components:
+            return cls(SchemaView.of_component("BatchRequest", components),
+                       SchemaView.of_component("BatchLine", components))
+        return cls(SchemaView.of_model(BatchRequest), SchemaView.of_model(BatchLine))
+
+
+def _validated(model: type[BaseModelT], raw: object, view: SchemaView) -> BaseModelT:
     """``raw`` as ``model``, or 400 in the envelope saying what is wrong, as for any other body."""
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        message, param = validation_message(exc.errors())
+        message, param = validation_message(exc.errors(), view)
         raise APIError(400, message, "invalid_value", param) from exc
 
 
@@ -130,16 +156,27 @@ QUERY_OPTIONS = ("demos", "selection", "calibration", "domain_calibration", "see
                  "max_prompt_tokens")
 
 
-def parse_json_body(body: bytes, query: Mapping[str, str]) -> tuple[PredictOptionsBody, Items]:
+def _json(body: bytes, schemas: BatchSchemas) -> object:
+    """The body as JSON, or the 400 that says why it is not, as for every other JSON body."""
+    if not body:
+        raise empty_body(schemas.body)
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError as exc:
+        raise not_utf8(exc) from exc
+    except RecursionError as exc:
+        raise too_deep() from exc
+    except ValueError as exc:
+        raise not_json(str(exc)) from exc
+
+
+def parse_json_body(body: bytes, query: Mapping[str, str],
+                    schemas: BatchSchemas | None = None) -> tuple[PredictOptionsBody, Items]:
     """A JSON body: inputs and options in one object (options may come in the query string instead); a
     malformed body or field is a 400 for the whole job."""
-    try:
-        raw = json.loads(body)
-    except RecursionError as exc:
-        raise APIError(400, "request body could not be parsed as JSON (nested too deeply?)", "invalid_json") from exc
-    except ValueError as exc:
-        raise APIError(400, f"request body is not valid JSON: {exc}", "invalid_json") from exc
-    from_query = _query_options(query)
+    schemas = schemas or BatchSchemas.of()
+    raw = _json(body, schemas)
+    from_query = _query_options(query, schemas.body)
     if isinstance(raw, dict):
         both = sorted(set(raw) & set(from_query))
         if both:
@@ -148,25 +185,29 @@ def parse_json_body(body: bytes, query: Mapping[str, str]) -> tuple[PredictOptio
         raw = {**from_query, **raw}
     if isinstance(raw, dict) and isinstance(raw.get("inputs"), list) and len(raw["inputs"]) > MAX_BATCH_INPUTS:
         raise _too_many_inputs(len(raw["inputs"]))
-    request = _validated(BatchRequest, raw)
+    request = _validated(BatchRequest, raw, schemas.body)
     ids = request.ids or [None] * len(request.inputs)
-    options = _validated(PredictOptionsBody, request.model_dump(exclude={"inputs", "ids"}, exclude_unset=True))
+    options = _validated(PredictOptionsBody, request.model_dump(exclude={"inputs", "ids"}, exclude_unset=True),
+                         schemas.body)
     return options, [(client_id, value, None) for client_id, value in zip(ids, request.inputs, strict=True)]
 
 
-def parse_jsonl_body(body: bytes, query: Mapping[str, str]) -> tuple[PredictOptionsBody, Items]:
+def parse_jsonl_body(body: bytes, query: Mapping[str, str],
+                     schemas: BatchSchemas | None = None) -> tuple[PredictOptionsBody, Items]:
     """A JSON Lines body: one ``{"input": ..., "id": ...}`` per line, options in the query string. A line that
     cannot be read becomes that input's error; the others are classified."""
-    options = _validated(PredictOptionsBody, _query_options(query))
+    schemas = schemas or BatchSchemas.of()
+    options = _validated(PredictOptionsBody, _query_options(query, schemas.body), schemas.body)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise APIError(400, f"request body is not UTF-8: {exc}", "invalid_json") from exc
+        raise not_utf8(exc) from exc
     # JSON Lines ends a line at "\n" alone: str.splitlines would also split at U+2028 and other characters that
     # JSON strings may hold unescaped. A trailing "\r" is white space to json.loads.
     lines = [line for line in text.removeprefix("\ufeff").split("\n") if line.strip()]
     if not lines:
-        raise APIError(400, "the body has no input lines", "invalid_value", "inputs")
+        raise APIError(400, "the request body has no input lines: send one JSON object a line, each "
+                       f"{schemas.line.describe(schemas.line.root)}", "invalid_value", "body")
     if len(lines) > MAX_BATCH_INPUTS:
         raise _too_many_inputs(len(lines))
     items: Items = []
@@ -174,34 +215,36 @@ def parse_jsonl_body(body: bytes, query: Mapping[str, str]) -> tuple[PredictOpti
         try:
             parsed = BatchLine.model_validate(json.loads(line))
         except (ValueError, RecursionError) as exc:
-            message = (validation_message(exc.errors(), f"line {number + 1}: ")[0] if isinstance(exc, ValidationError)
-                       else f"line {number + 1} is not valid JSON")
+            message = (validation_message(exc.errors(), schemas.line, f"line {number + 1}: ", root="line")[0]
+                       if isinstance(exc, ValidationError) else f"line {number + 1} is not valid JSON")
             items.append((None, None, _item_error(message, "invalid_line")))
             continue
         items.append((parsed.id, parsed.input, None))
     return options, items
 
 
-def _query_options(query: Mapping[str, str]) -> dict[str, Any]:
-    """Predict options given as query parameters, as the body would carry them."""
+def _query_options(query: Mapping[str, str], view: SchemaView) -> dict[str, Any]:
+    """Predict options given as query parameters, as the body would carry them (``view``: the body's schema,
+    which names what each option accepts)."""
     unknown = sorted(set(query) - set(QUERY_OPTIONS))
     if unknown:
         raise APIError(400, f"unknown query parameter '{unknown[0]}'; a batch takes {', '.join(QUERY_OPTIONS)}",
                        "invalid_value", unknown[0])
     raw: dict[str, Any] = {}
     for name, value in query.items():
+        path = ("budget", "max_prompt_tokens") if name == "max_prompt_tokens" else (name,)
         if name in ("seed", "max_prompt_tokens") or (name == "demos" and value != "auto"):
             try:
                 number = int(value)
             except ValueError as exc:
-                raise APIError(400, f"{name} must be an integer", "invalid_value", name) from exc
+                raise APIError(400, not_accepted(view, path, value, name), "invalid_value", name) from exc
             if name == "max_prompt_tokens":
                 raw["budget"] = {"max_prompt_tokens": number}
             else:
                 raw[name] = number
         elif name == "include_prompt":
             if value.lower() not in ("true", "false", "1", "0"):
-                raise APIError(400, "include_prompt must be true or false", "invalid_value", name)
+                raise APIError(400, not_accepted(view, path, value, name), "invalid_value", name)
             raw[name] = value.lower() in ("true", "1")
         else:
             raw[name] = value
@@ -241,17 +284,19 @@ class BatchServing:
 
     # --- requests ----------------------------------------------------------------------------------------
 
-    async def create(self, name: str, body: bytes, content_type: str, query: Mapping[str, str]) -> JobCreated:
+    async def create(self, name: str, body: bytes, content_type: str, query: Mapping[str, str],
+                     components: Mapping[str, Any] | None = None) -> JobCreated:
+        """``components``: the published schemas, which the messages of a malformed body quote."""
         self.state.require_runtime()
         task = await to_thread.run_sync(self.tasks.get_record, name)
-        media = content_type.split(";", 1)[0].strip().lower()
-        if media in JSONL_TYPES:
-            options, items = await to_thread.run_sync(parse_jsonl_body, body, query)
-        elif media in ("application/json", ""):
-            options, items = await to_thread.run_sync(parse_json_body, body, query)
+        schemas = BatchSchemas.of(components)
+        if media_type(content_type) in JSONL_TYPES:
+            options, items = await to_thread.run_sync(parse_jsonl_body, body, query, schemas)
+        elif reads_as_json(content_type):
+            options, items = await to_thread.run_sync(parse_json_body, body, query, schemas)
         else:
-            raise APIError(415, f"Content-Type '{media}' is not accepted; send application/json or "
-                           "application/x-ndjson", "unsupported_media_type")
+            raise unsupported_media_type(content_type, "JSON (application/json) or JSON Lines "
+                                         "(application/x-ndjson)")
         check_demos(options.demos, self.state.settings.max_demos)
         items = await to_thread.run_sync(checked_items, items, task_template(task), self.state.settings.max_input_chars)
         stored = options.model_dump(mode="json")  # every option, defaults too: a resumption answers the same
@@ -452,11 +497,11 @@ class BatchServing:
                 predictor, plan = await to_thread.run_sync(plan_predictions, context, options, queries,
                                                            runtime.embedder)
                 break
-            except InputTooLongError as exc:
+            except UnplannableInputError as exc:  # that input's own error; the others are planned again
                 position = positions.pop(exc.index)
                 queries.pop(exc.index)
                 message = str(exc).replace(f"inputs[{exc.index}]", f"inputs[{position}]", 1)
-                outcomes[position] = _item_error(message, "context_length_exceeded")
+                outcomes[position] = _item_error(message, planning_error(exc).code)
             except BudgetTooSmallError as exc:
                 for position in positions:
                     outcomes[position] = _item_error(f"this input's share of the job's budget: {exc}",

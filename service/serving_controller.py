@@ -15,6 +15,7 @@ from anyio import to_thread
 
 from controller.calibration import DomainWords
 from controller.meta import MetaController
+from controller.planning import renders_empty
 from controller.training import (
     MIN_TRAIN_SIZE,
     SERVED_SEED,
@@ -42,11 +43,11 @@ class ControllerServing:
         self.state = state
         self.tasks = tasks
         self._submitting = asyncio.Lock()  # a fit checked and submitted at a time: never two at once for a task
-        self._attempted: dict[int, int] = {}  # task id -> labeled examples when this process last fitted it itself
+        # A task (its id and creation time: SQLite gives a task created again a deleted task's id) -> labeled
+        # examples when this process last fitted it by itself.
+        self._attempted: dict[tuple[int, datetime], int] = {}
 
     def _check(self, task: TaskRecord, candidate_k: list[int]) -> None:
-        if len(candidate_k) < 2:
-            raise APIError(400, "candidate_k needs at least two distinct counts", "invalid_value", "candidate_k")
         if candidate_k[-1] > self.state.settings.max_demos:
             raise APIError(400, f"candidate_k may not exceed {self.state.settings.max_demos}", "invalid_value",
                            "candidate_k")
@@ -95,7 +96,7 @@ class ControllerServing:
                                if MIN_TRAIN_SIZE + k <= task.n_labeled and k <= settings.max_demos]
                 if len(candidate_k) < 2:
                     return
-                self._attempted[task.id] = task.n_labeled
+                self._attempted[(task.id, task.created_at)] = task.n_labeled
                 try:
                     job = await self._submit(task, request, candidate_k)
                 except JobRunningError:  # another replica started it first
@@ -123,7 +124,7 @@ class ControllerServing:
         growth = 1 + settings.auto_refit_growth
         if task.n_labeled < max(settings.auto_fit_min_labeled, MIN_TRAIN_SIZE + 1):
             return None
-        attempted = self._attempted.get(task.id)
+        attempted = self._attempted.get((task.id, task.created_at))
         if attempted is not None and task.n_labeled < attempted * growth:
             return None
         if summary is None:
@@ -147,11 +148,17 @@ class ControllerServing:
             began = time.perf_counter()
             rows = await to_thread.run_sync(self.state.store.load_pool, task.id)
             labeled = labeled_rows(rows)
-            split = split_for_fit(len(labeled), request.selection, candidate_k, train_size, request.seed)
-            held = [labeled[i] for i in split.held]
-            pool = pool_of(rows, [labeled[i] for i in split.pool])
             template = task_template(task)
             scorer = runtime.scorer
+            # An empty input under a template with no text around it has no prompt at k=0: never held back.
+            empty = [i for i, row in enumerate(labeled) if renders_empty(template, scorer.tokenize, rows.inputs[row])]
+            split = split_for_fit(len(labeled), request.selection, candidate_k, train_size, request.seed, empty)
+            if empty and len(split.held) < MIN_TRAIN_SIZE:
+                raise RuntimeError(f"only {len(split.held)} labeled examples can be held back, fewer than "
+                                   f"{MIN_TRAIN_SIZE}: {len(empty)} have an empty input, which without "
+                                   "demonstrations makes an empty prompt")
+            held = [labeled[i] for i in split.held]
+            pool = pool_of(rows, [labeled[i] for i in split.pool])
             builder = prompt_builder(task, template, pool, scorer)
             words = DomainWords.from_inputs(rows.inputs, template.fields)
             data = await collect(builder, [rows.inputs[i] for i in held], rows.embeddings[held],
@@ -181,7 +188,10 @@ class ControllerServing:
                              "scikit_learn": version("scikit-learn"), "pool_version": rows.pool_version,
                              "n_labeled": len(labeled)},
             }
-            await to_thread.run_sync(self.state.store.save_controller, task.id, pickle.dumps(fit), summary, stamp)
+            saved = await to_thread.run_sync(self.state.store.save_controller, task.id, pickle.dumps(fit), summary,
+                                             stamp, task.created_at)
+            if not saved:  # the fit's result must not land on a task of the same id created since
+                raise RuntimeError(f"task '{task.name}' was deleted while it was being fitted; nothing was saved")
             return summary
 
         # Examples uploaded while the fit ran found it running and started nothing: look again once it is done.

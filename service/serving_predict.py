@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from anyio import to_thread
 
-from controller.errors import BudgetTooSmallError, InputTooLongError
+from controller.errors import BudgetTooSmallError, EmptyPromptError, InputTooLongError, UnplannableInputError
 from controller.predictor import BatchResult, PredictionPlan, PredictOptions, Predictor
 from controller.templates import PromptTemplate
 from service.contexts import TaskContext
@@ -22,13 +22,25 @@ logger = logging.getLogger(__name__)
 def check_demos(demos: int | str, max_demos: int) -> None:
     """A fixed count over the service's limit is 400 (the schema states the limit)."""
     if isinstance(demos, int) and demos > max_demos:
-        raise APIError(400, f"demos={demos} is more than the limit of {max_demos}", "invalid_value", "demos")
+        raise APIError(400, f'demos: {demos} is not accepted: demos is "auto" or an integer from 0 to {max_demos}',
+                       "invalid_value", "demos")
+
+
+def planning_error(exc: UnplannableInputError | BudgetTooSmallError) -> APIError:
+    """What the client is told when its inputs cannot be planned: the input, or the budget, at fault."""
+    if isinstance(exc, InputTooLongError):
+        return APIError(413, str(exc), "context_length_exceeded", f"inputs[{exc.index}]")
+    if isinstance(exc, EmptyPromptError):
+        return APIError(400, str(exc), "empty_prompt", f"inputs[{exc.index}]")
+    if isinstance(exc, BudgetTooSmallError):
+        return APIError(400, str(exc), "budget_too_small", "budget.max_prompt_tokens")
+    return APIError(400, str(exc), "invalid_input", f"inputs[{exc.index}]")
 
 
 def plan_predictions(context: TaskContext, options: PredictOptions, queries: list[dict[str, str]],
                      embedder: TextEmbedder) -> tuple[Predictor, PredictionPlan]:
     """Retrieval, counts, prompts and calibration planned for these queries: CPU work, for a worker thread.
-    Raises the controller's InputTooLongError and BudgetTooSmallError."""
+    Raises the controller's UnplannableInputError and BudgetTooSmallError."""
     predictor = context.predictor(options)
     embeddings = embedder.embed(predictor.embedding_texts(queries)) if predictor.needs_embeddings else None
     return predictor, predictor.plan(queries, embeddings)
@@ -84,10 +96,8 @@ class PredictServing:
         options = replace(request.to_options(), auto_policy=self.state.settings.auto_count_policy)
         try:
             predictor, plan = plan_predictions(context, options, queries, runtime.embedder)
-        except InputTooLongError as exc:
-            raise APIError(413, str(exc), "context_length_exceeded", f"inputs[{exc.index}]") from exc
-        except BudgetTooSmallError as exc:
-            raise APIError(400, str(exc), "budget_too_small", "budget.max_prompt_tokens") from exc
+        except (UnplannableInputError, BudgetTooSmallError) as exc:
+            raise planning_error(exc) from exc
         context.pool.remember(queries)  # bounded; nothing unless ICL_DOMAIN_RECENT_QUERIES is set
         return context, predictor, plan
 

@@ -48,6 +48,11 @@ from service import failpoints
 logger = logging.getLogger(__name__)
 
 
+def _as_utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; the store writes UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -508,13 +513,20 @@ class Store:
 
     # --- meta-controllers ------------------------------------------------------------------------------
 
-    def save_controller(self, task_id: int, blob: bytes, summary: dict[str, Any],
-                        stamp: datetime | None = None) -> None:
+    def save_controller(self, task_id: int, blob: bytes, summary: dict[str, Any], stamp: datetime | None = None,
+                        task_created_at: datetime | None = None) -> bool:
         """Replace the task's controller in one transaction (the previous one stays until this commits);
-        ``stamp``: when it was saved (default now), which identifies the fit."""
+        ``stamp``: when it was saved (default now), which identifies the fit. With ``task_created_at``, only
+        while the task is the one created then (SQLite gives a task created again a deleted one's id): whether
+        it was saved."""
         with self._transaction() as session:
+            if task_created_at is not None:
+                created = session.scalar(select(TaskRow.created_at).where(TaskRow.id == task_id).with_for_update())
+                if created is None or _as_utc(created) != _as_utc(task_created_at):
+                    return False
             session.execute(delete(ControllerRow).where(ControllerRow.task_id == task_id))
             session.add(ControllerRow(task_id=task_id, blob=blob, summary=summary, created_at=stamp or _now()))
+            return True
 
     def controller_summary(self, task_id: int) -> dict[str, Any] | None:
         with self._sessions() as session:

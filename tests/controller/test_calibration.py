@@ -365,3 +365,19 @@ async def test_auto_serves_a_shared_set_s_fit_only_to_that_set():
     assert np.allclose(list(result.predictions[0].probs.values()), fit.counts[2].apply(raw))
     # The other set was not fitted: the unfitted default (the shared set domain-calibrated).
     assert result.predictions[1].calibration == "domain"
+
+
+async def test_no_calibration_prompt_is_empty_where_the_template_puts_no_text_around_the_input():
+    """Contextual calibration's "" under no demonstrations, with a template that adds no text, would be an empty
+    prompt: it is left out, the other content-free inputs still estimate the bias; under demonstrations it stays."""
+    builder, scorer, _ = fake_builder(TEXTS, POOL_LABELS, template="{text}{label}")
+    zero_shot = build_prompts(builder, [{"text": "great film"}], [[]], PER_INPUT.trim)
+    for calibrator in (ContextualCalibrator(), DomainCalibrator(DEFAULT_DOMAIN, None),
+                       DomainCalibrator(DEFAULT_DOMAIN, DomainWords.from_inputs([{"text": ""}], ["text"]))):
+        plan = calibrator.calibration_prompts(builder, zero_shot, KnnRetriever(), seed=0)
+        assert plan.prompts and all(ids for _, ids in plan.prompts), type(calibrator).__name__
+    plan, result = await _run(builder, scorer, zero_shot, ContextualCalibrator())
+    assert len(plan.calibration.prompts) == 2 and result.predictions[0].calibration == "contextual"
+    with_demos = build_prompts(builder, [{"text": "great film"}], [[0, 1]], PER_INPUT.trim)
+    plan = ContextualCalibrator().calibration_prompts(builder, with_demos, KnnRetriever(), seed=0)
+    assert len(plan.prompts) == 3

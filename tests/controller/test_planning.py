@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from controller.errors import BudgetTooSmallError, InputTooLongError
+from controller.errors import BudgetTooSmallError, EmptyPromptError, InputTooLongError
 from controller.planning import PromptBuilder, build_prompts
 from controller.pool import LabeledPool
 from controller.retrieval import KnnRetriever, RandomRetriever, pool_similarities
@@ -106,3 +106,30 @@ def test_estimate_matches_exact_token_counts():
             estimate = builder.zero_shot_tokens({"text": row["text"]}) + builder.demo_tokens(demo_rows)
             errors.append(estimate - exact)
         assert np.abs(errors).max() <= 1, errors
+
+
+@pytest.mark.parametrize("template", ["{text}{label}", "{text} {label}"])
+def test_an_empty_input_without_demonstrations_is_an_empty_prompt_error_naming_it(template):
+    builder, _, embedder = fake_builder(TEXTS, LABELS, template=template)
+    with pytest.raises(EmptyPromptError) as info:
+        _prompts(builder, embedder, [{"text": "great"}, {"text": ""}], 0)
+    assert info.value.index == 1 and str(info.value).startswith("inputs[1] makes an empty prompt")
+    assert builder.renders_empty({"text": ""}) and not builder.renders_empty({"text": "great"})
+    with_demos = _prompts(builder, embedder, [{"text": ""}], 1)[0]
+    assert with_demos.demo_rows and with_demos.token_ids
+    # Text around the input, or an instruction, makes a prompt of an empty input.
+    plain, _, embedder = fake_builder(TEXTS, LABELS)
+    assert _prompts(plain, embedder, [{"text": ""}], 0)[0].token_ids
+
+
+def test_a_budget_keeps_the_last_demonstration_of_an_empty_input():
+    builder, _, embedder = fake_builder(TEXTS, LABELS, template="{text}{label}")
+    queries = [{"text": ""}, {"text": "great fun film again"}]
+    free = _prompts(builder, embedder, queries, 2)
+    lean = sum(len(p.token_ids) for p in _prompts(builder, embedder, queries[1:], 0))
+    one_demo = len(_prompts(builder, embedder, queries[:1], 1)[0].token_ids)
+    fitted = _prompts(builder, embedder, queries, 2, budget=one_demo + lean)
+    assert [len(p.demo_rows) for p in fitted] == [1, 0] and all(p.token_ids for p in fitted)
+    assert sum(len(p.token_ids) for p in fitted) <= one_demo + lean < sum(len(p.token_ids) for p in free)
+    with pytest.raises(BudgetTooSmallError):
+        _prompts(builder, embedder, queries, 2, budget=one_demo + lean - 1)

@@ -155,3 +155,23 @@ async def test_a_cascade_escalates_the_unsure_to_their_own_neighbours_and_counts
     with pytest.raises(ValueError, match="cascade"):
         async for _ in predictor.predict_in_chunks(queries, vectors, scorer, chunk=2):
             pass
+
+
+async def test_a_later_cascade_stage_leaves_out_an_input_it_cannot_plan(monkeypatch):
+    """An input a later stage cannot make a prompt of keeps its earlier answer; the others go on."""
+    from controller.errors import EmptyPromptError
+
+    builder, scorer, _ = fake_builder(TEXTS, POOL_LABELS)
+    predictor = Predictor(builder, LABELS, KnnRetriever(), FixedCount(0), NoCalibration(),
+                          cascade=Cascade((0, 2), (2.0,)))  # everything goes on
+    plan = predictor.plan(_queries("plain one", "plain two", "plain three"))
+    planned = Predictor.prompts_for
+
+    def refusing(self, queries, embeddings=None, seeds=None):
+        if self.counts == FixedCount(2) and {"text": "plain two"} in list(queries):
+            raise EmptyPromptError(list(queries).index({"text": "plain two"}))
+        return planned(self, queries, embeddings, seeds)
+
+    monkeypatch.setattr(Predictor, "prompts_for", refusing)
+    result = await predictor.run(plan, scorer)
+    assert [p.stages for p in result.predictions] == [(0, 2), (0,), (0, 2)]

@@ -71,3 +71,14 @@ async def test_prompt_methods_are_fitted_only_where_a_shared_set_makes_them_chea
         expected = [[p.probs[label] for label in LABELS] for p in result.predictions]
         assert np.allclose(data.prompted[method][:, 1], expected)
         assert not np.allclose(data.prompted[method][:, 1], data.distributions[:, 1])
+
+
+def test_examples_that_cannot_be_scored_at_every_count_are_never_held_back():
+    for selection in ("knn", "random"):
+        plain = split_for_fit(50, selection, [0, 2, 4], 30, seed=1)
+        assert split_for_fit(50, selection, [0, 2, 4], 30, seed=1, never_held=()) == plain
+        never = plain.held[:5]
+        split = split_for_fit(50, selection, [0, 2, 4], 30, seed=1, never_held=never)
+        assert len(split.held) == 30 and not set(split.held) & set(never)
+        assert set(never) <= set(split.pool), selection  # they may still be demonstrations
+        assert sorted(split.held + [i for i in split.pool if i not in split.held]) == list(range(50))

@@ -57,3 +57,16 @@ def test_the_published_template_and_label_patterns_say_what_the_server_checks(tm
             assert (created.status_code == 201) == bool(re.fullmatch(TEMPLATE_PATTERN, template)), template
     for label in ["positive", " a ", "\t", " ", "\x1f", "\u3000", "\ufeff"]:
         assert bool(label.strip()) == bool(re.fullmatch(LABEL_PATTERN, label)), repr(label)
+
+
+def test_candidate_counts_are_distinct_as_the_schema_says_except_in_a_stored_fit():
+    import pytest
+    from pydantic import ValidationError
+
+    from service.protocol import ControllerTrainRequest, StoredTrainRequest
+
+    assert ControllerTrainRequest.model_json_schema()["properties"]["candidate_k"]["uniqueItems"] is True
+    for repeated in ([0, 0], [0, 4, 4], [0, 0.0, 2]):
+        with pytest.raises(ValidationError, match="more than once"):
+            ControllerTrainRequest.model_validate({"candidate_k": repeated})
+    assert StoredTrainRequest.model_validate({"candidate_k": [0, 0, 4]}).candidate_k == [0, 0, 4]

@@ -304,3 +304,25 @@ def test_a_fit_stored_with_a_seed_above_today_s_cap_is_still_described(tmp_path)
         store.save_controller(task.id, stored.blob, summary)
         assert c.get("/v1/tasks/sent/controller").json()["request"]["seed"] == 2**63 - 1
         assert c.get("/v1/tasks").status_code == 200
+
+
+def test_a_fit_of_a_deleted_task_is_not_saved_onto_the_task_created_again(tmp_path):
+    """SQLite gives a task created again the deleted task's id: the old fit must neither land on it nor keep
+    the new task from being fitted by itself."""
+    scorer = HeldScorer()
+    with _client(tmp_path, scorer, auto_fit=True, auto_fit_min_labeled=40) as c:
+        c.post("/v1/tasks", json=TASK)
+        c.post("/v1/tasks/sent/examples", json={"examples": _examples(80)})
+        old = c.get("/v1/tasks/sent").json()["fit"]["job_id"]
+        assert old
+        c.delete("/v1/tasks/sent")
+        c.post("/v1/tasks", json=TASK)
+        scorer.release.set()
+        failed = _wait(c, old)
+        assert failed["status"] == "failed" and "deleted" in failed["error"]["message"]
+        assert c.get("/v1/tasks/sent").json()["fit"] == NOT_FITTED
+        c.post("/v1/tasks/sent/examples", json={"examples": _examples(50)})  # fewer than the deleted task had
+        fit = c.get("/v1/tasks/sent").json()["fit"]
+        assert fit["state"] == "running"
+        assert _wait(c, fit["job_id"])["status"] == "succeeded"
+        assert c.get("/v1/tasks/sent").json()["controller"]["metadata"]["n_labeled"] == 50
