@@ -30,6 +30,9 @@ from iclclient.types import (
     ExamplesAdded,
     InputValue,
     Job,
+    JobKind,
+    JobList,
+    JobStatus,
     PredictResponse,
     Task,
 )
@@ -167,7 +170,7 @@ class Client:
 
     def predict(self, name: str, inputs: Sequence[InputValue], demos: int | Literal["auto"] | None = None,
                 selection: Literal["knn", "random", "diverse"] | None = None, max_prompt_tokens: int | None = None,
-                calibration: Literal["domain", "contextual", "none"] | None = None,
+                calibration: Literal["auto", "batch", "domain", "contextual", "none"] | None = None,
                 domain_calibration: str | dict[str, Any] | None = None, include_prompt: bool | None = None,
                 seed: int | None = None) -> PredictResponse:
         body = _without_none({"inputs": list(inputs), "demos": demos, "selection": selection,
@@ -238,6 +241,12 @@ class Client:
 
     def get_job(self, job_id: str) -> Job:
         return self._json("GET", f"/v1/jobs/{job_id}")
+
+    def list_jobs(self, task: str | None = None, kind: JobKind | None = None, status: JobStatus | None = None,
+                  limit: int = 20, offset: int = 0) -> JobList:
+        """A page of jobs (fits, annotation plans, batch jobs), newest first, with how many match in all."""
+        params = _without_none({"task": task, "kind": kind, "status": status, "limit": limit, "offset": offset})
+        return self._json("GET", "/v1/jobs", params=params)
 
     def wait_for_job(self, job_id: str, poll_s: float = 1.0, timeout_s: float | None = None,
                      on_progress: Callable[[float], None] | None = None) -> Job:

@@ -98,6 +98,7 @@ class BatchProgress(TypedDict):
 
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobKind = Literal["controller", "annotation", "batch"]
 
 
 class Job(TypedDict):

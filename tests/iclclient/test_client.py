@@ -111,3 +111,36 @@ def test_url_and_key_from_the_environment(monkeypatch):
     assert client.url == "http://127.0.0.1:9" and client._headers == {"Authorization": "Bearer k"}
     with pytest.raises(ServiceUnreachable, match="no service answers at http://127.0.0.1:9"):
         client.list_tasks()
+
+
+def test_list_jobs_filters_and_pages_newest_first(http):
+    client = Client(api_key="secret", http=http)
+    client.create_task("sent", TASK["labels"], TASK["template"])
+    client.create_task("other", TASK["labels"], TASK["template"])
+    client.add_examples("sent", _examples(30))
+    client.add_examples("other", EXAMPLES)
+    fit = client.train_controller("sent", [0, 1], train_size=20)
+    client.wait_for_job(fit, poll_s=0.01)
+    first = client.create_batch("other", ["a film"], demos=0)
+    client.wait_for_job(first, poll_s=0.01)
+    second = client.create_batch("sent", ["another film"], demos=0, calibration="batch")
+    client.wait_for_job(second, poll_s=0.01)
+    every = client.list_jobs()
+    assert every["total"] == 3 and [j["job_id"] for j in every["jobs"]] == [second, first, fit]
+    assert all(j["created_at"] <= j["updated_at"] for j in every["jobs"])
+    assert [j["job_id"] for j in client.list_jobs(kind="batch")["jobs"]] == [second, first]
+    assert [j["job_id"] for j in client.list_jobs(task="sent")["jobs"]] == [second, fit]
+    assert [j["job_id"] for j in client.list_jobs(task="sent", kind="controller")["jobs"]] == [fit]
+    assert client.list_jobs(status="running") == {"jobs": [], "total": 0}
+    page = client.list_jobs(limit=1, offset=1)
+    assert page["total"] == 3 and [j["job_id"] for j in page["jobs"]] == [first]
+    with pytest.raises(APIError) as refused:
+        client.list_jobs(limit=101)
+    assert refused.value.status == 400
+
+
+def test_options_left_none_are_not_sent(http):
+    sent = []
+    http.event_hooks["request"].append(sent.append)
+    Client(api_key="secret", http=http).list_jobs(kind="batch")
+    assert dict(sent[-1].url.params) == {"kind": "batch", "limit": "20", "offset": "0"}
