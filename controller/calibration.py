@@ -271,6 +271,11 @@ class Calibrator(ABC):
                             seed: int) -> CalibrationPrompts:
         """Render and tokenize the calibration prompts of a batch's prompts (CPU work: off the event loop)."""
 
+    def from_fit(self, calibration: CalibrationPrompts, got: Sequence[str]) -> list[bool]:
+        """Per input, whether the task's fit calibrated it (``got``: the calibration each input got). Only
+        fitted estimates are the fit's; the methods a client names are not."""
+        return [name == "batch:fitted" for name in got]
+
     def _estimate(self, builder: PromptBuilder, demo_sets: list[DemoSet], chosen: Sequence[int],
                   targets: list[int], key: Callable[[DemoSet], Hashable],
                   queries: Callable[[DemoSet], list[dict[str, str]]], pooling: float = 0.0) -> CalibrationPrompts:
@@ -499,6 +504,11 @@ class AutoCalibrator(Calibrator):
     @classmethod
     def build(cls, sources: CalibrationSources) -> Calibrator:
         return cls(sources)
+
+    def from_fit(self, calibration: CalibrationPrompts, got: Sequence[str]) -> list[bool]:
+        """The inputs the fit covers (their count's fitted method and temperature), not the unfitted default's."""
+        assert isinstance(calibration, AutoCalibrationPrompts)
+        return [chosen is not None for chosen in calibration.assigned]
 
     def calibration_prompts(self, builder: PromptBuilder, prompts: Sequence[Prompt], retriever: Retriever,
                             seed: int) -> CalibrationPrompts:

@@ -58,6 +58,7 @@ class Prediction:
     calibration: str = "none"  # the calibration this input got
     stages: tuple[int, ...] = ()  # the count of each prompt it was scored with; the last one answered
     computed_tokens: int = 0  # what the engine computed for its prompts, prefix-cache hits excluded
+    fitted_calibration: bool = False  # whether the task's fit calibrated it (not a method the client named)
 
     def then(self, later: Prediction) -> Prediction:
         """This input answered again at a later cascade stage: that answer, with both stages counted."""
@@ -212,8 +213,10 @@ class Predictor:
         distributions = [normalise_label_logprobs(s.label_logprobs) for s in scores.calibration]
         raws = [normalise_label_logprobs(s.label_logprobs) for s in scores.inputs]
         calibrated = self.calibrator.calibrate(plan.calibration, distributions, plan.prompts, raws)
+        from_fit = self.calibrator.from_fit(plan.calibration, [got for _, got in calibrated])
         predictions: list[Prediction] = []
-        for prompt, result, raw, (final, got) in zip(plan.prompts, scores.inputs, raws, calibrated, strict=True):
+        for prompt, result, raw, (final, got), fitted in zip(plan.prompts, scores.inputs, raws, calibrated, from_fit,
+                                                             strict=True):
             predictions.append(Prediction(
                 label=self.labels[int(np.argmax(final))],
                 probs={label: float(p) for label, p in zip(self.labels, final, strict=True)},
@@ -224,6 +227,7 @@ class Predictor:
                 calibration=got,
                 stages=(len(prompt.demo_rows),),
                 computed_tokens=result.computed_tokens,
+                fitted_calibration=fitted,
             ))
         every = [*scores.inputs, *scores.calibration]
         usage = Usage(

@@ -349,11 +349,13 @@ def mixed_policies(answers: list[dict[str, Any]]) -> list[str]:
 
 def _warn_mixed(output: Path, answers: list[dict[str, Any]]) -> None:
     mixed = mixed_policies(answers)
-    if mixed:
-        _warn("predict", f"warning: the answers in {output} were not all made the same way ({'; '.join(mixed)}). "
-                         "A fit ended or was replaced between them (the automatic fit finishing halfway through, "
-                         "say): for answers from one fit, rerun into a new --output (with --wait-fit while a fit "
-                         "runs)")
+    if not mixed:
+        return
+    why = ("Lines written by an older iclserve do not record how they were made, so they cannot be told apart"
+           if any("not recorded" in m for m in mixed) else
+           "A fit ended or was replaced between them (the automatic fit finishing halfway through, say)")
+    _warn("predict", f"warning: the answers in {output} were not all made the same way ({'; '.join(mixed)}). "
+                     f"{why}: for answers from one fit, rerun into a new --output (with --wait-fit while a fit runs)")
 
 
 def _grade(answers: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:

@@ -13,10 +13,11 @@ app's test client).
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 try:
@@ -31,14 +32,16 @@ except ImportError as exc:  # the bare client does not install scikit-learn
 
 import httpx
 
-from iclclient.client import APIError, Client, ClientError, JobFailed
+from iclclient.client import APIError, Client, ClientError
 from iclclient.types import ExampleIn, InputValue, Prediction, Task
 
 __all__ = ["DEFAULT_TEMPLATE", "ICLClassifier", "use_http"]
 
 DEFAULT_TEMPLATE = "Input: {text}\nLabel: {label}"
-# The service's default limit on examples per upload (ICL_MAX_EXAMPLES_PER_REQUEST).
-UPLOAD_BATCH = 10_000
+# Examples per upload, and their JSON's bytes at most: well within the service's default limits (10,000
+# examples, ICL_MAX_EXAMPLES_PER_REQUEST; 32 MiB a body, ICL_MAX_BODY_BYTES), whatever the examples' lengths.
+UPLOAD_BATCH = 1_000
+UPLOAD_BYTES = 8 * 2**20
 POLL_S = 0.25
 
 _http: httpx.Client | None = None
@@ -118,8 +121,7 @@ class ICLClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"y must have at least 2 distinct labels, not {len(classes)}")
         names = _label_names(classes)
         with self._client() as client:
-            _recreate(client, self.task, names, self.template, self.instruction,
-                      self._verbalizers(), self.fit_timeout_s)
+            _recreate(client, self.task, names, self.template, self.instruction, self._verbalizers())
             _upload(client, self.task, [{"input": x, "label": names[i]}
                                         for x, i in zip(inputs, np.searchsorted(classes, labels), strict=True)])
             fit = self._await_fit(client)
@@ -223,19 +225,14 @@ def _task_changed(label: str, names: list[str]) -> ValueError:
 
 
 def _recreate(client: Client, task: str, labels: list[str], template: str, instruction: str | None,
-              verbalizers: dict[str, str] | None, fit_timeout_s: float | None) -> Task:
-    """The task anew, empty: the API has no call that replaces every example. A fit of the old task is waited
-    for first: it runs on under the task's name, and a fit of the new one would wait behind it."""
+              verbalizers: dict[str, str] | None) -> Task:
+    """The task anew, empty: the API has no call that replaces every example. Deleting it stops a fit of the
+    old task that still runs."""
     try:
-        old = client.get_task(task)
+        client.delete_task(task)
     except APIError as exc:
         if exc.status != 404:
             raise
-    else:
-        if old["fit"]["state"] == "running":
-            with suppress(JobFailed):  # how it ends does not matter: the task goes
-                _wait(client, old["fit"]["job_id"], _deadline(fit_timeout_s))
-        client.delete_task(task)
     return client.create_task(task, labels, template, verbalizers=verbalizers, instruction=instruction)
 
 
@@ -256,5 +253,14 @@ def _wait(client: Client, job_id: str, deadline: float | None) -> bool:
 
 
 def _upload(client: Client, task: str, examples: list[ExampleIn]) -> None:
-    for start in range(0, len(examples), UPLOAD_BATCH):
-        client.add_examples(task, examples[start:start + UPLOAD_BATCH])
+    batch: list[ExampleIn] = []
+    size = 0
+    for example in examples:
+        grows = len(json.dumps(example).encode()) + 2
+        if batch and (len(batch) == UPLOAD_BATCH or size + grows > UPLOAD_BYTES):
+            client.add_examples(task, batch)
+            batch, size = [], 0
+        batch.append(example)
+        size += grows
+    if batch:
+        client.add_examples(task, batch)

@@ -54,7 +54,8 @@ NESTED_TOO_DEEPLY = ("request body could not be parsed as JSON: it is nested too
 
 
 def media_type(content_type: str) -> str:
-    return content_type.split(";", 1)[0].strip().lower()
+    """The header's type without its parameters; the header as sent when it names none (``;;;``)."""
+    return content_type.split(";", 1)[0].strip().lower() or content_type.strip()
 
 
 def reads_as_json(content_type: str) -> bool:

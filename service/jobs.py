@@ -51,6 +51,13 @@ class JobRunner:
     def running(self, job_id: str) -> bool:
         return job_id in self._tasks
 
+    def stop(self, job_ids: list[str]) -> None:
+        """Cancel the jobs of these ids that this process runs (their stored status says why already)."""
+        for job_id in job_ids:
+            task = self._tasks.get(job_id)
+            if task is not None:
+                task.cancel()
+
     def start(self) -> None:
         self._heartbeat = asyncio.create_task(self._beat(), name="job heartbeat")
 

@@ -43,14 +43,17 @@ def _storable(text: str) -> str:
     return text
 
 
+def _whole_number(value: object) -> object:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _whole(value: object) -> object:
-    """JSON Schema's integers include 2.0: a float without a fractional part, alone or in a list, becomes an
-    int before the strict checks (which still refuse strings, booleans and 2.5)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+    """JSON Schema's integers include 2.0: a float without a fractional part, alone or in a list (the API's
+    integers nest no deeper), becomes an int before the strict checks (which still refuse strings, booleans and
+    2.5). Not recursive: a body may nest lists hundreds deep."""
     if isinstance(value, list):
-        return [_whole(item) for item in value]
-    return value
+        return [_whole_number(item) for item in value]
+    return _whole_number(value)
 
 
 def _utc(value: object) -> object:
@@ -421,9 +424,9 @@ class PredictionObject(BaseModel):
     prompt: str | None = None
     calibration: str = Field(description='The calibration this input got: "none", "contextual", "domain", '
                              '"batch", "batch:fitted" (a lone input, the task\'s held-back estimate) or "affine".')
-    fit_id: str | None = Field(default=None, description="The task's fit that chose this input's count or its "
-                               "calibration (`demos: \"auto\"`, `calibration: \"auto\"`, `\"batch:fitted\"`); "
-                               "null when no fit took part.")
+    fit_id: str | None = Field(default=None, description="The task's fit that chose this input's count or "
+                               "calibrated it (its fitted method under `calibration: \"auto\"`, its held-back "
+                               "estimate for `\"batch:fitted\"`); null when no fit took part.")
 
 
 class UsageObject(BaseModel):

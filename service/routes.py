@@ -136,8 +136,8 @@ def get_task(name: str, request: Request) -> TaskObject:
 
 
 @v1.delete("/tasks/{name}", status_code=204, responses=errors(404))
-def delete_task(name: str, request: Request) -> Response:
-    serving(request).tasks.delete(name)
+async def delete_task(name: str, request: Request) -> Response:
+    await serving(request).tasks.delete(name)
     return Response(status_code=204)
 
 

@@ -53,7 +53,7 @@ from service.protocol import (
 )
 from service.records import task_template
 from service.serving_jobs import JobServing
-from service.serving_predict import answering_fit, check_demos, plan_predictions, planning_error, prediction_objects
+from service.serving_predict import check_demos, plan_predictions, planning_error, prediction_objects
 from service.serving_tasks import TaskServing
 from service.state import AppState, ServedScorer
 from service.store import BATCH_JOB, UNFINISHED, BatchItem, JobRecord
@@ -512,8 +512,7 @@ class BatchServing:
         if not await self._still_mine(job_id):
             return None
         result = await predictor.run(plan, scorer)
-        answers = prediction_objects(context, result, include_prompt,
-                                     answering_fit(context, predictor, options.calibration))
+        answers = prediction_objects(context, predictor, result, include_prompt)
         for position, prediction in zip(positions, answers, strict=True):
             outcomes[position] = {"prediction": prediction.model_dump(mode="json")}
         return outcomes

@@ -46,23 +46,20 @@ def plan_predictions(context: TaskContext, options: PredictOptions, queries: lis
     return predictor, predictor.plan(queries, embeddings)
 
 
-def answering_fit(context: TaskContext, predictor: Predictor, calibration: str) -> str | None:
-    """The id of the task's fit when it takes part in these predictions: it chose the counts (``demos:
-    "auto"`` served by its cascade or controller) or may calibrate them (``"auto"``, and ``"batch"``, whose
-    lone inputs take its held-back estimate)."""
-    chose_counts = predictor.demos_policy in ("cascade", "controller")
-    return context.fit_id if chose_counts or calibration in ("auto", "batch") else None
-
-
-def prediction_objects(context: TaskContext, result: BatchResult, include_prompt: bool,
-                       fit_id: str | None = None) -> list[PredictionObject]:
+def prediction_objects(context: TaskContext, predictor: Predictor, result: BatchResult,
+                       include_prompt: bool) -> list[PredictionObject]:
+    """The answers; each carries the id of the task's fit where the fit took part in it: it chose the counts
+    (``demos: "auto"`` served by its cascade or controller) or calibrated the input (its fitted method for the
+    input's count under ``"auto"``, its held-back estimate for a lone input under ``"batch"``)."""
     ids = context.pool.labeled.ids
+    chose_counts = predictor.demos_policy in ("cascade", "controller")
     return [
         PredictionObject(
             label=p.label, probs=p.probs, uncalibrated_probs=p.uncalibrated_probs, k=len(p.demo_rows),
             demo_ids=[ids[r] for r in p.demo_rows], prompt_tokens=p.prompt_tokens,
             computed_tokens=p.computed_tokens, stages=list(p.stages),
-            prompt=p.prompt if include_prompt else None, calibration=p.calibration, fit_id=fit_id,
+            prompt=p.prompt if include_prompt else None, calibration=p.calibration,
+            fit_id=context.fit_id if chose_counts or p.fitted_calibration else None,
         )
         for p in result.predictions
     ]
@@ -118,8 +115,7 @@ class PredictServing:
             model=model,
             demos_policy=predictor.demos_policy,
             fit=context.fit_state,
-            predictions=prediction_objects(context, result, request.include_prompt,
-                                           answering_fit(context, predictor, request.calibration)),
+            predictions=prediction_objects(context, predictor, result, request.include_prompt),
             usage=UsageObject(
                 prompt_tokens=result.usage.prompt_tokens, calibration_tokens=result.usage.calibration_tokens,
                 calibration_cached_tokens=result.usage.calibration_cached_tokens,

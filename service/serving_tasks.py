@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from anyio import to_thread
+
 from controller.templates import PromptTemplate, TemplateError
 from service.errors import APIError, task_not_found
 from service.protocol import ControllerObject, FitState, TaskCreate, TaskObject
@@ -106,7 +108,11 @@ class TaskServing:
     def list(self) -> list[TaskObject]:
         return [self.describe(t) for t in self.state.store.list_tasks()]
 
-    def delete(self, name: str) -> None:
-        self.get_record(name)
-        self.state.store.delete_task(name)
+    async def delete(self, name: str) -> None:
+        """Delete the task; its unfinished jobs fail, and those this process runs stop now (a fit of the old
+        task would otherwise go on taking the engine's time)."""
+        stopped = await to_thread.run_sync(self.state.store.delete_task, name)
+        if stopped is None:
+            raise task_not_found(name)
         self.state.contexts.forget(name)
+        self.state.jobs.stop(stopped)

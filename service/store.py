@@ -377,21 +377,26 @@ class Store:
             rows = session.scalars(select(TaskRow).order_by(TaskRow.id)).all()
             return [self._record(session, row) for row in rows]
 
-    def delete_task(self, name: str) -> bool:
+    def delete_task(self, name: str) -> list[str] | None:
+        """Delete the task, its examples and its fit; its unfinished jobs fail. The ids of those jobs (None when
+        there is no such task): whoever runs them stops."""
         with self._transaction() as session:
             row = session.scalar(select(TaskRow).where(TaskRow.name == name))
             if row is None:
-                return False
+                return None
             session.execute(delete(ExampleRow).where(ExampleRow.task_id == row.id))
             session.execute(delete(ControllerRow).where(ControllerRow.task_id == row.id))
-            # Its unfinished batch jobs stop at their next chunk; what they classified stays readable.
-            session.execute(update(JobRow).where(
-                JobRow.id.in_(select(BatchRow.job_id).where(BatchRow.task_id == row.id)),
-                JobRow.status.in_(UNFINISHED)).values(
-                status="failed", updated_at=_now(),
-                error={"message": f"task '{name}' was deleted", "type": "task_deleted"}))
+            # Its unfinished batch jobs stop at their next chunk; what they classified stays readable. Its fit
+            # and annotation jobs stop too: a task created again under its name must not wait behind them.
+            unfinished = or_(JobRow.id.in_(select(BatchRow.job_id).where(BatchRow.task_id == row.id)),
+                             and_(JobRow.task_name == name, JobRow.kind != BATCH_JOB))
+            stopped = list(session.scalars(select(JobRow.id).where(unfinished, JobRow.status.in_(UNFINISHED))))
+            if stopped:
+                session.execute(update(JobRow).where(JobRow.id.in_(stopped)).values(
+                    status="failed", updated_at=_now(),
+                    error={"message": f"task '{name}' was deleted", "type": "task_deleted"}))
             session.delete(row)
-            return True
+            return stopped
 
     # --- examples ----------------------------------------------------------------------------------------
 

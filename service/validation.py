@@ -40,7 +40,9 @@ def _join_or(parts: Sequence[str]) -> str:
 
 
 def _number(value: float) -> str:
-    return str(int(value)) if isinstance(value, int) or float(value).is_integer() and abs(value) < 1e15 else str(value)
+    """A bound as it reads: 9007199254740991, not 9.007199254740991e+15; 0.5 as it is."""
+    whole = isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e18)
+    return str(int(value)) if whole else str(value)
 
 
 def _range(low: float | None, high: float | None, unit: str = "") -> str:

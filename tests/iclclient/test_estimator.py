@@ -169,10 +169,11 @@ def test_without_wait_fit_fit_returns_while_the_fit_runs_and_a_refit_replaces_it
         clf = _clf(wait_fit=False).fit(X, y)
         assert clf.fit_state_ == "running" and clf.fit_id_ is None
         running = client.get_task("sst2")["fit"]["job_id"]
-        # Fitting again while that fit runs: it must end before the task goes, or it runs on under the name
-        # and may store its fit of the old pool for the new task.
+        # Fitting again while that fit runs: deleting the task stops it, so that it neither holds back the new
+        # task's fit nor stores its fit of the old pool for the new task.
         clf.set_params(wait_fit=True).fit(X[:45], y[:45])
-        assert client.get_job(running)["status"] == "succeeded"
+        stopped = client.get_job(running)
+        assert stopped["status"] == "failed" and stopped["error"]["type"] == "task_deleted"
         task = client.get_task("sst2")
         assert task["n_examples"] == 45 and task["fit"]["state"] != "running"
         assert task["controller"] is None or task["controller"]["metadata"]["n_labeled"] == 45
@@ -208,6 +209,10 @@ def test_uploads_and_predictions_go_in_batches_within_the_service_limits(tmp_pat
         assert len(clf.predict(X[:20])) == 20 and clf.predict_proba(X[:20]).shape == (20, 2)
         with pytest.raises(APIError, match="too_many_inputs"):
             clf.set_params(batch_size=9).predict(X[:20])
+    monkeypatch.setattr(estimator_module, "UPLOAD_BYTES", 2_000)  # long examples: fewer per upload
+    with _service(tmp_path / "bytes", auto_fit=False, max_body_bytes=2_500) as client:
+        _clf().fit(X, y)  # 25 examples would be a body over 2,500 bytes: 413
+        assert client.get_task("sst2")["n_examples"] == 60
 
 
 def test_multi_field_templates_take_dicts(tmp_path):

@@ -172,6 +172,18 @@ def test_a_body_that_is_not_utf8_is_told_from_one_nested_too_deeply(client):
         assert "nested too deeply" in text and "UTF-8" not in text, text
 
 
+def test_lists_nested_hundreds_deep_are_400_on_every_body_route(client):
+    """JSON the parser takes (it gives up some thousand levels deep) but nested deeper than any field: a 400
+    naming the field, never a 500 from a recursion on the way."""
+    for depth in (600, 990):
+        nested = "[" * depth + "]" * depth
+        for method, path, _required in [*_body_routes(client), ("POST", BATCHES, True)]:
+            for field in ("inputs", "examples", "candidate_k", "label"):
+                response = client.request(method, path, content=f'{{"{field}": {nested}}}',
+                                          headers={"content-type": "application/json"})
+                assert response.status_code == 400, (depth, path, field, response.text[:200])
+
+
 def test_invalid_json_says_where(client):
     text = message(client.post(PREDICT, content=b'{"inputs": [}', headers={"content-type": "application/json"}),
                    code="invalid_json", param="body")

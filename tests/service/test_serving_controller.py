@@ -92,7 +92,16 @@ def test_train_use_and_delete_controller(tmp_path):
         fixed = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "demos": 2, "calibration": "none"}).json()
         assert {p["fit_id"] for p in fixed["predictions"]} == {None}  # nothing of the fit took part
         calibrated = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "demos": 2}).json()
-        assert {p["fit_id"] for p in calibrated["predictions"]} == {summary["fit_id"]}
+        assert {p["fit_id"] for p in calibrated["predictions"]} == {summary["fit_id"]}  # its fitted calibration
+        # The fit took no part: the request's own mean ("batch" over four inputs); random selection, which the
+        # knn fit does not cover (the unfitted default calibrates it).
+        batch = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "demos": 2, "calibration": "batch"}).json()
+        assert {(p["calibration"], p["fit_id"]) for p in batch["predictions"]} == {("batch", None)}
+        other = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "demos": 2, "selection": "random"}).json()
+        assert {p["fit_id"] for p in other["predictions"]} == {None}
+        lone = c.post("/v1/tasks/sent/predict", json={"inputs": inputs[:1], "demos": 2, "calibration": "batch"})
+        assert [(p["calibration"], p["fit_id"]) for p in lone.json()["predictions"]] == [
+            ("batch:fitted", summary["fit_id"])]
         budget = (auto["usage"]["prompt_tokens"] + fixed["usage"]["prompt_tokens"]) // 2
         within = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "calibration": "none",
                                                         "budget": {"max_prompt_tokens": budget}}).json()
@@ -314,12 +323,12 @@ def test_a_fit_of_a_deleted_task_is_not_saved_onto_the_task_created_again(tmp_pa
         c.post("/v1/tasks", json=TASK)
         c.post("/v1/tasks/sent/examples", json={"examples": _examples(80)})
         old = c.get("/v1/tasks/sent").json()["fit"]["job_id"]
-        assert old
-        c.delete("/v1/tasks/sent")
+        assert old and scorer.asked.wait(10)
+        assert c.delete("/v1/tasks/sent").status_code == 204
+        failed = c.get(f"/v1/jobs/{old}").json()  # at once: the task created again must not wait behind it
+        assert failed["status"] == "failed" and failed["error"]["type"] == "task_deleted"
         c.post("/v1/tasks", json=TASK)
         scorer.release.set()
-        failed = _wait(c, old)
-        assert failed["status"] == "failed" and "deleted" in failed["error"]["message"]
         assert c.get("/v1/tasks/sent").json()["fit"] == NOT_FITTED
         c.post("/v1/tasks/sent/examples", json={"examples": _examples(50)})  # fewer than the deleted task had
         fit = c.get("/v1/tasks/sent").json()["fit"]

@@ -52,7 +52,7 @@ def test_store_roundtrip_and_atomic_batches(url):
     assert np.array_equal(pool.embeddings[0], np.arange(4, dtype=np.float32))
     rows, total = store.list_examples(task.id, labeled=True, limit=1, offset=1)
     assert total == 2 and rows[0].id == "2"
-    assert store.delete_task("t") and store.get_task("t") is None
+    assert store.delete_task("t") == [] and store.get_task("t") is None and store.delete_task("t") is None
     assert store.load_pool(task.id).ids == []
     store.close()
 
