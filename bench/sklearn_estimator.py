@@ -16,6 +16,7 @@ import argparse
 import random
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,9 @@ def linear_baseline(train_texts: list[str], train_labels: list[str], test_texts:
     from service.embedder import SentenceEmbedder
 
     embedder = SentenceEmbedder()
-    model = LogisticRegressionCV(max_iter=2000).fit(embedder.embed(train_texts), train_labels)
+    with warnings.catch_warnings():  # scikit-learn's notices of defaults that change in later releases
+        warnings.simplefilter("ignore", FutureWarning)
+        model = LogisticRegressionCV(max_iter=2000).fit(embedder.embed(train_texts), train_labels)
     return model.predict(embedder.embed(test_texts))
 
 
@@ -66,8 +69,8 @@ def text_of(value: str | dict) -> str:
     return value if isinstance(value, str) else "\n".join(value.values())
 
 
-def run(url: str, dataset: str, n_train: int, n_test: int, seed: int, draws: int) -> dict:
-    template = TEMPLATES.get(dataset, DEFAULT_TEMPLATE)
+def run(url: str, dataset: str, n_train: int, n_test: int, seed: int, draws: int, template: str | None) -> dict:
+    template = template or TEMPLATES.get(dataset, DEFAULT_TEMPLATE)
     rng = random.Random(seed)
     train = rng.sample(load(dataset, "train"), n_train)
     test = rng.sample(load(dataset, "test"), min(n_test, len(load(dataset, "test"))))
@@ -83,7 +86,7 @@ def run(url: str, dataset: str, n_train: int, n_test: int, seed: int, draws: int
     with Client(url) as client:
         model = client.models()[0]["id"]
         cost = client.get_controller(f"sk-{dataset}").get("cost") if clf.fit_state_ == "fitted" else None
-    return {"dataset": dataset, "model": model, "dtype": cost.get("dtype") if cost else None,
+    return {"dataset": dataset, "template": template, "model": model, "dtype": cost.get("dtype") if cost else None,
             "n_train": n_train, "n_test": len(test), "seed": seed, "fit_state": clf.fit_state_,
             "fit_id": clf.fit_id_, "fit_s": round(fit_s, 1), "predict_s": round(predict_s, 1),
             "inputs_per_s": round(len(test) / predict_s, 2),
@@ -104,18 +107,22 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--template", help="the task's template (default: the benchmarks' per dataset; \\n: a "
+                        "newline)")
     parser.add_argument("--url", help="a running service (default: start one)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
     results = []
     with service(args.url) as url:
         for dataset in args.datasets:
-            result = run(url, dataset, args.n_train, args.n_test, args.seed, args.draws)
+            template = args.template.replace("\\n", "\n") if args.template else None
+            result = run(url, dataset, args.n_train, args.n_test, args.seed, args.draws, template)
             results.append(result)
             figures = result["figures"]
-            print(f"\n{dataset}: {result['model']} ({result['dtype']}), CPU flags {cpu_flags()}; "
-                  f"{result['n_train']} train, {result['n_test']} test; fit {result['fit_s']} s "
-                  f"({result['fit_state']}), predict {result['predict_s']} s ({result['inputs_per_s']} inputs/s)")
+            print(f"\n{dataset}, template {result['template']!r}: {result['model']} ({result['dtype']}), "
+                  f"CPU flags {cpu_flags()}; {result['n_train']} train, {result['n_test']} test; "
+                  f"fit {result['fit_s']} s ({result['fit_state']}), predict {result['predict_s']} s "
+                  f"({result['inputs_per_s']} inputs/s)")
             for name in ("ICLClassifier", "minilm_logistic"):
                 f = figures[name]
                 print(f"  {name:16s} accuracy {f['accuracy']:.3f} [{f['accuracy_ci'][0]:.3f}, "
