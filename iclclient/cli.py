@@ -167,6 +167,13 @@ def _demos(text: str) -> str | int:
     return value
 
 
+def _follow(client: Client, job_id: str, desc: str, args: argparse.Namespace) -> Job:
+    """Wait for a job to end behind a progress bar; its final state (``JobFailed`` if it failed)."""
+    bar, update = _progress_bar(desc, args.quiet)
+    with bar:
+        return client.wait_for_job(job_id, poll_s=args.poll, on_progress=update)
+
+
 def _progress_bar(desc: str, quiet: bool) -> tuple[tqdm, Any]:
     bar = tqdm(total=100, unit="%", desc=desc, disable=quiet, bar_format="{l_bar}{bar}| {n:.0f}/{total}% [{elapsed}]")
 
@@ -289,10 +296,8 @@ def _wait_fit(client: Client, task: Task, options: dict[str, Any], args: argpars
                              "ends follow the new fit, those before it the present policy; --wait-fit waits for "
                              "it to end first")
         return
-    bar, update = _progress_bar(f"{task['name']}: waiting for the fit ({job_id})", args.quiet)
     try:
-        with bar:
-            client.wait_for_job(job_id, poll_s=args.poll, on_progress=update)
+        _follow(client, job_id, f"{task['name']}: waiting for the fit ({job_id})", args)
     except JobFailed as exc:  # the answers are still wanted: the task's present fit or defaults give them
         _warn("predict", f"the fit {exc}; predicting with the task's present fit, if any")
 
@@ -448,10 +453,8 @@ def _batch_job(client: Client, job_id: str) -> Job:
 
 
 def _follow_batch(client: Client, job_id: str, args: argparse.Namespace) -> int:
-    bar, update = _progress_bar(f"batch {job_id}", args.quiet)
     try:
-        with bar:
-            job = client.wait_for_job(job_id, poll_s=args.poll, on_progress=update)
+        job = _follow(client, job_id, f"batch {job_id}", args)
     except KeyboardInterrupt:  # only the following stops: the job is the service's
         _warn("batch submit", f"stopped following job {job_id}, which goes on: `iclserve batch status {job_id}` "
                               f"follows it, `iclserve jobs cancel {job_id}` stops it")
@@ -579,13 +582,9 @@ def cmd_fit(client: Client, args: argparse.Namespace) -> int:
             running = client.get_task(args.task)["fit"]["job_id"]
             if running is None:  # it ended between the refusal and the look: ask again
                 continue
-            bar, update = _progress_bar(f"{args.task}: waiting for the fit already running ({running})", args.quiet)
-            with bar, contextlib.suppress(JobFailed):  # that one failed: this one is still wanted
-                client.wait_for_job(running, poll_s=args.poll, on_progress=update)
-    bar, update = _progress_bar(f"fitting {args.task} ({job_id})", args.quiet)
-    with bar:
-        job = client.wait_for_job(job_id, poll_s=args.poll, on_progress=update)
-    _print(job["result"])
+            with contextlib.suppress(JobFailed):  # that one failed: this one is still wanted
+                _follow(client, running, f"{args.task}: waiting for the fit already running ({running})", args)
+    _print(_follow(client, job_id, f"fitting {args.task} ({job_id})", args)["result"])
     return 0
 
 

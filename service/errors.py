@@ -140,12 +140,14 @@ def allowed_methods(request: Request) -> list[str]:
 
 
 def body_parse_error(cause: BaseException | None) -> APIError:
-    """FastAPI's answer when parsing fails beyond a JSON syntax error, told apart by its cause: bytes that are
-    not UTF-8, or JSON nested some thousand levels deep (Python's parser gives up before any work starts)."""
+    """Why a JSON body could not be parsed, told apart by the parser's error: bytes that are not UTF-8, JSON
+    nested some thousand levels deep (Python's parser gives up before any work starts), a syntax error."""
     if isinstance(cause, UnicodeDecodeError):
         return not_utf8(cause)
     if isinstance(cause, RecursionError):
         return too_deep()
+    if isinstance(cause, ValueError):
+        return not_json(str(cause))
     return APIError(400, f"request body could not be parsed as JSON ({type(cause).__name__}); send a JSON object",
                     "invalid_json", "body")
 

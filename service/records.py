@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 
@@ -11,16 +11,13 @@ from controller.planning import PromptBuilder
 from controller.pool import LabeledPool
 from controller.scoring import LabelScorer
 from controller.templates import PromptTemplate
-from service.store import PoolRows, TaskRecord
+from service.store import PoolRows, TaskRecord, as_utc
 
 
 def fit_id_of(stamp: datetime | None) -> str | None:
     """A fit's id: its stamp (when it was saved, UTC), so that every fit has one, those saved before ids
-    included. SQLite hands back naive datetimes; the store writes UTC."""
-    if stamp is None:
-        return None
-    utc = stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
-    return "fit-" + utc.strftime("%Y%m%dT%H%M%S%fZ")
+    included."""
+    return None if stamp is None else "fit-" + as_utc(stamp).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def task_template(task: TaskRecord) -> PromptTemplate:

@@ -29,12 +29,11 @@ from controller.templates import PromptTemplate
 from service.contexts import TaskContext
 from service.errors import (
     APIError,
+    body_parse_error,
     empty_body,
     media_type,
-    not_json,
     not_utf8,
     reads_as_json,
-    too_deep,
     unsupported_media_type,
 )
 from service.inputs import template_input
@@ -162,12 +161,8 @@ def _json(body: bytes, schemas: BatchSchemas) -> object:
         raise empty_body(schemas.body)
     try:
         return json.loads(body)
-    except UnicodeDecodeError as exc:
-        raise not_utf8(exc) from exc
-    except RecursionError as exc:
-        raise too_deep() from exc
-    except ValueError as exc:
-        raise not_json(str(exc)) from exc
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise body_parse_error(exc) from exc
 
 
 def parse_json_body(body: bytes, query: Mapping[str, str],

@@ -19,6 +19,7 @@ from controller.planning import renders_empty
 from controller.training import (
     MIN_TRAIN_SIZE,
     SERVED_SEED,
+    FitSplit,
     TaskFit,
     calibrated_distributions,
     collect,
@@ -31,7 +32,7 @@ from service.errors import APIError
 from service.jobs import ProgressCallback
 from service.protocol import ControllerObject, ControllerTrainRequest, JobCreated, StoredTrainRequest
 from service.records import fit_id_of, labeled_rows, pool_of, prompt_builder, task_template
-from service.serving_tasks import TaskServing
+from service.serving_tasks import TaskServing, controller_object
 from service.state import AppState
 from service.store import FIT_JOB, JobRunningError, TaskRecord
 
@@ -87,8 +88,8 @@ class ControllerServing:
                     return
                 if await to_thread.run_sync(self.state.store.unfinished_job, FIT_JOB, name) is not None:
                     return
-                summary = await to_thread.run_sync(self.state.store.controller_summary, task.id)
-                request = self._due(task, summary)
+                stored = await to_thread.run_sync(self.state.store.controller_summary_and_stamp, task.id)
+                request = self._due(task, stored[0] if stored is not None else None)
                 if request is None:
                     return
                 # A small pool cannot spare every count's demonstrations: the counts it can.
@@ -150,9 +151,16 @@ class ControllerServing:
             labeled = labeled_rows(rows)
             template = task_template(task)
             scorer = runtime.scorer
-            # An empty input under a template with no text around it has no prompt at k=0: never held back.
-            empty = [i for i, row in enumerate(labeled) if renders_empty(template, scorer.tokenize, rows.inputs[row])]
-            split = split_for_fit(len(labeled), request.selection, candidate_k, train_size, request.seed, empty)
+
+            def held_back() -> tuple[FitSplit, list[int]]:
+                """Every labeled example rendered: CPU work for a worker thread. An empty input under a template
+                with no text around it has no prompt at k=0: never held back."""
+                empty = [i for i, row in enumerate(labeled)
+                         if renders_empty(template, scorer.tokenize, rows.inputs[row])]
+                return split_for_fit(len(labeled), request.selection, candidate_k, train_size, request.seed,
+                                     empty), empty
+
+            split, empty = await to_thread.run_sync(held_back)
             if empty and len(split.held) < MIN_TRAIN_SIZE:
                 raise RuntimeError(f"only {len(split.held)} labeled examples can be held back, fewer than "
                                    f"{MIN_TRAIN_SIZE}: {len(empty)} have an empty input, which without "
@@ -204,8 +212,7 @@ class ControllerServing:
         if stored is None:
             raise APIError(404, f"task '{name}' has no fitted controller; train one with POST "
                            f"/v1/tasks/{name}/controller", "controller_not_found", "name")
-        summary, stamp = stored
-        return ControllerObject.model_validate({**summary, "fit_id": fit_id_of(stamp)})
+        return controller_object(*stored)
 
     def delete(self, name: str) -> None:
         task = self.tasks.get_record(name)

@@ -29,20 +29,25 @@ def fit_state(controller: dict[str, Any] | None, running: JobRecord | None, serv
     else:
         state = "fitted"
     return FitState(state=state, pool_version=metadata.get("pool_version"),
-                    job_id=running.id if running is not None else None, model=model,
-                    fit_id=fit_id_of(stamp) if controller is not None else None)
+                    job_id=running.id if running is not None else None, model=model, fit_id=fit_id_of(stamp))
 
 
-def task_object(task: TaskRecord, default_k: int, controller: dict[str, Any] | None = None,
-                running: JobRecord | None = None, serving_model: str | None = None,
-                stamp: datetime | None = None) -> TaskObject:
+def controller_object(summary: dict[str, Any], stamp: datetime) -> ControllerObject:
+    """A stored fit's summary as the API describes it, with the fit's id (from its stamp: fits stored before
+    ids have one too)."""
+    return ControllerObject.model_validate({**summary, "fit_id": fit_id_of(stamp)})
+
+
+def task_object(task: TaskRecord, default_k: int, stored: tuple[dict[str, Any], datetime] | None = None,
+                running: JobRecord | None = None, serving_model: str | None = None) -> TaskObject:
+    """``stored``: the task's fit's summary and stamp, if it has one."""
+    controller, stamp = stored or (None, None)
     return TaskObject(
         name=task.name, labels=task.labels, verbalizers=task.verbalizers, template=task.template,
         instruction=task.instruction, separator=task.separator,
         default_k=task.default_k if task.default_k is not None else default_k,
         n_examples=task.n_examples, n_labeled=task.n_labeled,
-        controller=(ControllerObject.model_validate({**controller, "fit_id": fit_id_of(stamp)})
-                    if controller is not None else None),
+        controller=controller_object(*stored) if stored is not None else None,
         fit=fit_state(controller, running, serving_model, stamp), created_at=task.created_at,
     )
 
@@ -98,9 +103,9 @@ class TaskServing:
     def describe(self, task: TaskRecord) -> TaskObject:
         store = self.state.store
         runtime = self.state.runtime
-        summary, stamp = store.controller_summary_and_stamp(task.id) or (None, None)
-        return task_object(task, self.state.settings.default_k, summary, store.unfinished_job(FIT_JOB, task.name),
-                           runtime.scorer.model_name if runtime is not None else None, stamp)
+        return task_object(task, self.state.settings.default_k, store.controller_summary_and_stamp(task.id),
+                           store.unfinished_job(FIT_JOB, task.name),
+                           runtime.scorer.model_name if runtime is not None else None)
 
     def get(self, name: str) -> TaskObject:
         return self.describe(self.get_record(name))

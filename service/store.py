@@ -48,7 +48,7 @@ from service import failpoints
 logger = logging.getLogger(__name__)
 
 
-def _as_utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes; the store writes UTC."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
@@ -527,15 +527,11 @@ class Store:
         with self._transaction() as session:
             if task_created_at is not None:
                 created = session.scalar(select(TaskRow.created_at).where(TaskRow.id == task_id).with_for_update())
-                if created is None or _as_utc(created) != _as_utc(task_created_at):
+                if created is None or as_utc(created) != as_utc(task_created_at):
                     return False
             session.execute(delete(ControllerRow).where(ControllerRow.task_id == task_id))
             session.add(ControllerRow(task_id=task_id, blob=blob, summary=summary, created_at=stamp or _now()))
             return True
-
-    def controller_summary(self, task_id: int) -> dict[str, Any] | None:
-        with self._sessions() as session:
-            return session.scalar(select(ControllerRow.summary).where(ControllerRow.task_id == task_id))
 
     def controller_summary_and_stamp(self, task_id: int) -> tuple[dict[str, Any], datetime] | None:
         """The fit's summary and its stamp (when it was saved), without its pickled blob."""
