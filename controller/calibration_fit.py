@@ -9,7 +9,10 @@ LinC-style) and, where every input shares one demonstration set (random selectio
 set's bias estimated once, from content-free or random in-domain queries). Each is judged by 5-fold
 cross-validation over the held-back examples; the best out-of-fold macro-F1 wins (ties: the simpler). A
 temperature is then fitted on the winner's out-of-fold predictions, and the served parameters are refitted on
-every held-back example."""
+every held-back example.
+
+It needs only the bias arithmetic (``controller.bias``) and the figures (``controller.metrics``): the
+calibrators that serve its choice (``controller.calibration``) import it, never the other way round."""
 
 from __future__ import annotations
 
@@ -19,42 +22,15 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score
 
-from controller.calibration import apply_bias, estimate_bias
+from controller.bias import apply_bias, estimate_bias
+from controller.metrics import expected_calibration_error, log_loss, macro_f1
 
 # Cheapest first: ties go to the earlier method.
 FITTED_METHODS = ("none", "batch", "affine", "contextual", "domain")
 # Methods that estimate a set's bias from calibration prompts at serving time.
 PROMPT_METHODS = ("contextual", "domain")
 FOLDS = 5
-ECE_BINS = 10
-
-
-def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, bins: int = ECE_BINS) -> float:
-    """ECE over ``bins`` equal-width confidence bins: the gap between confidence (the top probability) and
-    accuracy, weighted by each bin's share of the examples."""
-    probs = np.asarray(probs, dtype=np.float64)
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == np.asarray(gold)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        members = which == b
-        if members.any():
-            total += members.mean() * abs(confidence[members].mean() - correct[members].mean())
-    return float(total)
-
-
-def log_loss(probs: np.ndarray, gold: np.ndarray) -> float:
-    probs = np.asarray(probs, dtype=np.float64)
-    return float(-np.mean(np.log(np.clip(probs[np.arange(len(gold)), gold], 1e-12, None))))
-
-
-def macro_f1(probs: np.ndarray, gold: np.ndarray, n_labels: int) -> float:
-    return float(f1_score(gold, np.asarray(probs).argmax(axis=1), average="macro", labels=list(range(n_labels)),
-                          zero_division=0))
 
 
 def with_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -190,8 +166,8 @@ def fit_count(probs: np.ndarray, gold: Sequence[int], n_labels: int, seed: int,
         if out is None:
             continue
         predictions[method] = out
-        figures[method] = {"macro_f1": macro_f1(out, gold, n_labels), "ece": expected_calibration_error(out, gold),
-                           "log_loss": log_loss(out, gold)}
+        figures[method] = {"macro_f1": macro_f1(gold, out.argmax(axis=1), n_labels),
+                           "ece": expected_calibration_error(out, gold), "log_loss": log_loss(out, gold)}
     best = max(figures, key=lambda m: (round(figures[m]["macro_f1"], 9), -FITTED_METHODS.index(m)))
     chosen = predictions[best]
     # The temperature's own figures: each fold tempered by a temperature fitted on the other folds.

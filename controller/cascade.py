@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from controller.metrics import macro_f1
+
 # An input goes on when its margin is below the threshold: -1 never escalates, 2 always does.
 NEVER = -1.0
 # Threshold candidates per stage: these quantiles of the stage's held-back margins.
@@ -78,18 +80,6 @@ class Replay:
                 "macro_f1": macro_f1(gold, self.answers, n_labels),
                 "mean_k": float(self.k.mean()),
                 "mean_prompt_tokens": float(self.tokens.mean())}
-
-
-def macro_f1(gold: np.ndarray, predicted: np.ndarray, n_labels: int) -> float:
-    """Macro-F1 over every label (a label never predicted nor present scores 0), as scikit-learn's
-    ``f1_score(average="macro", labels=range(n_labels), zero_division=0)``; in numpy, because the fit replays
-    thousands of cascades."""
-    hits = np.bincount(gold[gold == predicted], minlength=n_labels)
-    predicted_n = np.bincount(predicted, minlength=n_labels)
-    gold_n = np.bincount(gold, minlength=n_labels)
-    denominator = predicted_n + gold_n
-    f1 = np.divide(2 * hits, denominator, out=np.zeros(n_labels), where=denominator > 0)
-    return float(f1.mean())
 
 
 def replay(cascade: Cascade, probs: np.ndarray, tokens: np.ndarray, candidate_k: Sequence[int]) -> Replay:

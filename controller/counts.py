@@ -99,6 +99,20 @@ AutoPolicy = Literal["cascade", "controller"]
 
 
 @dataclass(frozen=True)
+class TaskDefaults:
+    """What a task's ``demos: "auto"`` is served with: ``default_k`` demonstrations each while no fit applies,
+    and once one does, ``auto_policy``: which of the fit's cascade and meta-controller chooses."""
+
+    default_k: int
+    auto_policy: AutoPolicy = "cascade"
+
+    @classmethod
+    def resolve(cls, task_k: int | None, default_k: int, auto_policy: AutoPolicy = "cascade") -> TaskDefaults:
+        """A task's defaults: its own count if it was created with one (``task_k``), else ``default_k``."""
+        return cls(task_k if task_k is not None else default_k, auto_policy)
+
+
+@dataclass(frozen=True)
 class ChosenCounts:
     """How a request's counts are chosen: the policy of its (first) pass, the cascade that follows it if any,
     and what chose them ("fixed", "default", "cascade" or "controller")."""
@@ -108,19 +122,18 @@ class ChosenCounts:
     name: str
 
 
-def count_policy(demos: int | Literal["auto"], default_k: int, controller: MetaController | None,
-                 cascade: Cascade | None, auto_policy: AutoPolicy, labels: Sequence[str],
-                 pool_size: int) -> ChosenCounts:
-    """``demos: "auto"`` with a fit and a pool to draw from: the fitted cascade (or, with ``auto_policy``
-    "controller", the meta-controller; either one when the fit lacks the other); the count asked for; or,
-    for "auto" without a fit, the task's default count."""
+def count_policy(demos: int | Literal["auto"], defaults: TaskDefaults, controller: MetaController | None,
+                 cascade: Cascade | None, labels: Sequence[str], pool_size: int) -> ChosenCounts:
+    """The one place a request's count is chosen. ``demos: "auto"`` with a fit and a pool to draw from: the
+    fitted cascade (or, with ``defaults.auto_policy`` "controller", the meta-controller; either one when the
+    fit lacks the other); the count asked for; or, for "auto" without a fit, the task's default count."""
     if isinstance(demos, int):
         return ChosenCounts(FixedCount(demos), None, "fixed")
     if pool_size:
-        if cascade is not None and (auto_policy == "cascade" or controller is None):
+        if cascade is not None and (defaults.auto_policy == "cascade" or controller is None):
             if len(cascade.stages) == 1:
                 return ChosenCounts(FixedCount(cascade.stages[0]), None, "cascade")
             return ChosenCounts(FixedCount(cascade.stages[0]), cascade, "cascade")
         if controller is not None:
             return ChosenCounts(ControllerCount(controller, labels), None, "controller")
-    return ChosenCounts(FixedCount(default_k), None, "default")
+    return ChosenCounts(FixedCount(defaults.default_k), None, "default")

@@ -1,4 +1,5 @@
-"""Why a batch cannot be planned: the client's request asks for something no prompt can give."""
+"""Why the library cannot do what it was asked: a batch no prompt can give (the client's request is at fault),
+or a task that cannot be fitted."""
 
 from __future__ import annotations
 
@@ -42,3 +43,7 @@ class BudgetTooSmallError(ValueError):
             f"{needed} tokens; raise the budget or send fewer inputs"
         )
         self.needed, self.budget = needed, budget
+
+
+class FitError(ValueError):
+    """A task cannot be fitted as asked: too few labeled examples to hold back and to demonstrate with."""

@@ -12,21 +12,19 @@ from typing import Literal
 
 import numpy as np
 
+from controller.bias import BiasCache
 from controller.calibration import (
-    DEFAULT_DOMAIN,
-    BiasCache,
     Calibration,
     CalibrationPrompts,
     CalibrationSources,
     Calibrator,
-    DomainSettings,
-    DomainWords,
     NoCalibration,
     calibrator_for,
 )
 from controller.calibration_fit import TaskCalibration
 from controller.cascade import Cascade, escalation_order
-from controller.counts import AutoPolicy, CountPolicy, FixedCount, QueryBatch, count_policy
+from controller.counts import CountPolicy, FixedCount, QueryBatch, TaskDefaults, count_policy
+from controller.domain import DEFAULT_DOMAIN, DomainSettings, DomainWords
 from controller.errors import UnplannableInputError
 from controller.meta import MetaController
 from controller.planning import Prompt, PromptBuilder, build_prompts
@@ -44,7 +42,6 @@ class PredictOptions:
     domain: DomainSettings = DEFAULT_DOMAIN
     seed: int = 0
     max_prompt_tokens: int | None = None
-    auto_policy: AutoPolicy = "cascade"  # what serves "auto" once a task is fitted
 
 
 @dataclass(frozen=True)
@@ -85,7 +82,7 @@ class Usage:
 
 
 @dataclass(frozen=True)
-class BatchResult:
+class PredictResult:
     predictions: list[Prediction]
     usage: Usage
 
@@ -112,6 +109,16 @@ class Scores:
     calibration: list[ScoredPrompt]
 
 
+def calibration_words(method: Calibration, words: Callable[[], DomainWords] | None,
+                      recent_words: Callable[[], DomainWords] | None) -> Callable[[], DomainWords] | None:
+    """The words domain calibration draws from. "auto", the default, takes the task's inputs alone: what it
+    answers may depend on the pool and the fit, never on traffic. A method the client names may take recent
+    queries too."""
+    if method == "auto" or recent_words is None:
+        return words
+    return recent_words
+
+
 @dataclass(frozen=True)
 class Predictor:
     """Predictions for one task's pool: demonstrations from ``retriever``, counts from ``counts``, biases
@@ -131,17 +138,22 @@ class Predictor:
     demos_policy: str = "fixed"
 
     @classmethod
-    def from_options(cls, builder: PromptBuilder, labels: Sequence[str], options: PredictOptions, default_k: int,
-                     controller: MetaController | None = None, words: Callable[[], DomainWords] | None = None,
-                     biases: BiasCache | None = None, fitted: TaskCalibration | None = None,
-                     cascade: Cascade | None = None) -> Predictor:
-        """The predictor a request's options describe: ``default_k``, the fitted ``cascade`` and ``controller``
-        serve ``demos: "auto"`` (``options.auto_policy`` says which of the two), ``words``, ``biases`` (the
-        cache valid for this pool) and the task's ``fitted`` calibration serve calibration."""
-        sources = CalibrationSources(selection=options.selection, domain=options.domain, words=words, cache=biases,
-                                     fit=fitted)
-        chosen = count_policy(options.demos, default_k, controller, cascade, options.auto_policy, labels,
-                              len(builder.pool))
+    def from_options(cls, builder: PromptBuilder, labels: Sequence[str], options: PredictOptions,
+                     defaults: TaskDefaults | int, controller: MetaController | None = None,
+                     words: Callable[[], DomainWords] | None = None, biases: BiasCache | None = None,
+                     fitted: TaskCalibration | None = None, cascade: Cascade | None = None,
+                     recent_words: Callable[[], DomainWords] | None = None) -> Predictor:
+        """The predictor a request's options describe: the task's ``defaults`` (a count alone: that default, the
+        cascade serving a fitted "auto"), the fitted ``cascade`` and ``controller`` serve ``demos: "auto"``;
+        ``words`` (from the task's inputs), ``recent_words`` (the same with its recent queries, where the service
+        keeps them), ``biases`` (the cache valid for this pool) and the task's ``fitted`` calibration serve
+        calibration."""
+        if isinstance(defaults, int):
+            defaults = TaskDefaults(defaults)
+        sources = CalibrationSources(selection=options.selection, domain=options.domain,
+                                     words=calibration_words(options.calibration, words, recent_words),
+                                     cache=biases, fit=fitted)
+        chosen = count_policy(options.demos, defaults, controller, cascade, labels, len(builder.pool))
         return cls(
             builder=builder,
             labels=labels,
@@ -209,7 +221,7 @@ class Predictor:
         calibration = [ids for _, ids in plan.calibration.prompts]
         return Scores(inputs, await scorer.score(calibration, continuations) if calibration else [])
 
-    def calibrate(self, plan: PredictionPlan, scores: Scores) -> BatchResult:
+    def calibrate(self, plan: PredictionPlan, scores: Scores) -> PredictResult:
         distributions = [normalise_label_logprobs(s.label_logprobs) for s in scores.calibration]
         raws = [normalise_label_logprobs(s.label_logprobs) for s in scores.inputs]
         calibrated = self.calibrator.calibrate(plan.calibration, distributions, plan.prompts, raws)
@@ -237,17 +249,17 @@ class Predictor:
             total_tokens=sum(s.computed_tokens + s.cached_tokens for s in every),
             cached_tokens=sum(s.cached_tokens for s in every),
         )
-        return BatchResult(predictions=predictions, usage=usage)
+        return PredictResult(predictions=predictions, usage=usage)
 
-    async def run(self, plan: PredictionPlan, scorer: LabelScorer) -> BatchResult:
+    async def run(self, plan: PredictionPlan, scorer: LabelScorer) -> PredictResult:
         """Score a plan on the engine and calibrate it; with a cascade, escalate the inputs it is unsure of."""
         result = self.calibrate(plan, await self.score(plan, scorer))
         if self.cascade is not None and plan.queries:
             result = await self._escalate(plan, result, scorer, self.cascade)
         return result
 
-    async def _escalate(self, plan: PredictionPlan, first: BatchResult, scorer: LabelScorer,
-                        cascade: Cascade) -> BatchResult:
+    async def _escalate(self, plan: PredictionPlan, first: PredictResult, scorer: LabelScorer,
+                        cascade: Cascade) -> PredictResult:
         """The cascade's later stages: each plans the inputs the stage before was unsure of at its count and
         scores them; their answers replace the earlier ones, their tokens add up. Under a budget the least
         confident go on first, as many as the budget has room for (the first stage spent its share)."""
@@ -276,7 +288,7 @@ class Predictor:
                 predictions[index] = predictions[index].then(prediction)
                 probs[index] = [prediction.probs[label] for label in self.labels]
             usage, active = usage + result.usage, order
-        return BatchResult(predictions=predictions, usage=usage)
+        return PredictResult(predictions=predictions, usage=usage)
 
     def _stage_prompts(self, plan: PredictionPlan, order: list[int]) -> tuple[list[int], list[Prompt]]:
         """A later cascade stage's prompts for the inputs in ``order`` (indices into ``plan``), without those it
@@ -293,7 +305,7 @@ class Predictor:
         return [], []
 
     async def predict_in_chunks(self, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray | None,
-                                scorer: LabelScorer, chunk: int) -> AsyncIterator[tuple[slice, BatchResult]]:
+                                scorer: LabelScorer, chunk: int) -> AsyncIterator[tuple[slice, PredictResult]]:
         """Predictions ``chunk`` queries per engine batch, yielded with the slice of ``queries`` they answer.
         Planning runs in a worker thread, so a long job does not hold up the event loop that serves requests."""
         async for part, results in self.calibrated_in_chunks(queries, embeddings, scorer, chunk, {}):
@@ -301,7 +313,7 @@ class Predictor:
 
     async def calibrated_in_chunks(self, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray | None,
                                    scorer: LabelScorer, chunk: int, calibrators: Mapping[str, Calibrator],
-                                   ) -> AsyncIterator[tuple[slice, dict[str | None, BatchResult]]]:
+                                   ) -> AsyncIterator[tuple[slice, dict[str | None, PredictResult]]]:
         """As ``predict_in_chunks``, with every one of ``calibrators`` also applied to the same scored inputs:
         per chunk, this predictor's result (key None) and each calibrator's (its usage: its calibration prompts,
         scored after the inputs so that they find the demonstrations in the prefix cache). One stage per input:
@@ -314,7 +326,7 @@ class Predictor:
             part_embeddings = embeddings[part] if embeddings is not None else None
             plan = await asyncio.to_thread(self.plan, queries[part], part_embeddings)
             scores = await self.score(plan, scorer)
-            results: dict[str | None, BatchResult] = {None: self.calibrate(plan, scores)}
+            results: dict[str | None, PredictResult] = {None: self.calibrate(plan, scores)}
             for method, other in others.items():
                 other_plan = await asyncio.to_thread(other.plan_for, plan.prompts)
                 extra = [ids for _, ids in other_plan.calibration.prompts]

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from controller.allocator import smallest_sufficient
-from controller.calibration import DEFAULT_DOMAIN, Calibrator, ContextualCalibrator, DomainCalibrator, DomainWords
+from controller.calibration import Calibrator, ContextualCalibrator, DomainCalibrator
 from controller.calibration_fit import TaskCalibration, fit_task_calibration
-from controller.cascade import Cascade, fit_cascade, macro_f1, replay
+from controller.cascade import Cascade, fit_cascade, replay
+from controller.domain import DEFAULT_DOMAIN, DomainWords
 from controller.features import features_for
 from controller.meta import MetaController
+from controller.metrics import macro_f1
 from controller.planning import PromptBuilder
-from controller.predictor import Predictor
+from controller.predictor import Predictor, PredictResult
 from controller.retrieval import Selection, retriever_for
 from controller.scoring import LabelScorer
 
@@ -87,6 +89,44 @@ class TaskFit:
     cascade: Cascade | None = None  # None: fitted before fits had one
 
 
+class _PassRecord:
+    """What the held-back pass gathers, filled chunk by chunk and count by count."""
+
+    def __init__(self, n: int, n_k: int, labels: Sequence[str], methods: Collection[str]) -> None:
+        self.labels = list(labels)
+        self.correct = np.zeros((n, n_k), dtype=np.int64)
+        self.tokens = np.zeros((n, n_k), dtype=np.int64)
+        self.distributions = np.zeros((n, n_k, len(labels)))
+        self.prompted = {method: np.zeros((n, n_k, len(labels))) for method in methods}
+        self.cost = {"prompt_tokens": 0, "calibration_tokens": 0, "computed_tokens": 0}
+
+    def add(self, part: slice, j: int, results: Mapping[str | None, PredictResult], gold: Sequence[str]) -> None:
+        """One chunk's answers at the j-th count: uncalibrated (``None``) and per prompt method."""
+        uncalibrated = results[None]
+        predictions = uncalibrated.predictions
+        self.correct[part, j] = [p.label == g for p, g in zip(predictions, gold, strict=True)]
+        self.tokens[part, j] = [p.prompt_tokens for p in predictions]
+        self.distributions[part, j] = [[p.uncalibrated_probs[label] for label in self.labels] for p in predictions]
+        self.cost["prompt_tokens"] += uncalibrated.usage.prompt_tokens
+        self.cost["computed_tokens"] += uncalibrated.usage.total_tokens - uncalibrated.usage.cached_tokens
+        for method, result in results.items():
+            if method is None:
+                continue
+            self.prompted[method][part, j] = [[p.probs[label] for label in self.labels] for p in result.predictions]
+            self.cost["calibration_tokens"] += result.usage.calibration_tokens
+            self.cost["computed_tokens"] += result.usage.calibration_tokens
+
+
+def _prompt_calibrators(selection: Selection, words: DomainWords | None) -> dict[str, Calibrator]:
+    """The prompt methods a fit weighs: only where every input shares a set, which makes them cheap to serve."""
+    if not retriever_for(selection).shares_one_set:
+        return {}
+    calibrators: dict[str, Calibrator] = {"contextual": ContextualCalibrator()}
+    if words is not None and not words.empty:
+        calibrators["domain"] = DomainCalibrator(DEFAULT_DOMAIN, words)
+    return calibrators
+
+
 async def collect(
     builder: PromptBuilder,
     queries: Sequence[dict[str, str]],
@@ -109,42 +149,19 @@ async def collect(
     time, so they are candidates of the task's calibration: the same pass also estimates the set's bias from
     content-free inputs and, with ``words``, from random in-domain strings (the extra prompts count in
     ``engine_tokens``). Elsewhere no extra prompt is spent."""
-    retriever = retriever_for(selection)
-    n, n_k, n_labels = len(queries), len(candidate_k), len(labels)
-    calibrators: dict[str, Calibrator] = {}
-    if retriever.shares_one_set:
-        calibrators["contextual"] = ContextualCalibrator()
-        if words is not None and not words.empty:
-            calibrators["domain"] = DomainCalibrator(DEFAULT_DOMAIN, words)
-    correct = np.zeros((n, n_k), dtype=np.int64)
-    tokens = np.zeros((n, n_k), dtype=np.int64)
-    distributions = np.zeros((n, n_k, n_labels))
-    prompted = {method: np.zeros((n, n_k, n_labels)) for method in calibrators}
-    cost = {"prompt_tokens": 0, "calibration_tokens": 0, "computed_tokens": 0}
-    steps, done = n_k * ((n + chunk - 1) // chunk), 0
+    calibrators = _prompt_calibrators(selection, words)
+    record = _PassRecord(len(queries), len(candidate_k), labels, calibrators)
+    steps, done = len(candidate_k) * ((len(queries) + chunk - 1) // chunk), 0
     for j, k in enumerate(candidate_k):
         predictor = Predictor.uncalibrated(builder, labels, selection, k, seed)
         async for part, results in predictor.calibrated_in_chunks(queries, embeddings, scorer, chunk, calibrators):
-            predictions = results[None].predictions
-            correct[part, j] = [p.label == g for p, g in zip(predictions, gold[part], strict=True)]
-            tokens[part, j] = [p.prompt_tokens for p in predictions]
-            distributions[part, j] = [[p.uncalibrated_probs[label] for label in labels] for p in predictions]
-            for method, result in results.items():
-                if method is not None:
-                    prompted[method][part, j] = [[p.probs[label] for label in labels] for p in result.predictions]
-            inputs = results[None].usage
-            cost["prompt_tokens"] += inputs.prompt_tokens
-            cost["computed_tokens"] += inputs.total_tokens - inputs.cached_tokens
-            for method, result in results.items():
-                if method is not None:
-                    cost["calibration_tokens"] += result.usage.calibration_tokens
-                    cost["computed_tokens"] += result.usage.calibration_tokens
+            record.add(part, j, results, gold[part])
             done += 1
             progress(done / steps)
-    return TrainingData(features=features_for(builder, labels, queries, embeddings), correct=correct,
-                        prompt_tokens=tokens, distributions=distributions,
-                        gold=np.array([list(labels).index(g) for g in gold]), prompted=prompted,
-                        engine_tokens=cost)
+    return TrainingData(features=features_for(builder, labels, queries, embeddings), correct=record.correct,
+                        prompt_tokens=record.tokens, distributions=record.distributions,
+                        gold=np.array([list(labels).index(g) for g in gold]), prompted=record.prompted,
+                        engine_tokens=record.cost)
 
 
 def fit_calibration(data: TrainingData, selection: str, candidate_k: Sequence[int], n_labels: int,

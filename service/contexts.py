@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from controller.ann import NeighbourIndex
+from controller.counts import AutoPolicy, TaskDefaults
 from controller.meta import MetaController
 from controller.predictor import PredictOptions, Predictor
 from controller.scoring import LabelScorer
@@ -40,7 +41,7 @@ class TaskContext:
     template: PromptTemplate
     pool: PoolView
     fit: TaskFit | None  # the cascade, the meta-controller and the task's calibration, when fitted
-    default_k: int
+    defaults: TaskDefaults  # what serves "auto": the task's default count, and the fit's policy
     versions: TaskVersions
     scorer: LabelScorer
     # "fitted", "none", or why a stored fit is not applied: "other_model", "unreadable".
@@ -49,7 +50,7 @@ class TaskContext:
     @property
     def fit_id(self) -> str | None:
         """The served fit's id; None when no fit is served (none, or one not applied)."""
-        return fit_id_of(self.versions.controller_stamp) if self.fit is not None else None
+        return fit_id_of(self.versions.fit_stamp) if self.fit is not None else None
 
     @property
     def controller(self) -> MetaController | None:
@@ -57,12 +58,10 @@ class TaskContext:
 
     def predictor(self, options: PredictOptions) -> Predictor:
         calibration = self.fit.calibration if self.fit is not None else None
-        # The default draws its domain strings from the task's inputs alone, never from recent queries: what it
-        # answers may depend on the pool and the fit, not on traffic.
-        words = (lambda: self.pool.domain_words) if options.calibration == "auto" else self.pool.words
         cascade = getattr(self.fit, "cascade", None)  # fits pickled before cascades lack it
-        return Predictor.from_options(self.pool.builder, self.task.labels, options, self.default_k, self.controller,
-                                      words, self.pool.biases, calibration, cascade)
+        return Predictor.from_options(self.pool.builder, self.task.labels, options, self.defaults, self.controller,
+                                      lambda: self.pool.domain_words, self.pool.biases, calibration, cascade,
+                                      recent_words=self.pool.words)
 
 
 class ContextCache:
@@ -70,9 +69,12 @@ class ContextCache:
     requests that find a context out of date while another request rebuilds it wait for that one."""
 
     def __init__(self, store: Store, default_k: int, max_tasks: int = 64, recent_queries: int = 0,
-                 ann_min_pool: int | None = None, ann_candidates: int = 64) -> None:
+                 ann_min_pool: int | None = None, ann_candidates: int = 64,
+                 auto_policy: AutoPolicy = "cascade") -> None:
+        """``default_k`` and ``auto_policy``: the service's, for tasks created without a default count."""
         self._store = store
         self._default_k = default_k
+        self._auto_policy = auto_policy
         self._max_tasks = max_tasks
         self._recent_queries = recent_queries
         # Pools of at least this many labeled rows are searched through an approximate index (None: never).
@@ -127,13 +129,13 @@ class ContextCache:
         else:
             refreshed = self._refresh_pool(reuse.pool, task) if reuse is not None else None
             pool = refreshed if refreshed is not None else self._load_pool(task, template, scorer)
-        if reuse is not None and reuse.versions.controller_stamp == versions.controller_stamp:
-            fit, stamp, fit_state = reuse.fit, reuse.versions.controller_stamp, reuse.fit_state
+        if reuse is not None and reuse.versions.fit_stamp == versions.fit_stamp:
+            fit, stamp, fit_state = reuse.fit, reuse.versions.fit_stamp, reuse.fit_state
         else:
             fit, stamp, fit_state = self._load_fit(task, scorer)
         return TaskContext(
             task=task, template=template, pool=pool, fit=fit,
-            default_k=task.default_k if task.default_k is not None else self._default_k,
+            defaults=TaskDefaults.resolve(task.default_k, self._default_k, self._auto_policy),
             # What was loaded, which may be newer than ``versions``: the next request's check tells.
             versions=TaskVersions(task.id, task.created_at, pool.version, stamp), scorer=scorer, fit_state=fit_state)
 
@@ -159,7 +161,7 @@ class ContextCache:
         """The task's fit, its stamp and its state. One that cannot be read back (pickled by another
         scikit-learn, say) or was fitted with another model than the one serving is logged and left out, stamp
         kept, so that "auto" serves the unfitted defaults until a refit; its state says which."""
-        stored = self._store.load_controller(task.id)
+        stored = self._store.load_fit(task.id)
         if stored is None:
             return None, None, "none"
         try:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from controller.ann import NeighbourIndex
-from controller.calibration import BiasCache, DomainWords
+from controller.bias import BiasCache
+from controller.domain import DomainWords
 from controller.planning import PromptBuilder
 from controller.pool import LabeledPool
 from controller.scoring import LabelScorer
@@ -141,24 +142,7 @@ def updated_view(view: PoolView, changes: PoolChanges) -> PoolView | None:
     if np.any(positions >= len(view.row_ids)) or np.any(view.row_ids[np.minimum(positions, len(view.row_ids) - 1)]
                                                          != keys[known]):
         return None  # a row added out of key order (or some change this update does not know)
-
-    row_labels = list(view.row_labels)
-    joined: list[int] = []  # rows of ``changes`` that join the labeled pool
-    left: list[int] = []  # labeled-pool rows that leave it
-    relabeled: dict[int, str] = {}  # labeled-pool row -> its new label
-    for j, position in zip(known.tolist(), positions.tolist(), strict=True):
-        before, after = row_labels[position], rows.labels[j]
-        row_labels[position] = after
-        if before == after:
-            continue
-        if before is None:
-            joined.append(j)
-        else:
-            row = int(np.searchsorted(pool.keys, keys[j]))
-            if after is None:
-                left.append(row)
-            else:
-                relabeled[row] = after
+    row_labels, joined, left, relabeled = _label_changes(view, rows, keys, known.tolist(), positions.tolist())
     appended = np.flatnonzero(new).tolist()
     row_labels.extend(rows.labels[j] for j in appended)
     joined.extend(j for j in appended if rows.labels[j] is not None)  # keys ascending: inserted, then appended
@@ -182,6 +166,33 @@ def updated_view(view: PoolView, changes: PoolChanges) -> PoolView | None:
         domain_words=view.domain_words.extended(appended_inputs, len(view.inputs)) if appended else view.domain_words,
         inputs=[*view.inputs, *appended_inputs] if appended else view.inputs,
         recent=view.recent_copy(), row_ids=row_ids, row_labels=row_labels, embedding_buffer=buffer)
+
+
+def _label_changes(view: PoolView, rows: PoolRows, keys: np.ndarray, known: Sequence[int],
+                   positions: Sequence[int]) -> tuple[list[str | None], list[int], list[int], dict[int, str]]:
+    """How the changed rows the view knows (``known``, at ``positions`` among its rows) move the labeled pool:
+    every row's label after them, the changed rows that join the pool, the pool rows that leave it, and the
+    pool rows relabeled (to their new label)."""
+    pool = view.labeled
+    assert pool.keys is not None
+    row_labels = list(view.row_labels)
+    joined: list[int] = []
+    left: list[int] = []
+    relabeled: dict[int, str] = {}
+    for j, position in zip(known, positions, strict=True):
+        before, after = row_labels[position], rows.labels[j]
+        row_labels[position] = after
+        if before == after:
+            continue
+        if before is None:
+            joined.append(j)
+        else:
+            row = int(np.searchsorted(pool.keys, keys[j]))
+            if after is None:
+                left.append(row)
+            else:
+                relabeled[row] = after
+    return row_labels, joined, left, relabeled
 
 
 def _appended(pool: LabeledPool, rows: PoolRows, joined: Sequence[int], relabeled: dict[int, str],

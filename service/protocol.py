@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from controller.calibration import DEFAULT_DOMAIN, REFERENCE_DOMAIN, DomainSettings
+from controller.domain import DEFAULT_DOMAIN, REFERENCE_DOMAIN, DomainSettings
 from controller.predictor import PredictOptions
 
 TASK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"

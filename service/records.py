@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 
-import numpy as np
-
+from controller.fitting import TaskExamples
 from controller.planning import PromptBuilder
 from controller.pool import LabeledPool
 from controller.scoring import LabelScorer
@@ -24,18 +22,9 @@ def task_template(task: TaskRecord) -> PromptTemplate:
     return PromptTemplate.parse(task.template, task.instruction, task.separator)
 
 
-def labeled_rows(rows: PoolRows) -> list[int]:
-    return [i for i, label in enumerate(rows.labels) if label is not None]
-
-
-def pool_of(rows: PoolRows, indices: Sequence[int]) -> LabeledPool:
-    """The demonstration pool made of these (labeled) rows, in their order."""
-    indices = list(indices)
-    dim = rows.embeddings.shape[-1] if rows.embeddings.ndim == 2 else 0  # a task without examples has none
-    embeddings = rows.embeddings[indices] if indices else np.zeros((0, dim), dtype=np.float32)
-    return LabeledPool(ids=[rows.ids[i] for i in indices], inputs=[rows.inputs[i] for i in indices],
-                       labels=[rows.labels[i] for i in indices],  # type: ignore[misc]
-                       embeddings=embeddings)
+def task_examples(rows: PoolRows) -> TaskExamples:
+    """A task's stored examples as the library takes them."""
+    return TaskExamples(ids=rows.ids, inputs=rows.inputs, labels=rows.labels, embeddings=rows.embeddings)
 
 
 def prompt_builder(task: TaskRecord, template: PromptTemplate, pool: LabeledPool, scorer: LabelScorer) -> PromptBuilder:

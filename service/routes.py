@@ -144,7 +144,7 @@ async def delete_task(name: str, request: Request) -> Response:
 @v1.post("/tasks/{name}/examples", response_model=ExamplesAdded, responses=errors(400, 404, 409, 413, 415, 503))
 async def add_examples(name: str, body: ExamplesAdd, request: Request) -> ExamplesAdded:
     added = await to_thread.run_sync(serving(request).examples.add, name, body)
-    await serving(request).controller.fit_if_due(name)
+    await serving(request).fit.fit_if_due(name)
     return added
 
 
@@ -160,7 +160,7 @@ def list_examples(
           responses=errors(400, 404, 413, 415))
 async def patch_example(name: str, example_id: str, body: ExamplePatch, request: Request) -> ExampleObject:
     example = await to_thread.run_sync(serving(request).examples.patch, name, example_id, body)
-    await serving(request).controller.fit_if_due(name)
+    await serving(request).fit.fit_if_due(name)
     return example
 
 
@@ -182,17 +182,17 @@ async def annotation_plan(name: str, body: AnnotationPlanRequest, request: Reque
 @v1.post("/tasks/{name}/controller", status_code=202, response_model=JobCreated,
          responses=errors(400, 404, 409, 413, 415, 503))
 async def train_controller(name: str, request: Request, body: ControllerTrainRequest | None = None) -> JobCreated:
-    return await serving(request).controller.train(name, body or ControllerTrainRequest())
+    return await serving(request).fit.train(name, body or ControllerTrainRequest())
 
 
 @v1.get("/tasks/{name}/controller", response_model=ControllerObject, responses=errors(404))
 def get_controller(name: str, request: Request) -> ControllerObject:
-    return serving(request).controller.get(name)
+    return serving(request).fit.get(name)
 
 
 @v1.delete("/tasks/{name}/controller", status_code=204, responses=errors(404))
 def delete_controller(name: str, request: Request) -> Response:
-    serving(request).controller.delete(name)
+    serving(request).fit.delete(name)
     return Response(status_code=204)
 
 

@@ -15,7 +15,7 @@ from controller.annotation import ideal, model_confidence, random_selection, vot
 from service.errors import APIError
 from service.jobs import ProgressCallback
 from service.protocol import AnnotationPlan, AnnotationPlanRequest, JobCreated
-from service.records import labeled_rows, pool_of, prompt_builder, task_template
+from service.records import prompt_builder, task_examples, task_template
 from service.serving_tasks import TaskServing
 from service.state import AppState, Runtime
 from service.store import PoolRows, TaskRecord
@@ -75,8 +75,9 @@ class AnnotationServing:
         """The task's labeled examples are the first stage: the model, prompted with the nearest of them,
         classifies every unlabeled example; vote-k then picks across confidence buckets."""
         began = time.perf_counter()
-        labeled = labeled_rows(rows)
-        builder = prompt_builder(task, task_template(task), pool_of(rows, labeled), runtime.scorer)
+        examples = task_examples(rows)
+        labeled = examples.labeled
+        builder = prompt_builder(task, task_template(task), examples.pool(labeled), runtime.scorer)
         confidence = np.full(len(rows.ids), np.inf)
         confidence[unlabeled] = await model_confidence(
             builder, [rows.inputs[i] for i in unlabeled], rows.embeddings[unlabeled], task.labels,

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 from anyio import to_thread
 
 from controller.errors import BudgetTooSmallError, EmptyPromptError, InputTooLongError, UnplannableInputError
-from controller.predictor import BatchResult, PredictionPlan, PredictOptions, Predictor
+from controller.predictor import PredictionPlan, PredictOptions, Predictor, PredictResult
 from controller.templates import PromptTemplate
 from service.contexts import TaskContext
 from service.errors import APIError
@@ -46,7 +45,7 @@ def plan_predictions(context: TaskContext, options: PredictOptions, queries: lis
     return predictor, predictor.plan(queries, embeddings)
 
 
-def prediction_objects(context: TaskContext, predictor: Predictor, result: BatchResult,
+def prediction_objects(context: TaskContext, predictor: Predictor, result: PredictResult,
                        include_prompt: bool) -> list[PredictionObject]:
     """The answers; each carries the id of the task's fit where the fit took part in it: it chose the counts
     (``demos: "auto"`` served by its cascade or controller) or calibrated the input (its fitted method for the
@@ -90,9 +89,8 @@ class PredictServing:
         """Everything CPU-bound before the engine: runs in a worker thread."""
         context = self.state.contexts.get(name, runtime.scorer)
         queries = self._queries(request, context.template)
-        options = replace(request.to_options(), auto_policy=self.state.settings.auto_count_policy)
         try:
-            predictor, plan = plan_predictions(context, options, queries, runtime.embedder)
+            predictor, plan = plan_predictions(context, request.to_options(), queries, runtime.embedder)
         except (UnplannableInputError, BudgetTooSmallError) as exc:
             raise planning_error(exc) from exc
         context.pool.remember(queries)  # bounded; nothing unless ICL_DOMAIN_RECENT_QUERIES is set
@@ -109,7 +107,7 @@ class PredictServing:
                 for index, value in enumerate(request.inputs)]
 
     @staticmethod
-    def _response(context: TaskContext, request: PredictRequest, predictor: Predictor, result: BatchResult,
+    def _response(context: TaskContext, request: PredictRequest, predictor: Predictor, result: PredictResult,
                   model: str) -> PredictResponse:
         return PredictResponse(
             model=model,
@@ -124,7 +122,7 @@ class PredictServing:
             ),
         )
 
-    def _record_metrics(self, result: BatchResult) -> None:
+    def _record_metrics(self, result: PredictResult) -> None:
         metrics = self.state.metrics
         metrics.prompt_tokens.inc(result.usage.prompt_tokens)
         metrics.calibration_tokens.inc(result.usage.calibration_tokens)

@@ -7,6 +7,7 @@ from typing import Any
 
 from anyio import to_thread
 
+from controller.counts import TaskDefaults
 from controller.templates import PromptTemplate, TemplateError
 from service.errors import APIError, task_not_found
 from service.protocol import ControllerObject, FitState, TaskCreate, TaskObject
@@ -40,12 +41,13 @@ def controller_object(summary: dict[str, Any], stamp: datetime) -> ControllerObj
 
 def task_object(task: TaskRecord, default_k: int, stored: tuple[dict[str, Any], datetime] | None = None,
                 running: JobRecord | None = None, serving_model: str | None = None) -> TaskObject:
-    """``stored``: the task's fit's summary and stamp, if it has one."""
+    """``default_k``: the service's, for a task created without one. ``stored``: the task's fit's summary and
+    stamp, if it has one."""
     controller, stamp = stored or (None, None)
     return TaskObject(
         name=task.name, labels=task.labels, verbalizers=task.verbalizers, template=task.template,
         instruction=task.instruction, separator=task.separator,
-        default_k=task.default_k if task.default_k is not None else default_k,
+        default_k=TaskDefaults.resolve(task.default_k, default_k).default_k,
         n_examples=task.n_examples, n_labeled=task.n_labeled,
         controller=controller_object(*stored) if stored is not None else None,
         fit=fit_state(controller, running, serving_model, stamp), created_at=task.created_at,
@@ -103,7 +105,7 @@ class TaskServing:
     def describe(self, task: TaskRecord) -> TaskObject:
         store = self.state.store
         runtime = self.state.runtime
-        return task_object(task, self.state.settings.default_k, store.controller_summary_and_stamp(task.id),
+        return task_object(task, self.state.settings.default_k, store.fit_summary_and_stamp(task.id),
                            store.unfinished_job(FIT_JOB, task.name),
                            runtime.scorer.model_name if runtime is not None else None)
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from service.serving_annotation import AnnotationServing
 from service.serving_batches import BatchServing
-from service.serving_controller import ControllerServing
 from service.serving_examples import ExampleServing
+from service.serving_fit import FitServing
 from service.serving_jobs import JobServing
 from service.serving_ops import OpsServing
 from service.serving_predict import PredictServing
@@ -21,7 +21,7 @@ class Servings:
     examples: ExampleServing
     predict: PredictServing
     annotation: AnnotationServing
-    controller: ControllerServing
+    fit: FitServing
     jobs: JobServing
     batches: BatchServing
     ops: OpsServing
@@ -31,5 +31,5 @@ class Servings:
         tasks = TaskServing(state)
         jobs = JobServing(state)
         return cls(tasks=tasks, examples=ExampleServing(state, tasks), predict=PredictServing(state),
-                   annotation=AnnotationServing(state, tasks), controller=ControllerServing(state, tasks),
+                   annotation=AnnotationServing(state, tasks), fit=FitServing(state, tasks),
                    jobs=jobs, batches=BatchServing(state, tasks, jobs), ops=OpsServing(state))

@@ -92,8 +92,9 @@ class ExampleRow(Base):
     changed_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
 
-class ControllerRow(Base):
-    """A task's fitted meta-controller: the pickled estimator and its summary (validation figures, metadata)."""
+class FitRow(Base):
+    """A task's fit: the pickled ``TaskFit`` (cascade, meta-controller, calibration) and its summary (validation
+    figures, metadata). The table keeps the name it had when a fit was the meta-controller alone."""
 
     __tablename__ = "controllers"
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
@@ -145,7 +146,8 @@ class BatchItemRow(Base):
 
 # Jobs of these kinds run once per task at a time, across every replica sharing the database: checking for a
 # running one is a read that two replicas can pass together, so a partial unique index refuses the second.
-FIT_JOB = "controller"  # the kind of the fit job (meta-controller and calibration)
+FIT_JOB = "controller"  # the fit job's kind, as stored and as the API answers it (named when a fit was the
+# meta-controller alone)
 BATCH_JOB = "batch"  # resumable: a stale one is taken over and resumed, not failed
 EXCLUSIVE_JOB_KINDS = (FIT_JOB,)
 UNFINISHED = ("queued", "running")
@@ -225,16 +227,16 @@ class PoolChanges:
 @dataclass(frozen=True)
 class TaskVersions:
     """What says whether a cached view of a task is still current: the task itself (a re-created task may get
-    a deleted one's id), its pool version and its fitted controller's stamp (None: no controller)."""
+    a deleted one's id), its pool version and its fit's stamp (None: no fit)."""
 
     task_id: int
     created_at: datetime
     pool_version: int
-    controller_stamp: datetime | None
+    fit_stamp: datetime | None
 
 
 @dataclass(frozen=True)
-class StoredController:
+class StoredFit:
     blob: bytes
     summary: dict[str, Any]
     stamp: datetime  # when it was saved: a new fit has a new stamp
@@ -385,7 +387,7 @@ class Store:
             if row is None:
                 return None
             session.execute(delete(ExampleRow).where(ExampleRow.task_id == row.id))
-            session.execute(delete(ControllerRow).where(ControllerRow.task_id == row.id))
+            session.execute(delete(FitRow).where(FitRow.task_id == row.id))
             # Its unfinished batch jobs stop at their next chunk; what they classified stays readable. Its fit
             # and annotation jobs stop too: a task created again under its name must not wait behind them.
             unfinished = or_(JobRow.id.in_(select(BatchRow.job_id).where(BatchRow.task_id == row.id)),
@@ -506,21 +508,21 @@ class Store:
                         labels=[r[3] for r in rows], embeddings=embeddings, row_ids=[int(r[0]) for r in rows])
 
     def task_versions(self, name: str) -> TaskVersions | None:
-        """One cheap read per request: whether the task exists and which pool and controller it has now."""
+        """One cheap read per request: whether the task exists and which pool and fit it has now."""
         with self._sessions() as session:
             row = session.execute(
-                select(TaskRow.id, TaskRow.created_at, TaskRow.pool_version, ControllerRow.created_at)
-                .outerjoin(ControllerRow, ControllerRow.task_id == TaskRow.id).where(TaskRow.name == name)
+                select(TaskRow.id, TaskRow.created_at, TaskRow.pool_version, FitRow.created_at)
+                .outerjoin(FitRow, FitRow.task_id == TaskRow.id).where(TaskRow.name == name)
             ).first()
         if row is None:
             return None
-        return TaskVersions(task_id=row[0], created_at=row[1], pool_version=int(row[2]), controller_stamp=row[3])
+        return TaskVersions(task_id=row[0], created_at=row[1], pool_version=int(row[2]), fit_stamp=row[3])
 
-    # --- meta-controllers ------------------------------------------------------------------------------
+    # --- fits (cascade, meta-controller, calibration) -----------------------------------------------------
 
-    def save_controller(self, task_id: int, blob: bytes, summary: dict[str, Any], stamp: datetime | None = None,
-                        task_created_at: datetime | None = None) -> bool:
-        """Replace the task's controller in one transaction (the previous one stays until this commits);
+    def save_fit(self, task_id: int, blob: bytes, summary: dict[str, Any], stamp: datetime | None = None,
+                 task_created_at: datetime | None = None) -> bool:
+        """Replace the task's fit in one transaction (the previous one stays until this commits);
         ``stamp``: when it was saved (default now), which identifies the fit. With ``task_created_at``, only
         while the task is the one created then (SQLite gives a task created again a deleted one's id): whether
         it was saved."""
@@ -529,25 +531,25 @@ class Store:
                 created = session.scalar(select(TaskRow.created_at).where(TaskRow.id == task_id).with_for_update())
                 if created is None or as_utc(created) != as_utc(task_created_at):
                     return False
-            session.execute(delete(ControllerRow).where(ControllerRow.task_id == task_id))
-            session.add(ControllerRow(task_id=task_id, blob=blob, summary=summary, created_at=stamp or _now()))
+            session.execute(delete(FitRow).where(FitRow.task_id == task_id))
+            session.add(FitRow(task_id=task_id, blob=blob, summary=summary, created_at=stamp or _now()))
             return True
 
-    def controller_summary_and_stamp(self, task_id: int) -> tuple[dict[str, Any], datetime] | None:
+    def fit_summary_and_stamp(self, task_id: int) -> tuple[dict[str, Any], datetime] | None:
         """The fit's summary and its stamp (when it was saved), without its pickled blob."""
         with self._sessions() as session:
-            row = session.execute(select(ControllerRow.summary, ControllerRow.created_at)
-                                  .where(ControllerRow.task_id == task_id)).first()
+            row = session.execute(select(FitRow.summary, FitRow.created_at)
+                                  .where(FitRow.task_id == task_id)).first()
             return (row[0], row[1]) if row else None
 
-    def load_controller(self, task_id: int) -> StoredController | None:
+    def load_fit(self, task_id: int) -> StoredFit | None:
         with self._sessions() as session:
-            row = session.get(ControllerRow, task_id)
-            return StoredController(row.blob, row.summary, row.created_at) if row else None
+            row = session.get(FitRow, task_id)
+            return StoredFit(row.blob, row.summary, row.created_at) if row else None
 
-    def delete_controller(self, task_id: int) -> bool:
+    def delete_fit(self, task_id: int) -> bool:
         with self._transaction() as session:
-            return session.execute(delete(ControllerRow).where(ControllerRow.task_id == task_id)).rowcount > 0
+            return session.execute(delete(FitRow).where(FitRow.task_id == task_id)).rowcount > 0
 
     # --- jobs --------------------------------------------------------------------------------------------
 

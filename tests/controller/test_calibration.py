@@ -1,32 +1,31 @@
-"""Label-bias calibration: the bias math, domain words, and each calibrator's prompts, cache and biases
-(domain calibration's cheap settings: strings per set, pooling, calibrated sets)."""
+"""Label-bias calibration: each calibrator's prompts, cache and biases (domain calibration's cheap settings:
+strings per set, pooling, calibrated sets)."""
 
 import numpy as np
 import pytest
 
+from controller.bias import BiasCache
 from controller.calibration import (
-    DEFAULT_DOMAIN,
-    REFERENCE_DOMAIN,
-    UNFITTED_DOMAIN,
     BatchCalibrator,
-    BiasCache,
     CalibrationPrompts,
     CalibrationSources,
     Calibrator,
     ContextualCalibrator,
     DomainCalibrator,
-    DomainSettings,
-    DomainWords,
     NoCalibration,
-    apply_bias,
     calibrator_for,
-    content_free_queries,
     demo_ids_of,
-    estimate_bias,
-    pool_biases,
 )
 from controller.calibration_fit import CountCalibration, TaskCalibration
 from controller.counts import FixedCount
+from controller.domain import (
+    DEFAULT_DOMAIN,
+    REFERENCE_DOMAIN,
+    UNFITTED_DOMAIN,
+    DomainSettings,
+    DomainWords,
+    content_free_queries,
+)
 from controller.planning import build_prompts
 from controller.predictor import Predictor
 from controller.retrieval import DiverseRetriever, KnnRetriever, RandomRetriever
@@ -37,68 +36,6 @@ TEXTS = [f"{w} film number {i}" for i, w in enumerate(["great", "awful", "fun", 
 POOL_LABELS = [LABELS[i % 2] for i in range(len(TEXTS))]
 WORDS = DomainWords.from_inputs([{"text": t} for t in TEXTS], ["text"])
 PER_INPUT = DiverseRetriever()  # sets that are neither shared nor kNN
-
-
-def test_apply_bias_removes_a_constant_bias():
-    bias = np.array([0.8, 0.2])
-    # A model that says "label 0" four times too often: calibrating restores the balanced prior.
-    assert np.allclose(apply_bias(bias, estimate_bias(np.stack([bias, bias]))), [0.5, 0.5])
-    probs = apply_bias(np.array([[0.8, 0.2], [0.6, 0.4]]), bias)
-    assert np.allclose(probs.sum(axis=1), 1.0)
-    assert probs[1].argmax() == 1  # 0.6/0.8 < 0.4/0.2
-
-
-def test_content_free_queries_fill_every_field():
-    assert content_free_queries(["premise", "hypothesis"])[0] == {"premise": "N/A", "hypothesis": "N/A"}
-    assert len(content_free_queries(["text"])) == 3
-
-
-def test_domain_words_follow_average_length_and_seed():
-    inputs = [{"text": "a b c d"}, {"text": "e f"}]
-    words = DomainWords.from_inputs(inputs, ["text"])
-    assert words.mean_lengths == {"text": 3}
-    samples = words.sample(20, seed=3)
-    assert len(samples) == 20
-    assert all(len(s["text"].split()) == 3 for s in samples)
-    assert all(set(s["text"].split()) <= set("abcdef") for s in samples)
-    assert samples == words.sample(20, seed=3)
-    assert samples != words.sample(20, seed=4)
-
-
-def test_domain_words_per_field_for_pairs():
-    inputs = [{"premise": "one two three four", "hypothesis": "x"}]
-    words = DomainWords.from_inputs(inputs, ["premise", "hypothesis"])
-    sample = words.sample(1, seed=0)[0]
-    assert len(sample["premise"].split()) == 4 and sample["hypothesis"] == "x"
-
-
-def test_pool_biases_shrinks_toward_the_log_mean_and_fills_missing_sets():
-    own = {"a": np.array([0.8, 0.2]), "b": np.array([0.2, 0.8])}
-    assert np.allclose(pool_biases(own, ["a", "b"], 0.0)["a"], [0.8, 0.2])
-    full = pool_biases(own, ["a", "b", "c"], 1.0)
-    for key in "abc":  # the geometric mean of 0.8/0.2 and 0.2/0.8 is uniform
-        assert np.allclose(full[key], [0.5, 0.5])
-    half = pool_biases(own, ["a"], 0.5)["a"]  # sqrt(0.8)/sqrt(0.2) = 2: 2/3 against 1/3
-    assert np.allclose(half, [2 / 3, 1 / 3])
-    assert pool_biases({}, ["a"], 0.5) == {}
-
-
-def test_settings_reject_nonsense():
-    with pytest.raises(ValueError):
-        DomainSettings(samples=0)
-    with pytest.raises(ValueError):
-        DomainSettings(pooling=1.5)
-    with pytest.raises(ValueError):
-        DomainSettings(max_sets=0)
-
-
-def test_bias_cache_drops_the_least_recently_used():
-    cache = BiasCache(max_entries=2)
-    cache.put("a", np.ones(2))
-    cache.put("b", np.ones(2))
-    assert cache.get("a") is not None
-    cache.put("c", np.ones(2))
-    assert cache.get("b") is None and cache.get("a") is not None and len(cache) == 2
 
 
 def test_each_method_is_one_registered_class():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from controller.calibration import NoCalibration
-from controller.cascade import NEVER, Cascade, escalation_order, fit_cascade, macro_f1, margins, replay
+from controller.cascade import NEVER, Cascade, escalation_order, fit_cascade, margins, replay
 from controller.counts import FixedCount
 from controller.predictor import PredictOptions, Predictor
 from controller.retrieval import KnnRetriever
@@ -32,15 +32,6 @@ def test_a_cascade_needs_increasing_counts_and_a_threshold_per_stage_but_the_las
 def test_the_least_confident_go_on_first():
     probs = np.array([[0.6, 0.4], [0.95, 0.05], [0.51, 0.49], [0.7, 0.3]])
     assert escalation_order(probs, np.array([True, False, True, True])) == [2, 0, 3]
-
-
-def test_macro_f1_agrees_with_scikit_learn():
-    from sklearn.metrics import f1_score
-
-    rng = np.random.default_rng(3)
-    gold, predicted = rng.integers(0, 4, 50), rng.integers(0, 3, 50)  # label 3 never predicted
-    assert macro_f1(gold, predicted, 4) == pytest.approx(
-        f1_score(gold, predicted, average="macro", labels=[0, 1, 2, 3], zero_division=0))
 
 
 def _held_back(n=200, seed=0):

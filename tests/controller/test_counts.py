@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from controller.cascade import Cascade
-from controller.counts import ChosenCounts, ControllerCount, FixedCount, QueryBatch, count_policy
+from controller.counts import ChosenCounts, ControllerCount, FixedCount, QueryBatch, TaskDefaults, count_policy
 from controller.errors import BudgetTooSmallError
 from controller.features import features_for
 from controller.meta import MetaController
@@ -63,19 +63,25 @@ def test_auto_uses_a_fit_only_when_there_is_one_and_a_pool():
     builder, _, embedder = fake_builder(TEXTS, POOL_LABELS)
     controller = _controller(builder, embedder)
     cascade = Cascade((0, 4), (0.3,))
-    for policy in ("cascade", "controller"):
-        assert count_policy("auto", 4, None, None, policy, LABELS, 16) == ChosenCounts(FixedCount(4), None,
-                                                                                       "default")
-        assert count_policy(2, 4, controller, cascade, policy, LABELS, 16) == ChosenCounts(FixedCount(2), None,
-                                                                                           "fixed")
-        assert count_policy("auto", 4, controller, cascade, policy, LABELS, 0).name == "default"
-    chosen = count_policy("auto", 4, controller, cascade, "controller", LABELS, 16)
+    by_cascade, by_controller = TaskDefaults(4, "cascade"), TaskDefaults(4, "controller")
+    for defaults in (by_cascade, by_controller):
+        assert count_policy("auto", defaults, None, None, LABELS, 16) == ChosenCounts(FixedCount(4), None, "default")
+        assert count_policy(2, defaults, controller, cascade, LABELS, 16) == ChosenCounts(FixedCount(2), None,
+                                                                                          "fixed")
+        assert count_policy("auto", defaults, controller, cascade, LABELS, 0).name == "default"
+    chosen = count_policy("auto", by_controller, controller, cascade, LABELS, 16)
     assert isinstance(chosen.counts, ControllerCount) and chosen.cascade is None and chosen.name == "controller"
     # The cascade starts at its first stage; one fitted without the other serves whichever there is.
-    assert count_policy("auto", 4, controller, cascade, "cascade", LABELS, 16) == ChosenCounts(FixedCount(0), cascade,
-                                                                                               "cascade")
-    assert count_policy("auto", 4, None, cascade, "controller", LABELS, 16).name == "cascade"
-    assert count_policy("auto", 4, controller, None, "cascade", LABELS, 16).name == "controller"
+    assert count_policy("auto", by_cascade, controller, cascade, LABELS, 16) == ChosenCounts(FixedCount(0), cascade,
+                                                                                             "cascade")
+    assert count_policy("auto", by_controller, None, cascade, LABELS, 16).name == "cascade"
+    assert count_policy("auto", by_cascade, controller, None, LABELS, 16).name == "controller"
     # A one-stage cascade (no count sends anyone on) is that fixed count.
-    assert count_policy("auto", 4, controller, Cascade((2,), ()), "cascade", LABELS, 16) == ChosenCounts(
+    assert count_policy("auto", by_cascade, controller, Cascade((2,), ()), LABELS, 16) == ChosenCounts(
         FixedCount(2), None, "cascade")
+
+
+def test_a_task_s_own_default_count_wins_over_the_service_s():
+    assert TaskDefaults.resolve(None, 4) == TaskDefaults(4, "cascade")
+    assert TaskDefaults.resolve(0, 4, "controller") == TaskDefaults(0, "controller")
+    assert TaskDefaults.resolve(2, 4).default_k == 2

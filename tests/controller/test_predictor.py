@@ -4,16 +4,11 @@ calibrate; chunked predictions for jobs."""
 import numpy as np
 import pytest
 
-from controller.calibration import (
-    DEFAULT_DOMAIN,
-    BiasCache,
-    ContextualCalibrator,
-    DomainCalibrator,
-    DomainWords,
-    NoCalibration,
-)
+from controller.bias import BiasCache
+from controller.calibration import ContextualCalibrator, DomainCalibrator, NoCalibration
 from controller.cascade import Cascade
-from controller.counts import ControllerCount, FixedCount
+from controller.counts import ControllerCount, FixedCount, TaskDefaults
+from controller.domain import DEFAULT_DOMAIN, DomainWords
 from controller.meta import MetaController
 from controller.predictor import PredictOptions, Predictor
 from controller.retrieval import KnnRetriever, RandomRetriever
@@ -32,7 +27,7 @@ def _queries(*texts):
 def test_options_choose_the_parts():
     builder, _, _ = fake_builder(TEXTS, POOL_LABELS)
     options = PredictOptions(demos="auto", selection="random", calibration="domain", seed=7, max_prompt_tokens=90)
-    predictor = Predictor.from_options(builder, LABELS, options, default_k=3, words=lambda: WORDS)
+    predictor = Predictor.from_options(builder, LABELS, options, TaskDefaults(3), words=lambda: WORDS)
     assert isinstance(predictor.retriever, RandomRetriever) and predictor.counts == FixedCount(3)
     assert isinstance(predictor.calibrator, DomainCalibrator) and predictor.calibrator.settings == DEFAULT_DOMAIN
     assert (predictor.seed, predictor.max_prompt_tokens) == (7, 90)
@@ -40,6 +35,35 @@ def test_options_choose_the_parts():
         np.random.default_rng(0).normal(size=(20, 70)), np.tile([[0, 1], [1, 1]], (10, 1)))
     auto = Predictor.from_options(builder, LABELS, PredictOptions(calibration="none"), 3, controller)
     assert isinstance(auto.counts, ControllerCount) and isinstance(auto.calibrator, NoCalibration)
+
+
+def test_auto_calibration_draws_words_from_the_task_s_inputs_alone():
+    builder, _, _ = fake_builder(TEXTS, POOL_LABELS)
+    recent = DomainWords.from_inputs([{"text": "recent query words"}], ["text"])
+
+    def calibrator(method, recent_words=lambda: recent):
+        options = PredictOptions(calibration=method, selection="random")
+        return Predictor.from_options(builder, LABELS, options, 3, words=lambda: WORDS,
+                                      recent_words=recent_words).calibrator
+
+    assert calibrator("auto").unfitted.words is WORDS
+    assert calibrator("domain").words is recent
+    assert calibrator("domain", recent_words=None).words is WORDS
+
+
+def test_defaults_serve_auto_and_a_count_alone_stands_for_them():
+    builder, _, _ = fake_builder(TEXTS, POOL_LABELS)
+    controller = MetaController(candidate_k=(0, 1), embedding_dims=None).fit(
+        np.random.default_rng(0).normal(size=(20, 70)), np.tile([[0, 1], [1, 1]], (10, 1)))
+    cascade = Cascade((0, 2), (0.5,))
+
+    def policy(defaults):
+        return Predictor.from_options(builder, LABELS, PredictOptions(), defaults, controller,
+                                      cascade=cascade).demos_policy
+
+    assert policy(4) == policy(TaskDefaults(4)) == "cascade"
+    assert policy(TaskDefaults(4, "controller")) == "controller"
+    assert Predictor.from_options(builder, LABELS, PredictOptions(), TaskDefaults(2)).counts == FixedCount(2)
 
 
 def test_embeddings_are_needed_only_where_something_reads_them():

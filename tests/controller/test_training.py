@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from controller.calibration import DEFAULT_DOMAIN, ContextualCalibrator, DomainCalibrator, DomainWords
+from controller.calibration import ContextualCalibrator, DomainCalibrator
+from controller.domain import DEFAULT_DOMAIN, DomainWords
 from controller.planning import PromptBuilder
 from controller.pool import LabeledPool
 from controller.predictor import Predictor

@@ -40,9 +40,9 @@ class CountingStore(Store):
         self.changed_rows_read += len(changes.rows.ids) if changes is not None else 0
         return changes
 
-    def load_controller(self, task_id):
+    def load_fit(self, task_id):
         self.loads["controller"] += 1
-        return super().load_controller(task_id)
+        return super().load_fit(task_id)
 
     def get_task(self, name):
         self.loads["task"] += 1
@@ -72,7 +72,7 @@ def test_a_current_context_costs_one_read(store):
     task, scorer = _task(store), FakeScorer()
     contexts = ContextCache(store, default_k=4)
     first = contexts.get("t", scorer)
-    assert len(first.pool.labeled) == 2 and first.controller is None and first.default_k == 4
+    assert len(first.pool.labeled) == 2 and first.controller is None and first.defaults.default_k == 4
     for _ in range(5):
         assert contexts.get("t", scorer) is first
     assert store.loads == {"pool": 1, "controller": 1, "task": 1}
@@ -84,7 +84,7 @@ def test_a_current_context_costs_one_read(store):
 
 def test_new_examples_update_the_pool_in_place_with_a_fresh_bias_cache_and_keep_the_controller(store):
     task, scorer = _task(store), FakeScorer()
-    store.save_controller(task.id, _controller(), {})
+    store.save_fit(task.id, _controller(), {})
     contexts = ContextCache(store, default_k=4)
     first = contexts.get("t", scorer)
     assert isinstance(first.controller, MetaController)
@@ -101,10 +101,10 @@ def test_a_new_fit_reloads_the_controller_and_keeps_the_pool(store):
     task, scorer = _task(store), FakeScorer()
     contexts = ContextCache(store, default_k=4)
     first = contexts.get("t", scorer)
-    store.save_controller(task.id, _controller(), {})
+    store.save_fit(task.id, _controller(), {})
     second = contexts.get("t", scorer)
     assert isinstance(second.controller, MetaController) and second.pool is first.pool
-    store.delete_controller(task.id)
+    store.delete_fit(task.id)
     assert contexts.get("t", scorer).controller is None
     assert store.loads["pool"] == 1 and store.loads["controller"] == 3
 
@@ -119,7 +119,7 @@ def test_a_recreated_task_gets_a_context_of_its_own(store):
         contexts.get("t", scorer)
     store.create_task("t", ["x", "y"], {"x": "x", "y": "y"}, "X: {text}\nY: {label}", None, "\n\n", 2)
     new = contexts.get("t", scorer)
-    assert new.task.labels == ["x", "y"] and new.default_k == 2 and len(new.pool.labeled) == 0
+    assert new.task.labels == ["x", "y"] and new.defaults.default_k == 2 and len(new.pool.labeled) == 0
     assert new.pool is not old.pool
 
 
@@ -163,23 +163,31 @@ def test_the_least_recently_used_task_is_dropped(store):
 
 def test_a_controller_that_cannot_be_read_leaves_the_default_count(store, caplog):
     task, scorer = _task(store), FakeScorer()
-    store.save_controller(task.id, b"not a pickle", {})
+    store.save_fit(task.id, b"not a pickle", {})
     contexts = ContextCache(store, default_k=4)
     context = contexts.get("t", scorer)
     assert context.controller is None and "cannot be loaded" in caplog.text
     assert contexts.get("t", scorer) is context  # not retried on every request; a refit is read again
-    store.save_controller(task.id, _controller(), {})
+    store.save_fit(task.id, _controller(), {})
     assert isinstance(contexts.get("t", scorer).controller, MetaController)
 
 
 def test_a_fit_of_another_model_is_not_served(store, caplog):
     task, scorer = _task(store), FakeScorer()
     controller = pickle.loads(_controller())
-    store.save_controller(task.id, pickle.dumps(TaskFit(controller, None, model="another-model")), {})
+    store.save_fit(task.id, pickle.dumps(TaskFit(controller, None, model="another-model")), {})
     contexts = ContextCache(store, default_k=4)
     assert contexts.get("t", scorer).fit is None and "another-model" in caplog.text
-    store.save_controller(task.id, pickle.dumps(TaskFit(controller, None, model=scorer.model_name)), {})
+    store.save_fit(task.id, pickle.dumps(TaskFit(controller, None, model=scorer.model_name)), {})
     assert contexts.get("t", scorer).controller is not None
+
+
+def test_the_context_resolves_the_task_s_defaults_once(store):
+    from controller.counts import TaskDefaults
+
+    _task(store)
+    context = ContextCache(store, default_k=3, auto_policy="controller").get("t", FakeScorer())
+    assert context.defaults == TaskDefaults(3, "controller")
 
 
 def test_the_default_never_draws_domain_words_from_recent_queries(store):

@@ -1,6 +1,6 @@
 """Request models convert themselves into the library's options."""
 
-from controller.calibration import DEFAULT_DOMAIN, REFERENCE_DOMAIN, DomainSettings
+from controller.domain import DEFAULT_DOMAIN, REFERENCE_DOMAIN, DomainSettings
 from controller.predictor import PredictOptions
 from service.protocol import PredictRequest
 

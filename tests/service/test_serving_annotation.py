@@ -1,5 +1,5 @@
 from tests.service.support import TASK, assert_error, make_client
-from tests.service.test_serving_controller import _wait
+from tests.service.test_serving_fit import _wait
 
 
 def test_annotation_plan(tmp_path):

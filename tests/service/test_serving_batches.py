@@ -8,7 +8,6 @@ import threading
 import time
 from datetime import timedelta
 
-import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -97,14 +96,6 @@ def test_json_lines_end_at_newlines_only(client, task):
     assert [r["id"] for r in all_results(client, job["job_id"])] == ["a", "b"]
 
 
-def test_more_than_100000_inputs_are_413(client, task):
-    response = client.post(f"/v1/tasks/{task}/batches", json={"inputs": ["a"] * 100_001})
-    assert_error(response, 413, "too_many_inputs", "inputs")
-    lines = b"\n".join([b'{"input": "a"}'] * 100_001)
-    response = client.post(f"/v1/tasks/{task}/batches", content=lines, headers={"content-type": "application/x-ndjson"})
-    assert_error(response, 413, "too_many_inputs", "inputs")
-
-
 def test_input_over_the_window_fails_alone(tmp_path):
     with make_client(tmp_path, max_input_chars=20_000) as client:
         client.post("/v1/tasks", json=TASK)
@@ -116,39 +107,6 @@ def test_input_over_the_window_fails_alone(tmp_path):
         assert [r["status"] for r in results] == ["succeeded", "failed", "succeeded"]
         assert results[1]["error"]["code"] == "context_length_exceeded"
         assert "inputs[1]" in results[1]["error"]["message"]
-
-
-@pytest.mark.parametrize("body, headers, status, code", [
-    ({"inputs": []}, None, 400, "invalid_value"),
-    ({"inputs": ["a"], "demos": -1}, None, 400, "invalid_value"),
-    ({"inputs": ["a", "b"], "ids": ["x"]}, None, 400, "invalid_value"),
-    ({"inputs": ["a"], "calibration": "nope"}, None, 400, "invalid_value"),
-    ({"inputs": ["a"], "demos": 65}, None, 400, "invalid_value"),
-    (b"{broken", None, 400, "invalid_json"),
-    (b"a,b", {"content-type": "text/csv"}, 415, "unsupported_media_type"),
-    (b"", {"content-type": "application/x-ndjson"}, 400, "invalid_value"),
-])
-def test_bad_batch_requests_are_4xx_and_store_nothing(client, task, body, headers, status, code):
-    if isinstance(body, dict):
-        response = client.post(f"/v1/tasks/{task}/batches", json=body)
-    else:
-        response = client.post(f"/v1/tasks/{task}/batches", content=body,
-                               headers=headers or {"content-type": "application/json"})
-    assert_error(response, status, code)
-    assert client.app.state.icl.store.list_tasks()[0].n_examples == len(EXAMPLES)
-    with client.app.state.icl.store._sessions() as session:
-        from sqlalchemy import func, select
-
-        from service.store import BatchItemRow, JobRow
-        assert session.scalar(select(func.count()).select_from(JobRow).where(JobRow.kind == "batch")) == 0
-        assert session.scalar(select(func.count()).select_from(BatchItemRow)) == 0
-
-
-def test_options_in_query_and_body_conflict(client, task):
-    response = client.post(f"/v1/tasks/{task}/batches?demos=2", json={"inputs": ["a"], "demos": 1})
-    assert_error(response, 400, "conflicting_options", "demos")
-    assert_error(client.post(f"/v1/tasks/{task}/batches?bogus=1", json={"inputs": ["a"]}), 400, "invalid_value")
-    assert_error(client.post("/v1/tasks/nope/batches", json={"inputs": ["a"]}), 404, "task_not_found")
 
 
 def test_batch_body_limit_is_its_own(tmp_path):
@@ -283,23 +241,3 @@ def test_deleting_the_task_ends_its_batch_job(tmp_path):
         assert client.delete("/v1/tasks/sent").status_code == 204
         job = wait_for(client, job_id)
         assert job["status"] == "failed" and job["error"]["type"] == "task_deleted"
-
-
-def test_the_token_window_bounds_what_batches_have_in_the_engine():
-    import asyncio
-
-    from service.serving_batches import TokenWindow
-
-    window, peak = TokenWindow(100), []
-
-    async def prompt(tokens: int) -> None:
-        async with window.hold(tokens):
-            peak.append(window.used)
-            await asyncio.sleep(0.01)
-
-    async def main() -> None:
-        await asyncio.gather(*(prompt(40) for _ in range(10)), prompt(250))
-
-    asyncio.run(main())
-    assert len(peak) == 11 and 250 in peak  # the prompt larger than the window went in alone
-    assert all(used <= 100 for used in peak if used != 250) and 80 in peak and window.used == 0

@@ -220,8 +220,23 @@ def test_domain_strings_can_draw_on_recent_queries(tmp_path):
 
 def test_a_controller_that_cannot_be_read_leaves_predict_working(client, task):
     store = client.app.state.icl.store
-    store.save_controller(store.get_task("sent").id, b"pickled by another version", {})
+    store.save_fit(store.get_task("sent").id, b"pickled by another version", {})
     fixed = client.post("/v1/tasks/sent/predict", json={"inputs": ["great fun"], "demos": 2})
     assert fixed.status_code == 200 and fixed.json()["predictions"][0]["k"] == 2
     auto = client.post("/v1/tasks/sent/predict", json={"inputs": ["great fun"]})
     assert auto.status_code == 200 and auto.json()["predictions"][0]["k"] == 4  # the default count
+
+
+def test_the_service_s_count_settings_reach_every_task_once(tmp_path):
+    """Predicts and batch jobs read the task's defaults from its context: the service's count unless the task
+    has its own, and the service's policy for a fitted "auto"."""
+    from controller.counts import TaskDefaults
+
+    with make_client(tmp_path, default_k=3, auto_count_policy="controller") as client:
+        client.post("/v1/tasks", json=TASK)
+        client.post("/v1/tasks", json={**TASK, "name": "own", "default_k": 1})
+        state = client.app.state.icl
+        contexts = state.contexts
+        assert contexts.get("sent", state.runtime.scorer).defaults == TaskDefaults(3, "controller")
+        assert contexts.get("own", state.runtime.scorer).defaults == TaskDefaults(1, "controller")
+        assert [t["default_k"] for t in client.get("/v1/tasks").json()["tasks"]] == [3, 1]

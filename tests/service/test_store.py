@@ -37,15 +37,15 @@ def test_store_roundtrip_and_atomic_batches(url):
     assert info.value.index == 1
     assert store.get_task("t").n_examples == 2  # the failed batch added nothing, not even "3"
     versions = store.task_versions("t")
-    assert versions.task_id == task.id and versions.controller_stamp is None
+    assert versions.task_id == task.id and versions.fit_stamp is None
     assert store.set_label(task.id, "2", "b").label == "b"
     assert store.task_versions("t").pool_version == versions.pool_version + 1
-    store.save_controller(task.id, b"first", {"n": 1})
-    stamp = store.task_versions("t").controller_stamp
-    assert stamp is not None and store.load_controller(task.id).stamp == stamp
-    store.save_controller(task.id, b"second", {"n": 2})
-    assert store.task_versions("t").controller_stamp != stamp  # a new fit: cached views reload it
-    assert store.load_controller(task.id).blob == b"second"
+    store.save_fit(task.id, b"first", {"n": 1})
+    stamp = store.task_versions("t").fit_stamp
+    assert stamp is not None and store.load_fit(task.id).stamp == stamp
+    store.save_fit(task.id, b"second", {"n": 2})
+    assert store.task_versions("t").fit_stamp != stamp  # a new fit: cached views reload it
+    assert store.load_fit(task.id).blob == b"second"
     assert store.task_versions("missing") is None
     pool = store.load_pool(task.id)
     assert pool.ids == ["1", "2"] and pool.labels == ["a", "b"]

@@ -308,9 +308,9 @@ def test_a_fit_stored_with_a_seed_above_today_s_cap_is_still_described(tmp_path)
         _wait(c, c.post("/v1/tasks/sent/controller", json={"candidate_k": [0, 2]}).json()["job_id"])
         store = c.app.state.icl.store
         task = store.get_task("sent")
-        stored = store.load_controller(task.id)
+        stored = store.load_fit(task.id)
         summary = {**stored.summary, "request": {**stored.summary["request"], "seed": 2**63 - 1}}
-        store.save_controller(task.id, stored.blob, summary)
+        store.save_fit(task.id, stored.blob, summary)
         assert c.get("/v1/tasks/sent/controller").json()["request"]["seed"] == 2**63 - 1
         assert c.get("/v1/tasks").status_code == 200
 

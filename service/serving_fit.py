@@ -1,37 +1,23 @@
-"""The fit (meta-controller and calibration): train in a background job, on request or by itself once a task
-has enough labeled examples; describe, delete."""
+"""A task's fit (its cascade, meta-controller and calibration) as a background job: started on request, or by
+itself once a task has enough labeled examples; described and deleted. What the fit does is the library's
+(``controller.fitting.fit_task``); this module loads the task, runs it as a job and stores the result."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import pickle
-import time
 from datetime import UTC, datetime
-from importlib.metadata import version
 from typing import Any
 
 from anyio import to_thread
 
-from controller.calibration import DomainWords
-from controller.meta import MetaController
-from controller.planning import renders_empty
-from controller.training import (
-    MIN_TRAIN_SIZE,
-    SERVED_SEED,
-    FitSplit,
-    TaskFit,
-    calibrated_distributions,
-    collect,
-    fit_calibration,
-    fit_task_cascade,
-    split_for_fit,
-    validate,
-)
+from controller.fitting import FitReport, FitRequest, TaskToFit, affordable_counts, fit_task, needed_labeled
+from controller.training import MIN_TRAIN_SIZE
 from service.errors import APIError
 from service.jobs import ProgressCallback
 from service.protocol import ControllerObject, ControllerTrainRequest, JobCreated, StoredTrainRequest
-from service.records import fit_id_of, labeled_rows, pool_of, prompt_builder, task_template
+from service.records import fit_id_of, task_examples, task_template
 from service.serving_tasks import TaskServing, controller_object
 from service.state import AppState
 from service.store import FIT_JOB, JobRunningError, TaskRecord
@@ -39,7 +25,16 @@ from service.store import FIT_JOB, JobRunningError, TaskRecord
 logger = logging.getLogger(__name__)
 
 
-class ControllerServing:
+def fit_summary(report: FitReport, request: ControllerTrainRequest, pool_version: int, stamp: datetime
+                ) -> dict[str, Any]:
+    """What is stored beside a fit and served as its description: the library's report, what the fit was asked
+    (an automatic refit asks the same), when it was made, its id, and the pool version it was made on."""
+    summary = report.as_dict()
+    return {**summary, "request": request.model_dump(), "created_at": stamp.isoformat(), "fit_id": fit_id_of(stamp),
+            "metadata": {**summary["metadata"], "pool_version": pool_version}}
+
+
+class FitServing:
     def __init__(self, state: AppState, tasks: TaskServing) -> None:
         self.state = state
         self.tasks = tasks
@@ -52,7 +47,7 @@ class ControllerServing:
         if candidate_k[-1] > self.state.settings.max_demos:
             raise APIError(400, f"candidate_k may not exceed {self.state.settings.max_demos}", "invalid_value",
                            "candidate_k")
-        needed = MIN_TRAIN_SIZE + candidate_k[-1]
+        needed = needed_labeled(candidate_k)
         if task.n_labeled < needed:
             raise APIError(400, f"training needs at least {needed} labeled examples ({MIN_TRAIN_SIZE} to hold back "
                            f"and {candidate_k[-1]} to serve as demonstrations); task '{task.name}' has "
@@ -88,13 +83,11 @@ class ControllerServing:
                     return
                 if await to_thread.run_sync(self.state.store.unfinished_job, FIT_JOB, name) is not None:
                     return
-                stored = await to_thread.run_sync(self.state.store.controller_summary_and_stamp, task.id)
+                stored = await to_thread.run_sync(self.state.store.fit_summary_and_stamp, task.id)
                 request = self._due(task, stored[0] if stored is not None else None)
                 if request is None:
                     return
-                # A small pool cannot spare every count's demonstrations: the counts it can.
-                candidate_k = [k for k in sorted(set(request.candidate_k))
-                               if MIN_TRAIN_SIZE + k <= task.n_labeled and k <= settings.max_demos]
+                candidate_k = affordable_counts(request.candidate_k, task.n_labeled, settings.max_demos)
                 if len(candidate_k) < 2:
                     return
                 self._attempted[(task.id, task.created_at)] = task.n_labeled
@@ -143,60 +136,17 @@ class ControllerServing:
 
     async def _submit(self, task: TaskRecord, request: ControllerTrainRequest, candidate_k: list[int]) -> JobCreated:
         runtime = self.state.require_runtime()
-        train_size = min(request.train_size, task.n_labeled - candidate_k[-1])
+        asked = FitRequest(candidate_k=tuple(candidate_k), train_size=request.train_size,
+                           selection=request.selection, seed=request.seed)
 
         async def body(progress: ProgressCallback) -> dict[str, Any]:
-            began = time.perf_counter()
             rows = await to_thread.run_sync(self.state.store.load_pool, task.id)
-            labeled = labeled_rows(rows)
-            template = task_template(task)
-            scorer = runtime.scorer
-
-            def held_back() -> tuple[FitSplit, list[int]]:
-                """Every labeled example rendered: CPU work for a worker thread. An empty input under a template
-                with no text around it has no prompt at k=0: never held back."""
-                empty = [i for i, row in enumerate(labeled)
-                         if renders_empty(template, scorer.tokenize, rows.inputs[row])]
-                return split_for_fit(len(labeled), request.selection, candidate_k, train_size, request.seed,
-                                     empty), empty
-
-            split, empty = await to_thread.run_sync(held_back)
-            if empty and len(split.held) < MIN_TRAIN_SIZE:
-                raise RuntimeError(f"only {len(split.held)} labeled examples can be held back, fewer than "
-                                   f"{MIN_TRAIN_SIZE}: {len(empty)} have an empty input, which without "
-                                   "demonstrations makes an empty prompt")
-            held = [labeled[i] for i in split.held]
-            pool = pool_of(rows, [labeled[i] for i in split.pool])
-            builder = prompt_builder(task, template, pool, scorer)
-            words = DomainWords.from_inputs(rows.inputs, template.fields)
-            data = await collect(builder, [rows.inputs[i] for i in held], rows.embeddings[held],
-                                 [rows.labels[i] for i in held], task.labels, candidate_k, request.selection,
-                                 SERVED_SEED if split.served else request.seed, scorer,
-                                 lambda f: progress(0.95 * f), words=words)
-            controller = MetaController(candidate_k=tuple(candidate_k)).fit(data.features, data.correct)
-            served = {k: [pool.ids[r] for r in set_rows] for k, set_rows in split.served.items()}
-            calibration = await to_thread.run_sync(fit_calibration, data, request.selection, candidate_k,
-                                                   len(task.labels), request.seed, served)
-            calibrated = calibrated_distributions(data, calibration, candidate_k)
-            cascade, cascade_figures = await to_thread.run_sync(fit_task_cascade, data, calibrated, candidate_k,
-                                                                len(task.labels))
-            figures = await to_thread.run_sync(validate, data, candidate_k, request.seed, 1.0, calibrated)
-            fit = TaskFit(controller=controller, calibration=calibration, model=scorer.model_name, cascade=cascade)
+            to_fit = TaskToFit(labels=task.labels, verbalizers=task.verbalizers, template=task_template(task),
+                               examples=task_examples(rows))
+            fit, report = await fit_task(to_fit, asked, runtime.scorer, progress)
             stamp = datetime.now(UTC)
-            summary = {
-                "candidate_k": candidate_k, "train_size": train_size, "selection": request.selection,
-                "request": request.model_dump(),
-                "seed": request.seed, "validation": figures, "calibration": calibration.describe(),
-                "cascade": {**cascade.describe(), "held_back": cascade_figures["held_back"]},
-                "cost": {**data.engine_tokens, "seconds": round(time.perf_counter() - began, 1),
-                         "dtype": getattr(scorer, "dtype", None)},
-                "created_at": stamp.isoformat(),
-                "fit_id": fit_id_of(stamp),
-                "metadata": {"model": scorer.model_name, "labels": task.labels,
-                             "scikit_learn": version("scikit-learn"), "pool_version": rows.pool_version,
-                             "n_labeled": len(labeled)},
-            }
-            saved = await to_thread.run_sync(self.state.store.save_controller, task.id, pickle.dumps(fit), summary,
+            summary = fit_summary(report, request, rows.pool_version, stamp)
+            saved = await to_thread.run_sync(self.state.store.save_fit, task.id, pickle.dumps(fit), summary,
                                              stamp, task.created_at)
             if not saved:  # the fit's result must not land on a task of the same id created since
                 raise RuntimeError(f"task '{task.name}' was deleted while it was being fitted; nothing was saved")
@@ -208,7 +158,7 @@ class ControllerServing:
 
     def get(self, name: str) -> ControllerObject:
         task = self.tasks.get_record(name)
-        stored = self.state.store.controller_summary_and_stamp(task.id)
+        stored = self.state.store.fit_summary_and_stamp(task.id)
         if stored is None:
             raise APIError(404, f"task '{name}' has no fitted controller; train one with POST "
                            f"/v1/tasks/{name}/controller", "controller_not_found", "name")
@@ -216,5 +166,5 @@ class ControllerServing:
 
     def delete(self, name: str) -> None:
         task = self.tasks.get_record(name)
-        if not self.state.store.delete_controller(task.id):
+        if not self.state.store.delete_fit(task.id):
             raise APIError(404, f"task '{name}' has no fitted controller", "controller_not_found", "name")

@@ -1,0 +1,201 @@
+"""A task's fit as one library call: hold labeled examples back, score them once at every candidate count, and
+fit the meta-controller, the calibration and the confidence cascade on that one pass; then say how each did.
+
+The order of the pipeline lives here, not in the server: the server loads a task's examples, runs
+``fit_task`` as a job, and stores what it returns."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from typing import Any
+
+import numpy as np
+
+from controller.domain import DomainWords
+from controller.errors import FitError
+from controller.meta import MetaController
+from controller.planning import PromptBuilder, renders_empty
+from controller.pool import LabeledPool
+from controller.retrieval import Selection
+from controller.scoring import LabelScorer
+from controller.templates import PromptTemplate
+from controller.training import (
+    MIN_TRAIN_SIZE,
+    SERVED_SEED,
+    FitSplit,
+    TaskFit,
+    calibrated_distributions,
+    collect,
+    fit_calibration,
+    fit_task_cascade,
+    split_for_fit,
+    validate,
+)
+
+# The share of the progress the held-back pass takes: the fits after it are quick.
+_PASS_SHARE = 0.95
+
+
+def needed_labeled(candidate_k: Sequence[int]) -> int:
+    """Labeled examples a fit over these counts needs: enough to hold back, and the largest count's
+    demonstrations besides."""
+    return MIN_TRAIN_SIZE + max(candidate_k)
+
+
+def affordable_counts(candidate_k: Sequence[int], n_labeled: int, max_k: int) -> list[int]:
+    """The counts, distinct and ascending, that a task with ``n_labeled`` examples can fit (a small pool cannot
+    spare every count's demonstrations) within the limit ``max_k``."""
+    return [k for k in sorted(set(candidate_k)) if MIN_TRAIN_SIZE + k <= n_labeled and k <= max_k]
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    """What a fit is asked: the counts the cascade chains and the controller chooses among (distinct,
+    ascending), how many labeled examples to hold back, the demonstration selection, and the seed."""
+
+    candidate_k: tuple[int, ...]
+    train_size: int
+    selection: Selection
+    seed: int
+
+    def __post_init__(self) -> None:
+        if list(self.candidate_k) != sorted(set(self.candidate_k)) or len(self.candidate_k) < 2:
+            raise ValueError("candidate_k must be at least two distinct counts, ascending")
+
+
+@dataclass(frozen=True)
+class TaskExamples:
+    """Every example of a task, labeled or not (``labels[i]`` None), with its normalised embedding. The labeled
+    ones are held back or serve as demonstrations; every input feeds the strings domain calibration samples."""
+
+    ids: Sequence[str]
+    inputs: Sequence[Mapping[str, str]]
+    labels: Sequence[str | None]
+    embeddings: np.ndarray
+
+    @property
+    def labeled(self) -> list[int]:
+        return [i for i, label in enumerate(self.labels) if label is not None]
+
+    def pool(self, rows: Sequence[int]) -> LabeledPool:
+        """The demonstration pool made of these (labeled) rows, in their order."""
+        rows = list(rows)
+        dim = self.embeddings.shape[-1] if self.embeddings.ndim == 2 else 0  # a task without examples has none
+        embeddings = self.embeddings[rows] if rows else np.zeros((0, dim), dtype=np.float32)
+        return LabeledPool(ids=[self.ids[i] for i in rows], inputs=[self.inputs[i] for i in rows],
+                           labels=[self.labels[i] for i in rows],  # type: ignore[misc]
+                           embeddings=embeddings)
+
+
+@dataclass(frozen=True)
+class TaskToFit:
+    """A task as the fit sees it: its labels, how it renders a prompt, and its examples."""
+
+    labels: Sequence[str]
+    verbalizers: Mapping[str, str]
+    template: PromptTemplate
+    examples: TaskExamples
+
+    def builder(self, pool: LabeledPool, scorer: LabelScorer) -> PromptBuilder:
+        return PromptBuilder.for_scorer(self.template, self.verbalizers, pool, scorer)
+
+
+@dataclass(frozen=True)
+class FitCost:
+    """What the held-back pass cost the engine, and how long the whole fit took."""
+
+    prompt_tokens: int
+    calibration_tokens: int
+    computed_tokens: int
+    seconds: float
+    dtype: str | None  # the engine's, where the scorer says
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """How a fit was made and how its parts did on held-back examples."""
+
+    candidate_k: list[int]
+    train_size: int
+    selection: str
+    seed: int
+    validation: dict[str, Any]  # fixed counts, controller, cascade, combined: ``training.validate``'s figures
+    calibration: dict[str, Any]  # the method chosen per count and every candidate's held-back figures
+    cascade: dict[str, Any]  # its stages and thresholds, with its held-back figures
+    cost: FitCost
+    model: str
+    labels: list[str]
+    n_labeled: int
+    scikit_learn: str = field(default_factory=lambda: version("scikit-learn"))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as a JSON document (the fit summary's own keys; the caller adds where it stored it)."""
+        return {
+            "candidate_k": self.candidate_k, "train_size": self.train_size, "selection": self.selection,
+            "seed": self.seed, "validation": self.validation, "calibration": self.calibration,
+            "cascade": self.cascade,
+            "cost": {"prompt_tokens": self.cost.prompt_tokens, "calibration_tokens": self.cost.calibration_tokens,
+                     "computed_tokens": self.cost.computed_tokens, "seconds": self.cost.seconds,
+                     "dtype": self.cost.dtype},
+            "metadata": {"model": self.model, "labels": self.labels, "scikit_learn": self.scikit_learn,
+                         "n_labeled": self.n_labeled},
+        }
+
+
+def _split(task: TaskToFit, request: FitRequest, train_size: int, tokenize: Callable[[str], list[int]]) -> FitSplit:
+    """Which labeled examples are held back. An empty input under a template with no text around it has no
+    prompt at k=0: never held back. CPU work (every labeled example rendered): run in a worker thread."""
+    examples = task.examples
+    labeled = examples.labeled
+    empty = [i for i, row in enumerate(labeled) if renders_empty(task.template, tokenize, examples.inputs[row])]
+    split = split_for_fit(len(labeled), request.selection, request.candidate_k, train_size, request.seed, empty)
+    if empty and len(split.held) < MIN_TRAIN_SIZE:
+        raise FitError(f"only {len(split.held)} labeled examples can be held back, fewer than {MIN_TRAIN_SIZE}: "
+                       f"{len(empty)} have an empty input, which without demonstrations makes an empty prompt")
+    return split
+
+
+async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
+                   progress: Callable[[float], None] = lambda _: None) -> tuple[TaskFit, FitReport]:
+    """Fit the task: hold back up to ``request.train_size`` labeled examples (fewer where the largest count's
+    demonstrations must be left), score them once at every candidate count, fit the meta-controller, the
+    calibration per count and the confidence cascade on that pass, and validate the three on a split of it.
+    Raises FitError when the task cannot be fitted (too few labeled examples to hold back)."""
+    began = time.perf_counter()
+    examples = task.examples
+    labeled = examples.labeled
+    candidate_k = list(request.candidate_k)
+    if len(labeled) < needed_labeled(candidate_k):
+        raise FitError(f"a fit over counts {candidate_k} needs at least {needed_labeled(candidate_k)} labeled "
+                       f"examples; the task has {len(labeled)}")
+    train_size = min(request.train_size, len(labeled) - candidate_k[-1])
+    split = await asyncio.to_thread(_split, task, request, train_size, scorer.tokenize)
+    held = [labeled[i] for i in split.held]
+    pool = examples.pool([labeled[i] for i in split.pool])
+    data = await collect(task.builder(pool, scorer), [examples.inputs[i] for i in held], examples.embeddings[held],
+                         [examples.labels[i] for i in held], task.labels,  # type: ignore[misc]
+                         candidate_k, request.selection, SERVED_SEED if split.served else request.seed, scorer,
+                         lambda f: progress(_PASS_SHARE * f),
+                         words=DomainWords.from_inputs(examples.inputs, task.template.fields))
+    controller = MetaController(candidate_k=tuple(candidate_k)).fit(data.features, data.correct)
+    served = {k: [pool.ids[r] for r in rows] for k, rows in split.served.items()}
+    calibration = await asyncio.to_thread(fit_calibration, data, request.selection, candidate_k, len(task.labels),
+                                          request.seed, served)
+    calibrated = calibrated_distributions(data, calibration, candidate_k)
+    cascade, cascade_figures = await asyncio.to_thread(fit_task_cascade, data, calibrated, candidate_k,
+                                                       len(task.labels))
+    figures = await asyncio.to_thread(validate, data, candidate_k, request.seed, 1.0, calibrated)
+    fit = TaskFit(controller=controller, calibration=calibration, model=scorer.model_name, cascade=cascade)
+    cost = FitCost(prompt_tokens=data.engine_tokens["prompt_tokens"],
+                   calibration_tokens=data.engine_tokens["calibration_tokens"],
+                   computed_tokens=data.engine_tokens["computed_tokens"],
+                   seconds=round(time.perf_counter() - began, 1), dtype=getattr(scorer, "dtype", None))
+    report = FitReport(candidate_k=candidate_k, train_size=train_size, selection=request.selection,
+                       seed=request.seed, validation=figures, calibration=calibration.describe(),
+                       cascade={**cascade.describe(), "held_back": cascade_figures["held_back"]}, cost=cost,
+                       model=scorer.model_name, labels=list(task.labels), n_labeled=len(labeled))
+    return fit, report

@@ -1,0 +1,82 @@
+"""A task's fit as one library call, without a server: what it holds back, what it fits, what it reports."""
+
+import numpy as np
+import pytest
+
+from controller.cascade import Cascade
+from controller.errors import FitError
+from controller.fitting import FitRequest, TaskExamples, TaskToFit, affordable_counts, fit_task, needed_labeled
+from controller.meta import MetaController
+from controller.templates import PromptTemplate
+from controller.training import MIN_TRAIN_SIZE
+from tests.fakes import FakeEmbedder, FakeScorer
+
+LABELS = ["positive", "negative"]
+WORDS = ["great", "awful", "fun", "boring", "lovely", "dull"]
+
+
+def _task(n_labeled: int, n_unlabeled: int = 0, template: str = "Input: {text}\nLabel: {label}",
+          empty: int = 0) -> TaskToFit:
+    texts = ["" if i < empty else f"{WORDS[i % len(WORDS)]} film number {i}" for i in range(n_labeled + n_unlabeled)]
+    labels = [LABELS[i % 2] if i < n_labeled else None for i in range(len(texts))]
+    examples = TaskExamples(ids=[f"e{i}" for i in range(len(texts))], inputs=[{"text": t} for t in texts],
+                            labels=labels, embeddings=FakeEmbedder().embed(texts))
+    return TaskToFit(labels=LABELS, verbalizers={label: label for label in LABELS},
+                     template=PromptTemplate.parse(template), examples=examples)
+
+
+async def test_a_fit_is_one_call_that_returns_what_serving_needs_and_a_report():
+    task = _task(60, n_unlabeled=5)
+    seen: list[float] = []
+    fit, report = await fit_task(task, FitRequest((0, 1, 2), train_size=30, selection="knn", seed=3), FakeScorer(),
+                                 seen.append)
+    assert isinstance(fit.controller, MetaController) and isinstance(fit.cascade, Cascade)
+    assert fit.calibration is not None and set(fit.calibration.counts) == {0, 1, 2}
+    assert fit.model == FakeScorer().model_name
+    assert report.candidate_k == [0, 1, 2] and report.train_size == 30 and report.n_labeled == 60
+    assert report.validation["n_train"] + report.validation["n_validation"] == 30
+    assert [row["k"] for row in report.validation["fixed"]] == [0, 1, 2]
+    assert report.cost.prompt_tokens > 0 and report.cost.computed_tokens >= report.cost.prompt_tokens
+    assert seen and seen == sorted(seen) and seen[-1] <= 0.95
+    document = report.as_dict()
+    assert document["metadata"] == {"model": fit.model, "labels": LABELS, "scikit_learn": report.scikit_learn,
+                                    "n_labeled": 60}
+    assert document["cascade"]["stages"] == list(fit.cascade.stages)
+
+
+async def test_the_held_back_set_leaves_the_largest_count_its_demonstrations():
+    _, report = await fit_task(_task(30), FitRequest((0, 4), train_size=500, selection="knn", seed=0), FakeScorer())
+    assert report.train_size == 30 - 4
+
+
+async def test_a_task_with_too_few_labeled_examples_is_refused():
+    with pytest.raises(FitError, match="needs at least 28"):
+        await fit_task(_task(27), FitRequest((0, 8), train_size=20, selection="knn", seed=0), FakeScorer())
+
+
+async def test_empty_inputs_that_leave_too_few_to_hold_back_are_refused():
+    task = _task(30, template="{text}{label}", empty=15)
+    with pytest.raises(FitError, match="empty input"):
+        await fit_task(task, FitRequest((0, 1), train_size=100, selection="knn", seed=0), FakeScorer())
+
+
+def test_counts_a_pool_can_afford():
+    assert needed_labeled([0, 2, 16]) == MIN_TRAIN_SIZE + 16
+    assert affordable_counts([16, 0, 2, 2, 4], MIN_TRAIN_SIZE + 4, max_k=32) == [0, 2, 4]
+    assert affordable_counts([0, 2, 4], 1000, max_k=2) == [0, 2]
+
+
+def test_a_request_takes_distinct_ascending_counts():
+    with pytest.raises(ValueError):
+        FitRequest((2, 0), train_size=20, selection="knn", seed=0)
+    with pytest.raises(ValueError):
+        FitRequest((2,), train_size=20, selection="knn", seed=0)
+
+
+def test_the_pool_of_some_rows_keeps_their_order_and_embeddings():
+    examples = _task(6, n_unlabeled=2).examples
+    assert examples.labeled == list(range(6))
+    pool = examples.pool([4, 1])
+    assert list(pool.ids) == ["e4", "e1"] and list(pool.labels) == ["positive", "negative"]
+    assert np.array_equal(pool.embeddings, examples.embeddings[[4, 1]])
+    assert len(examples.pool([])) == 0
