@@ -43,7 +43,7 @@ lint: install
 	$(PY) -m ruff check controller service iclclient tests bench scripts
 
 bench: install
-	$(PY) bench/eval_http.py --help
+	$(PY) -m bench.eval_http --help
 
 # Re-pins every package the server and the test suite install (after a change to pyproject.toml's
 # dependencies, or to take newer releases), for Linux x86_64 and Python 3.11, as CI and the image run.

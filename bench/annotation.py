@@ -1,6 +1,6 @@
 """Selective annotation: which examples to label, judged by the accuracy they buy.
 
-    python bench/annotation.py --datasets sst2 trec agnews subj --seeds 0 1 2 --pool-size 3000 \\
+    python -m bench.annotation --datasets sst2 trec agnews subj --seeds 0 1 2 --pool-size 3000 \\
         --budgets 18 100 --methods random votek ideal votek_two_stage --n-test 100
 
 For each dataset and seed: a pool of --pool-size unlabeled training examples; each method picks --budgets
@@ -17,27 +17,28 @@ summary of earlier results.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import f1_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inprocess import (  # noqa: E402
-    REPO,
+from bench.harness.cli import argument_parser
+from bench.harness.figures import label_figures
+from bench.harness.host import describe_host
+from bench.harness.inprocess import (
     Embeddings,
+    TaskData,
     add_engine_arguments,
+    embedded_task,
     labeled_pool,
     run_benchmark,
     task_data,
 )
-
-from controller.annotation import (  # noqa: E402
+from bench.harness.results import ResultsLog, add_out_argument, read_rows
+from bench.harness.tables import print_table
+from controller.annotation import (
     ideal,
     model_confidence,
     random_selection,
@@ -45,16 +46,17 @@ from controller.annotation import (  # noqa: E402
     votek_first_stage,
     votek_second_stage,
 )
-from controller.calibration import DomainSettings, DomainWords  # noqa: E402
-from controller.predictor import PredictOptions, Predictor  # noqa: E402
+from controller.domain import DomainSettings
+from controller.predictor import PredictOptions, Predictor
 
+METHODS = ("random", "votek", "ideal", "votek_two_stage")
 CALIBRATED = DomainSettings(samples=2, calibrate_knn=True)
 
 
 async def classify(builder, queries, vectors, labels, k: int, calibration: str, words, seed: int, scorer,
                    batch: int) -> list[str]:
     options = PredictOptions(demos=k, selection="knn", calibration=calibration, domain=CALIBRATED, seed=seed)
-    predictor = Predictor.from_options(builder, labels, options, default_k=k, words=lambda: words)
+    predictor = Predictor.from_options(builder, labels, options, k, words=lambda: words)
     predicted: list[str] = []
     for start in range(0, len(queries), batch):
         plan = predictor.plan(queries[start:start + batch], vectors[start:start + batch])
@@ -84,47 +86,44 @@ async def two_stage(data, pool_rows, pool_vectors, budget: int, args, scorer, se
     return votek_second_stage(pool_vectors, first, confidence, budget, seed=seed), pass_s if reused else 0.0
 
 
-async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out: Path, results: list[dict]) -> None:
+async def select(args: argparse.Namespace, scorer, data: TaskData, pool_vectors: np.ndarray, method: str,
+                 budget: int, seed: int, passes: dict[tuple[int, ...], tuple[np.ndarray, float]]
+                 ) -> tuple[list[int], float]:
+    """``method``'s picks from the pool and the seconds they took (two-stage vote-k's engine pass included)."""
+    began, reused_s = time.perf_counter(), 0.0
+    if method == "votek":
+        picks = votek(pool_vectors, budget)
+    elif method == "ideal":
+        picks = ideal(pool_vectors, budget, seed=seed)
+    elif method == "random":
+        picks = random_selection(len(data.pool_rows), budget, seed)
+    else:
+        picks, reused_s = await two_stage(data, data.pool_rows, pool_vectors, budget, args, scorer, seed, passes)
+    return picks, time.perf_counter() - began + reused_s
+
+
+async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, log: ResultsLog) -> None:
     for seed in args.seeds:
         for dataset in args.datasets:
-            data = task_data(dataset, args.pool_size, args.n_test, seed)
-            pool_rows = data.pool_rows
-            texts = [data.template.embedding_text(data.query(r)) for r in pool_rows + data.test_rows]
-            vectors = embeddings.get(dataset, texts)
-            pool_vectors, test_vectors = vectors[:len(pool_rows)], vectors[len(pool_rows):]
-            queries = [data.query(r) for r in data.test_rows]
-            gold = [r["label"] for r in data.test_rows]
-            words = DomainWords.from_inputs([data.query(r) for r in pool_rows] + queries, data.template.fields)
+            task = embedded_task(task_data(dataset, args.pool_size, args.n_test, seed), embeddings)
+            data, pool_rows, pool_vectors = task.data, task.data.pool_rows, task.pool_vectors
             passes: dict[tuple[int, ...], tuple[np.ndarray, float]] = {}
             for budget in args.budgets:
                 for method in args.methods:
-                    began, reused_s = time.perf_counter(), 0.0
-                    if method == "votek":
-                        picks = votek(pool_vectors, budget)
-                    elif method == "ideal":
-                        picks = ideal(pool_vectors, budget, seed=seed)
-                    elif method == "random":
-                        picks = random_selection(len(pool_rows), budget, seed)
-                    else:
-                        picks, reused_s = await two_stage(data, pool_rows, pool_vectors, budget, args, scorer, seed,
-                                                          passes)
-                    selection_s = time.perf_counter() - began + reused_s
+                    picks, selection_s = await select(args, scorer, data, pool_vectors, method, budget, seed, passes)
                     labeled = labeled_pool(data, [pool_rows[i] for i in picks], pool_vectors[picks])
                     builder = data.builder(scorer, labeled)
                     k = min(args.k, budget)
                     for calibration in ("none", "domain"):
-                        predicted = await classify(builder, queries, test_vectors, data.labels, k, calibration,
-                                                   words, seed, scorer, args.batch)
-                        row = {"dataset": dataset, "seed": seed, "budget": budget, "method": method, "k": k,
-                               "calibration": calibration, "selection_s": selection_s, "n": len(queries),
-                               "model": scorer.model_name, "scorer": args.scorer,
-                               "dtype": getattr(scorer, "dtype", None),
-                               "labels_covered": len({pool_rows[i]["label"] for i in picks}),
-                               "accuracy": float(np.mean([p == g for p, g in zip(predicted, gold, strict=True)])),
-                               "macro_f1": float(f1_score(gold, predicted, average="macro", labels=data.labels))}
-                        results.append(row)
-                        print(json.dumps(row), flush=True)
-                        out.write_text(json.dumps(results, indent=1))
+                        predicted = await classify(builder, task.queries, task.query_vectors, data.labels, k,
+                                                   calibration, task.words, seed, scorer, args.batch)
+                        log.append({"dataset": dataset, "seed": seed, "budget": budget, "method": method, "k": k,
+                                    "calibration": calibration, "selection_s": selection_s, "n": len(task.queries),
+                                    "model": scorer.model_name, "scorer": args.scorer,
+                                    "dtype": getattr(scorer, "dtype", None),
+                                    "host": describe_host(getattr(scorer, "dtype", None)),
+                                    "labels_covered": len({pool_rows[i]["label"] for i in picks}),
+                                    **label_figures(task.gold, predicted, data.labels)})
 
 
 def summarise(results: list[dict]) -> None:
@@ -133,10 +132,7 @@ def summarise(results: list[dict]) -> None:
         groups[(r["budget"], r["calibration"], r["method"], r["dataset"])].append(r)
     datasets = sorted({r["dataset"] for r in results})
     methods = list(dict.fromkeys(r["method"] for r in results))
-    print("\nAccuracy (mean over seeds; selection time in seconds, median):\n")
-    print("| budget | calibration | method | seeds | " + " | ".join(datasets) + " | mean | relative to random | "
-          "selection s |")
-    print("|---|---|---|---|" + "---|" * len(datasets) + "---|---|---|")
+    rows = []
     for budget in sorted({r["budget"] for r in results}):
         for calibration in ("none", "domain"):
             base: list[float] | None = None
@@ -145,7 +141,6 @@ def summarise(results: list[dict]) -> None:
                 if not any(cells):
                     continue
                 accs = [statistics.mean(r["accuracy"] for r in c) if c else float("nan") for c in cells]
-                mean = float(np.nanmean(accs))
                 if method == "random":
                     base = accs
                 # Relative to random on the same datasets (a method may have run on fewer).
@@ -154,30 +149,36 @@ def summarise(results: list[dict]) -> None:
                        if same and method != "random" else "-")
                 secs = statistics.median(r["selection_s"] for c in cells if c for r in c)
                 seeds = min(len(c) for c in cells if c)
-                print(f"| {budget} | {calibration} | {method} | {seeds} | " + " | ".join(f"{a:.3f}" for a in accs)
-                      + f" | {mean:.3f} | {rel} | {secs:.2f} |")
+                rows.append([budget, calibration, method, seeds, *(f"{a:.3f}" for a in accs),
+                             f"{float(np.nanmean(accs)):.3f}", rel, f"{secs:.2f}"])
+    print_table(["budget", "calibration", "method", "seeds", *datasets, "mean", "relative to random", "selection s"],
+                rows, "Accuracy (mean over seeds; selection time in seconds, median):")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args() -> argparse.Namespace:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--datasets", nargs="+", default=["sst2", "trec", "agnews", "subj"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--budgets", nargs="+", type=int, default=[18, 100])
-    parser.add_argument("--methods", nargs="+", default=["random", "votek", "ideal", "votek_two_stage"],
-                        choices=["random", "votek", "ideal", "votek_two_stage"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--pool-size", type=int, default=3000)
     parser.add_argument("--n-test", type=int, default=100)
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--confidence-demos", type=int, default=8)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    add_out_argument(parser)
     parser.add_argument("--table", type=Path, nargs="+")
     add_engine_arguments(parser)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.table:
-        summarise([r for path in args.table for r in json.loads(path.read_text())])
+        summarise(read_rows(args.table))
         return
     run_benchmark(args, "annotation", evaluate, summarise)
+
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """Label-bias calibration: what each mode buys (macro-F1, accuracy) and what it costs (engine tokens and time).
 
-    python bench/calibration.py --datasets sst2 trec agnews rte tweet_eval_hate poem_sentiment \\
+    python -m bench.calibration --datasets sst2 trec agnews rte tweet_eval_hate poem_sentiment \\
         --selection knn random --k 4 8 --seeds 0 1 2 --n-test 100 \\
         --modes none contextual reference default
 
@@ -21,36 +21,30 @@ prompt is scored once and only quality and token counts are reported.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-from sklearn.metrics import f1_score
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inprocess import (  # noqa: E402
-    REPO,
+from bench.harness.cli import argument_parser
+from bench.harness.figures import label_figures
+from bench.harness.host import describe_host
+from bench.harness.inprocess import (
+    EmbeddedTask,
     Embeddings,
     add_engine_arguments,
-    labeled_pool,
+    embedded_task,
     run_benchmark,
     task_data,
 )
-
-from controller.calibration import (  # noqa: E402
-    DEFAULT_DOMAIN,
-    REFERENCE_DOMAIN,
-    BiasCache,
-    CalibrationSources,
-    DomainSettings,
-    DomainWords,
-    calibrator_for,
-)
-from controller.predictor import PredictOptions, Predictor  # noqa: E402
+from bench.harness.results import ResultsLog, add_out_argument, read_rows
+from bench.harness.tables import markdown_table, print_table
+from controller.bias import BiasCache
+from controller.calibration import CalibrationSources, calibrator_for
+from controller.domain import DEFAULT_DOMAIN, REFERENCE_DOMAIN, UNFITTED_DOMAIN, DomainSettings
+from controller.planning import Prompt
+from controller.predictor import PredictOptions, Predictor
 
 # Rows from before random selection shared one demonstration set among all inputs: each input drew its own.
 LEGACY_RANDOM = "random/input"
@@ -72,73 +66,70 @@ def parse_mode(mode: str) -> tuple[str, DomainSettings]:
     raise SystemExit(f"unknown mode {mode!r}")
 
 
-async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out: Path, results: list[dict]) -> None:
+async def run_mode(args: argparse.Namespace, scorer, task: EmbeddedTask, base: Predictor,
+                   batches: list[list[Prompt]], selection: str, mode: str) -> dict[str, Any]:
+    """One calibration mode over a configuration's batches, from an empty prefix cache: its answers' figures and
+    what they cost."""
+    calibration, settings = parse_mode(mode)
+    await scorer.reset_prefix_cache()
+    biases = BiasCache()  # as the service keeps one per pool version: a repeated set is free
+    calibrator = calibrator_for(calibration, CalibrationSources(
+        selection=selection, domain=settings, words=lambda words=task.words: words, cache=biases))
+    predictor = base.with_calibrator(calibrator)
+    predicted: list[str] = []
+    usage: dict[str, int] = defaultdict(int)
+    engine_s = 0.0
+    for prompts in batches:
+        plan = predictor.plan_for(prompts)
+        t0 = time.perf_counter()
+        result = await predictor.run(plan, scorer)
+        engine_s += time.perf_counter() - t0
+        predicted += [p.label for p in result.predictions]
+        for field, value in vars(result.usage).items():
+            usage[field] += value
+        usage["calibration_prompts"] += len(plan.calibration.prompts)
+    n = len(task.queries)
+    return {
+        "random_demos": "shared" if selection == "random" else None,
+        "settings": vars(settings) if calibration == "domain" else None,
+        "scorer": args.scorer, "model": scorer.model_name, "n": n, "dtype": getattr(scorer, "dtype", None),
+        "host": describe_host(getattr(scorer, "dtype", None)),
+        **label_figures(task.gold, predicted, task.data.labels),
+        "prompt_tokens_per_input": usage["prompt_tokens"] / n,
+        "calibration_prompts_per_input": usage["calibration_prompts"] / n,
+        "calibration_computed_tokens_per_input": usage["calibration_tokens"] / n,
+        "computed_tokens_per_input": (usage["total_tokens"] - usage["cached_tokens"]) / n,
+        "engine_ms_per_input": 1000 * engine_s / n if args.scorer == "vllm" else None,
+    }
+
+
+async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, log: ResultsLog) -> None:
     began = time.perf_counter()
     for seed in args.seeds:  # seeds outermost: a run cut short by --time-limit-s still covers every dataset
         for dataset in args.datasets:
-            data = task_data(dataset, args.pool_size, args.n_test, seed)
-            texts = [data.template.embedding_text(data.query(r)) for r in data.pool_rows + data.test_rows]
-            vectors = embeddings.get(dataset, texts)
-            pool = labeled_pool(data, data.pool_rows, vectors[:len(data.pool_rows)])
-            query_vectors = vectors[len(data.pool_rows):]
-            queries = [data.query(r) for r in data.test_rows]
-            gold = [r["label"] for r in data.test_rows]
-            words = DomainWords.from_inputs([*pool.inputs, *queries], data.template.fields)
-            builder = data.builder(scorer, pool)
+            task = embedded_task(task_data(dataset, args.pool_size, args.n_test, seed), embeddings)
+            builder = task.data.builder(scorer, task.pool)
             for selection in args.selection:
                 for k in args.k:
-                    base = Predictor.from_options(builder, data.labels, PredictOptions(
-                        demos=k, selection=selection, calibration="none", seed=seed), default_k=k)
-                    batches = [base.prompts_for(queries[start:start + args.batch],
-                                                query_vectors[start:start + args.batch])
-                               for start in range(0, len(queries), args.batch)]
+                    base = Predictor.from_options(builder, task.data.labels, PredictOptions(
+                        demos=k, selection=selection, calibration="none", seed=seed), k)
+                    batches = [base.prompts_for(task.queries[start:start + args.batch],
+                                                task.query_vectors[start:start + args.batch])
+                               for start in range(0, len(task.queries), args.batch)]
                     for mode in args.modes:
                         if args.time_limit_s and time.perf_counter() - began > args.time_limit_s:
                             print("time limit reached", flush=True)
                             return
-                        calibration, settings = parse_mode(mode)
-                        await scorer.reset_prefix_cache()
-                        biases = BiasCache()  # as the service keeps one per pool version: a repeated set is free
-                        calibrator = calibrator_for(calibration, CalibrationSources(
-                            selection=selection, domain=settings, words=lambda words=words: words, cache=biases))
-                        predictor = base.with_calibrator(calibrator)
-                        predicted: list[str] = []
-                        usage: dict[str, int] = defaultdict(int)
-                        engine_s = 0.0
-                        for prompts in batches:
-                            plan = predictor.plan_for(prompts)
-                            t0 = time.perf_counter()
-                            result = await predictor.run(plan, scorer)
-                            engine_s += time.perf_counter() - t0
-                            predicted += [p.label for p in result.predictions]
-                            for field, value in vars(result.usage).items():
-                                usage[field] += value
-                            usage["calibration_prompts"] += len(plan.calibration.prompts)
-                        n = len(queries)
-                        row = {
-                            "dataset": dataset, "seed": seed, "selection": selection, "k": k, "mode": mode,
-                            "random_demos": "shared" if selection == "random" else None,
-                            "settings": vars(settings) if calibration == "domain" else None,
-                            "scorer": args.scorer, "model": scorer.model_name, "n": n,
-                            "dtype": getattr(scorer, "dtype", None),
-                            "accuracy": float(np.mean([p == g for p, g in zip(predicted, gold, strict=True)])),
-                            "macro_f1": float(f1_score(gold, predicted, average="macro", labels=data.labels)),
-                            "prompt_tokens_per_input": usage["prompt_tokens"] / n,
-                            "calibration_prompts_per_input": usage["calibration_prompts"] / n,
-                            "calibration_computed_tokens_per_input": usage["calibration_tokens"] / n,
-                            "computed_tokens_per_input": (usage["total_tokens"] - usage["cached_tokens"]) / n,
-                            "engine_ms_per_input": 1000 * engine_s / n if args.scorer == "vllm" else None,
-                        }
-                        results.append(row)
-                        print(json.dumps(row), flush=True)
-                        out.write_text(json.dumps(results, indent=1))
+                        figures = await run_mode(args, scorer, task, base, batches, selection, mode)
+                        log.append({"dataset": dataset, "seed": seed, "selection": selection, "k": k, "mode": mode,
+                                    **figures})
 
 
 def derived_default(rows: list[dict], random_mode: str) -> list[dict]:
-    """The default's rows from older runs: it leaves kNN demonstrations uncalibrated (so equals `none`) and
-    calibrates per-input sets with the same strings as ``random_mode`` (same samples, seeds and sets)."""
-    if DEFAULT_DOMAIN.calibrate_knn or parse_mode(random_mode)[1] != DomainSettings(
-            samples=DEFAULT_DOMAIN.samples, pooling=DEFAULT_DOMAIN.pooling, max_sets=DEFAULT_DOMAIN.max_sets):
+    """The unfitted default's rows from older runs: it leaves kNN demonstrations uncalibrated (so equals `none`)
+    and calibrates per-input sets with the same strings as ``random_mode`` (same samples, seeds and sets)."""
+    if UNFITTED_DOMAIN.calibrate_knn or parse_mode(random_mode)[1] != DomainSettings(
+            samples=UNFITTED_DOMAIN.samples, pooling=UNFITTED_DOMAIN.pooling, max_sets=UNFITTED_DOMAIN.max_sets):
         raise SystemExit(f"{random_mode} is not what the current default does on per-input sets")
     out = []
     for r in rows:
@@ -180,20 +171,31 @@ def _summarise(results: list[dict]) -> None:
                       "calib": statistics.mean(r["calibration_prompts_per_input"] for r in rows),
                       "computed": statistics.mean(r["computed_tokens_per_input"] for r in rows),
                       "ms": statistics.median(times) if times else None, "seeds": len(rows)}
-    for metric, title, fmt in (("f1", "macro-F1", "{:.3f}"), ("acc", "accuracy", "{:.3f}"),
-                               ("ms", "engine ms/input (median over seeds)", "{:.0f}")):
+    _pivot_tables(means, modes)
+    configs = sorted({key[:3] for key in means if (*key[:3], "none") in means})
+    for title, scope in _scopes(configs):
+        print(f"\nOver {title} (means of per-configuration seed means):\n")
+        _overall(scope, modes, means, by_seed)
+
+
+def _pivot_tables(means: dict[tuple, dict], modes: list[str]) -> None:
+    """One table per figure: a row per (dataset, selection, k), a column per mode."""
+    for metric, title, spec in (("f1", "macro-F1", ".3f"), ("acc", "accuracy", ".3f"),
+                                ("ms", "engine ms/input (median over seeds)", ".0f")):
         if all(m[metric] is None for m in means.values()):
             continue
-        print(f"\n{title}, mean over seeds (seeds in brackets):\n")
-        print("| dataset | selection | k | " + " | ".join(modes) + " |")
-        print("|---|---|---|" + "---|" * len(modes))
+        rows = []
         for config in sorted({key[:3] for key in means}):
             cells = []
             for mode in modes:
                 m = means.get((*config, mode))
-                cells.append("-" if m is None or m[metric] is None else fmt.format(m[metric]) + f" ({m['seeds']})")
-            print(f"| {config[0]} | {config[1]} | {config[2]} | " + " | ".join(cells) + " |")
-    configs = sorted({key[:3] for key in means if (*key[:3], "none") in means})
+                cells.append("-" if m is None or m[metric] is None else f"{m[metric]:{spec}} ({m['seeds']})")
+            rows.append([*config, *cells])
+        print_table(["dataset", "selection", "k", *modes], rows, f"{title}, mean over seeds (seeds in brackets):")
+
+
+def _scopes(configs: list[tuple]) -> list[tuple[str, list[tuple]]]:
+    """The sets of configurations summed over, with their titles."""
     # Per-input random sets (runs before random selection shared one set) are another regime: summed apart.
     current = [c for c in configs if c[1] != LEGACY_RANDOM]
     legacy = any(c[1] == LEGACY_RANDOM for c in configs)
@@ -208,15 +210,11 @@ def _summarise(results: list[dict]) -> None:
     if len(selections) > 1:
         scopes += [(f"{selection} configurations", [c for c in configs if c[1] == selection])
                    for selection in selections]
-    for title, scope in scopes:
-        print(f"\nOver {title} (means of per-configuration seed means):\n")
-        _overall(scope, modes, means, by_seed)
+    return scopes
 
 
 def _overall(configs: list[tuple], modes: list[str], means: dict[tuple, dict], by_seed: dict[tuple, dict]) -> None:
-    print("| mode | configurations | macro-F1 | gain over none | share of reference gain (where both ran) | "
-          "extra computed tokens | extra engine time (total over total) |")
-    print("|---|---|---|---|---|---|---|")
+    rows = []
     for mode in modes:
         have = [c for c in configs if (*c, mode) in means]
         if not have:
@@ -231,7 +229,11 @@ def _overall(configs: list[tuple], modes: list[str], means: dict[tuple, dict], b
         mode_gain, ref_gain = (_mean([_matched_gain(by_seed, c, m, (mode, "reference")) for c in both])
                                for m in (mode, "reference"))
         share = f"{mode_gain / ref_gain:.0%} of {len(both)}" if both and ref_gain else "-"
-        print(f"| {mode} | {len(have)} | {f1:.3f} | {gain:+.3f} | {share} | {tokens} | {extra_time} |")
+        rows.append([mode, len(have), f"{f1:.3f}", f"{gain:+.3f}", share, tokens, extra_time])
+    # No blank line of its own: the caller's title ends with one.
+    print(markdown_table(["mode", "configurations", "macro-F1", "gain over none",
+                          "share of reference gain (where both ran)", "extra computed tokens",
+                          "extra engine time (total over total)"], rows))
 
 
 def _matched_gain(by_seed: dict[tuple, dict[int, float]], config: tuple, mode: str, among: tuple[str, ...]) -> float:
@@ -251,8 +253,8 @@ def _ratio(values: list, baseline: list) -> str:
     return f"{100 * (sum(values) / sum(baseline) - 1):+.0f}%"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args() -> argparse.Namespace:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--datasets", nargs="+", default=["sst2", "trec", "agnews", "rte", "tweet_eval_hate",
                                                           "poem_sentiment"])
     parser.add_argument("--selection", nargs="+", default=["knn", "random"])
@@ -263,15 +265,20 @@ def main() -> None:
     parser.add_argument("--pool-size", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--time-limit-s", type=float, help="stop starting new configurations after this long")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    add_out_argument(parser)
     parser.add_argument("--table", type=Path, nargs="+", help="only summarise earlier results")
     parser.add_argument("--derive-default", metavar="MODE",
-                        help="with --table: add the rows the current default would give, from runs made before it "
+                        help="with --table: add the rows the unfitted default would give, from runs made before it "
                              "existed (kNN rows of `none`, other rows of MODE, e.g. domain:m=2,p=0,s=all)")
     add_engine_arguments(parser)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.table:
-        rows = [r for path in args.table for r in json.loads(path.read_text())]
+        # Only this benchmark's rows: a glob of calibration-*.json also matches calibration_auto.py's files.
+        rows = [r for r in read_rows(args.table) if "mode" in r]
         if args.derive_default:
             rows += derived_default(rows, args.derive_default)
         summarise([r for r in rows if r["mode"] in args.modes or r["mode"] == "default (derived)"])

@@ -1,7 +1,7 @@
 """The default calibration (`auto`) against every other mode: quality, confidence and engine cost.
 
-    python bench/calibration_auto.py                      # ten datasets, kNN and random, k=4 (k=8 on four), 2 seeds
-    python bench/calibration_auto.py --table bench/results/calibration-auto-*.json    # re-print saved results
+    python -m bench.calibration_auto                      # ten datasets, kNN and random, k=4 (k=8 on four), 2 seeds
+    python -m bench.calibration_auto --table bench/results/calibration-auto-*.json    # re-print saved results
 
 Per seed, dataset, selection and k, as the service does it: a pool of --pool-size shuffled training examples;
 the task's fit holds back --fit-size of them (the fit job's `train_size`), scores them at k with
@@ -31,49 +31,45 @@ choice of the unfitted default among the deterministic modes within the 3% cost 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inprocess import (  # noqa: E402
-    REPO,
+from bench.harness.cli import argument_parser
+from bench.harness.host import describe_host
+from bench.harness.inprocess import (
+    EmbeddedTask,
     Embeddings,
     add_engine_arguments,
+    embedded_task,
     labeled_pool,
     run_benchmark,
     task_data,
 )
-
-from controller.calibration import (  # noqa: E402
-    DEFAULT_DOMAIN,
-    REFERENCE_DOMAIN,
+from bench.harness.results import ResultsLog, add_out_argument, read_rows
+from bench.harness.tables import print_table
+from controller.bias import BiasCache
+from controller.calibration import (
     AutoCalibrator,
     BatchCalibrator,
-    BiasCache,
     CalibrationSources,
     Calibrator,
     ContextualCalibrator,
     DomainCalibrator,
-    DomainWords,
     NoCalibration,
 )
-from controller.calibration_fit import (  # noqa: E402
-    TaskCalibration,
-    expected_calibration_error,
-    log_loss,
-    macro_f1,
-)
-from controller.predictor import BatchResult, PredictOptions, Predictor, Scores  # noqa: E402
-from controller.retrieval import retriever_for  # noqa: E402
-from controller.scoring import ScoredPrompt  # noqa: E402
-from controller.training import SERVED_SEED, collect, fit_calibration, split_for_fit  # noqa: E402
+from controller.calibration_fit import TaskCalibration
+from controller.domain import DEFAULT_DOMAIN, REFERENCE_DOMAIN, DomainWords
+from controller.metrics import bootstrap_rows, expected_calibration_error, log_loss, macro_f1, macro_f1_rows
+from controller.predictor import PredictOptions, Predictor, PredictResult, Scores
+from controller.retrieval import retriever_for
+from controller.scoring import ScoredPrompt
+from controller.training import SERVED_SEED, TrainingData, collect, fit_calibration, split_for_fit
 
 MODES = ("none", "contextual", "domain-ref", "domain", "batch", "auto", "auto-unfitted")
 # Modes whose answers do not depend on the other inputs of a request or on traffic: the unfitted default's
@@ -103,14 +99,13 @@ def calibrator(mode: str, selection: str, words: DomainWords, fit: TaskCalibrati
     return AutoCalibrator(sources)
 
 
-async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out: Path, results: list[dict]) -> None:
+async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, log: ResultsLog) -> None:
     began = time.perf_counter()
     done = set()
-    for path in args.resume or []:  # configurations an earlier run has: kept, not run again
-        for row in json.loads(path.read_text()):
-            if row["selection"] in args.selection:
-                results.append(row)
-                done.add((row["dataset"], row["selection"], row["k"], row["seed"]))
+    for row in read_rows(args.resume or []):  # configurations an earlier run has: kept, not run again
+        if row["selection"] in args.selection:
+            log.rows.append(row)
+            done.add((row["dataset"], row["selection"], row["k"], row["seed"]))
     for k in args.k:  # the first k on every dataset and seed before the others; a run cut short has those
         datasets = args.datasets if k == args.k[0] else [d for d in args.datasets if d in args.more_k_datasets]
         for seed in args.seeds:
@@ -122,34 +117,33 @@ async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, out
                         print("time limit reached", flush=True)
                         return
                     row = await configuration(args, scorer, embeddings, dataset, selection, k, seed)
-                    results.append(row)
-                    print(json.dumps({key: row[key] for key in ("dataset", "selection", "k", "seed", "fit")}
-                                     | {m: round(v["macro_f1"], 3) for m, v in row["modes"].items()}), flush=True)
-                    out.write_text(json.dumps(results))
+                    log.append(row, {key: row[key] for key in ("dataset", "selection", "k", "seed", "fit")}
+                               | {m: round(v["macro_f1"], 3) for m, v in row["modes"].items()})
 
 
-async def configuration(args: argparse.Namespace, scorer, embeddings: Embeddings, dataset: str, selection: str,
-                        k: int, seed: int) -> dict:
-    data = task_data(dataset, args.pool_size, args.n_test, seed)
-    texts = [data.template.embedding_text(data.query(r)) for r in data.pool_rows + data.test_rows]
-    vectors = embeddings.get(dataset, texts)
-    n_pool = len(data.pool_rows)
-    pool = labeled_pool(data, data.pool_rows, vectors[:n_pool])
-    queries = [data.query(r) for r in data.test_rows]
-    query_vectors = vectors[n_pool:]
-    gold = np.array([data.labels.index(r["label"]) for r in data.test_rows])
-    words = DomainWords.from_inputs([*pool.inputs, *queries], data.template.fields)
-    labels = data.labels
+@dataclass
+class Fitted:
+    """The fit job's pass at k and what it chose."""
 
-    # The fit job's pass at k. Per-input sets (kNN): the first --fit-size of the (shuffled) pool held back,
-    # demonstrations from the rest. One shared set (random): as the service splits it (`split_for_fit`),
-    # held-back examples scored under the very set a default request is served with.
+    calibration: TaskCalibration
+    training: TrainingData
+    request_seed: int
+    held_back: int
+    fit_size: int
+    seconds: float
+
+
+async def fit_task(args: argparse.Namespace, scorer, task: EmbeddedTask, selection: str, k: int, seed: int) -> Fitted:
+    """The fit job's pass at k. Per-input sets (kNN): the first --fit-size of the (shuffled) pool held back,
+    demonstrations from the rest. One shared set (random): as the service splits it (`split_for_fit`), held-back
+    examples scored under the very set a default request is served with."""
+    data, n_pool, vectors = task.data, task.n_pool, task.vectors
     fit_size = min(args.fit_size, n_pool - k)
     served: dict[int, list[str]] = {}
     if retriever_for(selection).shares_one_set:
         split = split_for_fit(n_pool, selection, [k], fit_size, seed)
         held_rows, demo_rows, fit_seed = split.held, split.pool, SERVED_SEED
-        served = {c: [pool.ids[r] for r in rows] for c, rows in split.served.items()}
+        served = {c: [task.pool.ids[r] for r in rows] for c, rows in split.served.items()}
     else:
         held_rows, demo_rows, fit_seed = list(range(fit_size)), list(range(fit_size, n_pool)), seed
     fit_pool = labeled_pool(data, [data.pool_rows[i] for i in demo_rows], vectors[demo_rows])
@@ -157,22 +151,25 @@ async def configuration(args: argparse.Namespace, scorer, embeddings: Embeddings
     held_gold = [data.pool_rows[i]["label"] for i in held_rows]
     await scorer.reset_prefix_cache()
     t0 = time.perf_counter()
-    training = await collect(data.builder(scorer, fit_pool), held, vectors[held_rows], held_gold, labels, [k],
-                             selection, fit_seed, scorer, words=words)
-    fit = fit_calibration(training, selection, [k], len(labels), seed, served)
-    fit_s = time.perf_counter() - t0
-    chosen = fit.for_count(k)
+    training = await collect(data.builder(scorer, fit_pool), held, vectors[held_rows], held_gold, data.labels, [k],
+                             selection, fit_seed, scorer, words=task.words)
+    calibration = fit_calibration(training, selection, [k], len(data.labels), seed, served)
     # Random demonstrations as a default request gets them (its seed); kNN's request seed only seeds the
     # domain strings.
-    request_seed = SERVED_SEED if served else seed
+    return Fitted(calibration, training, SERVED_SEED if served else seed, len(held_rows), fit_size,
+                  time.perf_counter() - t0)
 
-    builder = data.builder(scorer, pool)
-    base = Predictor.from_options(builder, labels, PredictOptions(demos=k, selection=selection, calibration="none",
-                                                                   seed=request_seed), default_k=k)
+
+async def score_modes(args: argparse.Namespace, scorer, task: EmbeddedTask, selection: str, k: int,
+                      fit: TaskCalibration, request_seed: int) -> dict[str, ModeResult]:
+    """Every mode's answers to the test items, batch by batch, and what each cost."""
+    data, queries, query_vectors = task.data, task.queries, task.query_vectors
+    base = Predictor.from_options(data.builder(scorer, task.pool), data.labels, PredictOptions(
+        demos=k, selection=selection, calibration="none", seed=request_seed), k)
     batches = [base.prompts_for(queries[s:s + args.batch], query_vectors[s:s + args.batch])
                for s in range(0, len(queries), args.batch)]
     modes = [m for m in args.modes if m != "domain-ref" or selection != "knn" or args.reference_knn]
-    predictors = {m: base.with_calibrator(calibrator(m, selection, words, fit)) for m in modes}
+    predictors = {m: base.with_calibrator(calibrator(m, selection, task.words, fit)) for m in modes}
     results = {m: ModeResult() for m in modes}
     await scorer.reset_prefix_cache()
     for prompts in batches:
@@ -197,16 +194,27 @@ async def configuration(args: argparse.Namespace, scorer, embeddings: Embeddings
                 seen.update({ids: (s, share) for ids, s in zip(new, scored_new, strict=True)})
             scored = [seen[tuple(ids)][0] for ids in extra]
             extra_s = sum(seen[tuple(ids)][1] for ids in extra)
-            results[mode].add(predictor.calibrate(plan, Scores(inputs.inputs, scored)), labels, none_s + extra_s,
-                              len(extra))
-    measured = {m: r.figures(gold, len(labels)) for m, r in results.items()}
+            results[mode].add(predictor.calibrate(plan, Scores(inputs.inputs, scored)), data.labels,
+                              none_s + extra_s, len(extra))
+    return results
+
+
+async def configuration(args: argparse.Namespace, scorer, embeddings: Embeddings, dataset: str, selection: str,
+                        k: int, seed: int) -> dict:
+    task = embedded_task(task_data(dataset, args.pool_size, args.n_test, seed), embeddings)
+    data = task.data
+    fitted = await fit_task(args, scorer, task, selection, k, seed)
+    chosen = fitted.calibration.for_count(k)
+    results = await score_modes(args, scorer, task, selection, k, fitted.calibration, fitted.request_seed)
+    gold = np.array([data.labels.index(label) for label in task.gold])
     return {
-        "dataset": dataset, "selection": selection, "k": k, "seed": seed, "n": len(queries), "n_pool": n_pool,
-        "fit_size": fit_size, "model": scorer.model_name, "dtype": getattr(scorer, "dtype", None),
-        "scorer": args.scorer, "gold": gold.tolist(), "labels": labels,
+        "dataset": dataset, "selection": selection, "k": k, "seed": seed, "n": len(gold), "n_pool": task.n_pool,
+        "fit_size": fitted.fit_size, "model": scorer.model_name, "dtype": getattr(scorer, "dtype", None),
+        "host": describe_host(getattr(scorer, "dtype", None)),
+        "scorer": args.scorer, "gold": gold.tolist(), "labels": data.labels,
         "fit": chosen.method, "fit_temperature": chosen.temperature, "fit_figures": chosen.describe(),
-        "fit_cost": {**training.engine_tokens, "seconds": fit_s, "held_back": len(held_rows)},
-        "modes": measured,
+        "fit_cost": {**fitted.training.engine_tokens, "seconds": fitted.seconds, "held_back": fitted.held_back},
+        "modes": {m: r.figures(gold, len(data.labels)) for m, r in results.items()},
     }
 
 
@@ -219,7 +227,7 @@ class ModeResult:
         self.usage: dict[str, int] = defaultdict(int)
         self.engine_s = 0.0
 
-    def add(self, result: BatchResult, labels: Sequence[str], engine_s: float, calibration_prompts: int) -> None:
+    def add(self, result: PredictResult, labels: Sequence[str], engine_s: float, calibration_prompts: int) -> None:
         self.probs += [[p.probs[label] for label in labels] for p in result.predictions]
         for p in result.predictions:
             self.got[p.calibration] += 1
@@ -232,7 +240,7 @@ class ModeResult:
         p = np.array(self.probs)
         usage = self.usage
         return {
-            "macro_f1": macro_f1(p, gold, n_labels), "accuracy": float(np.mean(p.argmax(1) == gold)),
+            "macro_f1": macro_f1(gold, p.argmax(1), n_labels), "accuracy": float(np.mean(p.argmax(1) == gold)),
             "ece": expected_calibration_error(p, gold), "log_loss": log_loss(p, gold),
             "engine_s": self.engine_s, "computed_tokens": usage["total_tokens"] - usage["cached_tokens"],
             "prompt_tokens": usage["prompt_tokens"], "calibration_prompts": usage["calibration_prompts"],
@@ -243,25 +251,10 @@ class ModeResult:
 
 # --- summary -------------------------------------------------------------------------------------------------
 
-def _macro_f1(predicted: np.ndarray, gold: np.ndarray, n_labels: int) -> np.ndarray:
-    """Macro-F1 of each row of ``predicted`` (draws, n) against ``gold`` (draws, n), every label counted (one
-    never predicted nor gold scores 0, as scikit-learn's ``zero_division=0`` with all labels): vectorised for
-    the bootstrap."""
-    draws = predicted.shape[0]
-    offsets = (np.arange(draws) * n_labels)[:, None]
-    size = draws * n_labels
-    true_pos = np.bincount((gold + offsets)[predicted == gold], minlength=size).reshape(draws, n_labels)
-    n_pred = np.bincount((predicted + offsets).ravel(), minlength=size).reshape(draws, n_labels)
-    n_gold = np.bincount((gold + offsets).ravel(), minlength=size).reshape(draws, n_labels)
-    total = n_pred + n_gold
-    f1 = np.divide(2 * true_pos, total, out=np.zeros(total.shape), where=total > 0)
-    return f1.mean(axis=1)
-
-
-def paired_bootstrap(rows: Sequence[dict], a: str, b: str, draws: int,
-                     rng: np.random.Generator) -> tuple[float, float, float]:
+def seed_paired_difference(rows: Sequence[dict], a: str, b: str, draws: int,
+                           rng: np.random.Generator) -> tuple[float, float, float]:
     """Mean over seeds of macro-F1(a) - macro-F1(b), with a 95% interval: test items resampled within each
-    seed (the same items for both modes)."""
+    seed (the same items for both modes), the seeds' differences averaged draw by draw."""
     diffs = np.zeros(draws)
     point = 0.0
     for row in rows:
@@ -269,9 +262,9 @@ def paired_bootstrap(rows: Sequence[dict], a: str, b: str, draws: int,
         n_labels = len(row["labels"])
         pa = np.array(row["modes"][a]["probs"]).argmax(1)
         pb = np.array(row["modes"][b]["probs"]).argmax(1)
-        point += float(_macro_f1(pa[None], gold[None], n_labels)[0] - _macro_f1(pb[None], gold[None], n_labels)[0])
-        idx = rng.integers(0, len(gold), (draws, len(gold)))
-        diffs += _macro_f1(pa[idx], gold[idx], n_labels) - _macro_f1(pb[idx], gold[idx], n_labels)
+        point += macro_f1(gold, pa, n_labels) - macro_f1(gold, pb, n_labels)
+        idx = bootstrap_rows(len(gold), draws, rng)
+        diffs += macro_f1_rows(pa[idx], gold[idx], n_labels) - macro_f1_rows(pb[idx], gold[idx], n_labels)
     n = len(rows)
     low, high = np.percentile(diffs / n, [2.5, 97.5])
     return point / n, float(low), float(high)
@@ -300,7 +293,7 @@ def summarise(results: list[dict], draws: int = 1000) -> None:
             by_dataset[r["dataset"]].append(r)
         modes = [m for m in MODES if all(m in r["modes"] for r in rows)]
         others = [m for m in modes if m not in ("auto", "auto-unfitted")]
-        print(f"\n### {selection}, k={k}\n")
+        print(f"\n### {selection}, k={k}")
         _quality_table(by_dataset, modes)
         if "auto" in modes:
             _auto_table(by_dataset, others, draws, rng)
@@ -312,66 +305,72 @@ def _seeds_mean(rows: Sequence[dict], mode: str, field: str) -> float:
     return _mean([r["modes"][mode][field] for r in rows])
 
 
+FIGURES = ("macro_f1", "accuracy", "ece", "log_loss")
+
+
+def _figures_cell(values: Sequence[float]) -> str:
+    return " / ".join(f"{v:.3f}" if i < 3 else f"{v:.2f}" for i, v in enumerate(values))
+
+
 def _quality_table(by_dataset: dict[str, list[dict]], modes: list[str]) -> None:
-    print("macro-F1 / accuracy / ECE / log-loss, mean over seeds:\n")
-    print("| dataset | n×seeds | fit chose | " + " | ".join(modes) + " |")
-    print("|---|---|---|" + "---|" * len(modes))
     means: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for dataset, rows in sorted(by_dataset.items()):
+    rows = []
+    for dataset, runs in sorted(by_dataset.items()):
         cells = []
         for m in modes:
-            values = [_seeds_mean(rows, m, f) for f in ("macro_f1", "accuracy", "ece", "log_loss")]
-            for f, v in zip(("macro_f1", "accuracy", "ece", "log_loss"), values, strict=True):
+            values = [_seeds_mean(runs, m, f) for f in FIGURES]
+            for f, v in zip(FIGURES, values, strict=True):
                 means[m][f].append(v)
-            cells.append(" / ".join(f"{v:.3f}" if i < 3 else f"{v:.2f}" for i, v in enumerate(values)))
-        chose = ",".join(sorted({r["fit"] for r in rows}))
-        print(f"| {dataset} | {rows[0]['n']}×{len(rows)} | {chose} | " + " | ".join(cells) + " |")
-    cells = [" / ".join(f"{_mean(means[m][f]):.3f}" if i < 3 else f"{_mean(means[m][f]):.2f}"
-                        for i, f in enumerate(("macro_f1", "accuracy", "ece", "log_loss"))) for m in modes]
-    print("| **mean** | | | " + " | ".join(cells) + " |")
+            cells.append(_figures_cell(values))
+        chose = ",".join(sorted({r["fit"] for r in runs}))
+        rows.append([dataset, f"{runs[0]['n']}×{len(runs)}", chose, *cells])
+    rows.append(["**mean**", "", "", *(_figures_cell([_mean(means[m][f]) for f in FIGURES]) for m in modes)])
+    print_table(["dataset", "n×seeds", "fit chose", *modes], rows,
+                "macro-F1 / accuracy / ECE / log-loss, mean over seeds:")
 
 
 def _auto_table(by_dataset: dict[str, list[dict]], others: list[str], draws: int, rng: np.random.Generator) -> None:
-    print("\n`auto` (fitted) minus each mode, macro-F1, paired bootstrap 95% interval; "
-          "`below best`: the best other mode is significantly better\n")
-    print("| dataset | " + " | ".join(others) + " | best other | below best |")
-    print("|---|" + "---|" * (len(others) + 2))
-    below, gains = 0, []
-    for dataset, rows in sorted(by_dataset.items()):
-        cells, points = [], {}
-        for m in others:
-            point, low, high = paired_bootstrap(rows, "auto", m, draws, rng)
-            points[m] = (point, low, high)
-            cells.append(f"{point:+.3f} [{low:+.3f}, {high:+.3f}]")
+    below, gains, rows = 0, [], []
+    for dataset, runs in sorted(by_dataset.items()):
+        points = {m: seed_paired_difference(runs, "auto", m, draws, rng) for m in others}
         best = min(others, key=lambda m: points[m][0])  # the mode auto trails most
         significant = points[best][2] < 0
         below += significant
         gains.append(points["none"][0] if "none" in points else float("nan"))
-        print(f"| {dataset} | " + " | ".join(cells) + f" | {best} | {'yes' if significant else 'no'} |")
+        rows.append([dataset, *(f"{p:+.3f} [{lo:+.3f}, {hi:+.3f}]" for p, lo, hi in points.values()), best,
+                     "yes" if significant else "no"])
+    print_table(["dataset", *others, "best other", "below best"], rows,
+                "`auto` (fitted) minus each mode, macro-F1, paired bootstrap 95% interval; `below best`: the best "
+                "other mode is significantly better")
     print(f"\n`auto` significantly below the best other mode on {below} of {len(by_dataset)} datasets; "
           f"mean gain over none {_mean(gains):+.3f}")
 
 
-def _cost_table(rows: Sequence[dict], modes: list[str]) -> None:
-    none_tokens = sum(r["modes"]["none"]["computed_tokens"] for r in rows)
-    none_s = sum(r["modes"]["none"]["engine_s"] for r in rows)
-    print("\nEngine cost over none (total over total; modes without calibration prompts reuse none's scores):\n")
-    print("| mode | extra computed tokens | extra engine time | calibration prompts/input |")
-    print("|---|---|---|---|")
-    n = sum(r["n"] for r in rows)
-    for m in modes:
-        tokens = sum(r["modes"][m]["computed_tokens"] for r in rows)
-        seconds = sum(r["modes"][m]["engine_s"] for r in rows)
-        prompts = sum(r["modes"][m]["calibration_prompts"] for r in rows)
-        print(f"| {m} | {100 * (tokens / none_tokens - 1):+.1f}% | {100 * (seconds / none_s - 1):+.0f}% | "
-              f"{prompts / n:.2f} |")
-    fit_tokens = sum(r["fit_cost"]["computed_tokens"] for r in rows)
-    fit_s = sum(r["fit_cost"]["seconds"] for r in rows)
-    held = sum(r["fit_cost"]["held_back"] for r in rows)
-    calib = sum(r["fit_cost"]["calibration_tokens"] for r in rows)
+def _cost_table(runs: Sequence[dict], modes: list[str]) -> None:
+    def total(mode: str, field: str) -> float:
+        return sum(r["modes"][mode][field] for r in runs)
+
+    none_tokens, none_s, n = total("none", "computed_tokens"), total("none", "engine_s"), sum(r["n"] for r in runs)
+    print_table(["mode", "extra computed tokens", "extra engine time", "calibration prompts/input"],
+                ([m, f"{100 * (total(m, 'computed_tokens') / none_tokens - 1):+.1f}%",
+                  f"{100 * (total(m, 'engine_s') / none_s - 1):+.0f}%", f"{total(m, 'calibration_prompts') / n:.2f}"]
+                 for m in modes),
+                "Engine cost over none (total over total; modes without calibration prompts reuse none's scores):")
+    fit_tokens, fit_s, held, calib = (sum(r["fit_cost"][f] for r in runs)
+                                      for f in ("computed_tokens", "seconds", "held_back", "calibration_tokens"))
     print(f"\nFit (held-back pass at this count): {fit_tokens / held:.0f} computed tokens per held-back example "
-          f"({calib / held:.0f} of them calibration), {fit_s / len(rows):.1f} s per fit of "
-          f"{held // len(rows)} examples")
+          f"({calib / held:.0f} of them calibration), {fit_s / len(runs):.1f} s per fit of "
+          f"{held // len(runs)} examples")
+
+
+def _lodo_pick(by_dataset: dict[str, list[dict]], held_out: str, modes: list[str]) -> str:
+    """The deterministic mode within the cost cap with the best mean macro-F1 over the datasets but ``held_out``."""
+    rest = [r for d, rs in by_dataset.items() if d != held_out for r in rs]
+    none_tokens = sum(r["modes"]["none"]["computed_tokens"] for r in rest)
+    within = [m for m in modes if sum(r["modes"][m]["computed_tokens"] for r in rest) <= (1 + COST_CAP) * none_tokens]
+    scores = {m: _mean([_seeds_mean(rs, m, "macro_f1") for d, rs in by_dataset.items() if d != held_out])
+              for m in within}
+    return max(within, key=lambda m: (scores[m], -DETERMINISTIC.index(m)))
 
 
 def _lodo(latest: dict[tuple, dict], draws: int, rng: np.random.Generator) -> None:
@@ -380,31 +379,24 @@ def _lodo(latest: dict[tuple, dict], draws: int, rng: np.random.Generator) -> No
     configs: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for (dataset, selection, k, _seed), r in latest.items():
         configs[(selection, k)][dataset].append(r)
-    print("\n### Unfitted default, leave-one-dataset-out\n")
-    print("| selection | k | dataset | chosen on the others | its macro-F1 | none | minus none [95%] | "
-          "auto-unfitted |")
-    print("|---|---|---|---|---|---|---|---|")
+    rows = []
     for (selection, k), by_dataset in sorted(configs.items()):
-        modes = [m for m in DETERMINISTIC if all(m in r["modes"] for rows in by_dataset.values() for r in rows)]
+        modes = [m for m in DETERMINISTIC if all(m in r["modes"] for runs in by_dataset.values() for r in runs)]
         losses = 0
-        for held_out, rows in sorted(by_dataset.items()):
-            rest = [r for d, rs in by_dataset.items() if d != held_out for r in rs]
-            none_tokens = sum(r["modes"]["none"]["computed_tokens"] for r in rest)
-            within = [m for m in modes
-                      if sum(r["modes"][m]["computed_tokens"] for r in rest) <= (1 + COST_CAP) * none_tokens]
-            scores = {m: _mean([_seeds_mean(rs, m, "macro_f1") for d, rs in by_dataset.items() if d != held_out])
-                      for m in within}
-            pick = max(within, key=lambda m: (scores[m], -DETERMINISTIC.index(m)))
-            point, low, high = paired_bootstrap(rows, pick, "none", draws, rng) if pick != "none" else (0, 0, 0)
+        for held_out, runs in sorted(by_dataset.items()):
+            pick = _lodo_pick(by_dataset, held_out, modes)
+            point, low, high = seed_paired_difference(runs, pick, "none", draws, rng) if pick != "none" else (0, 0, 0)
             losses += point < 0
-            print(f"| {selection} | {k} | {held_out} | {pick} | {_seeds_mean(rows, pick, 'macro_f1'):.3f} | "
-                  f"{_seeds_mean(rows, 'none', 'macro_f1'):.3f} | {point:+.3f} [{low:+.3f}, {high:+.3f}] | "
-                  f"{_seeds_mean(rows, 'auto-unfitted', 'macro_f1'):.3f} |")
-        print(f"| {selection} | {k} | | loses to none on {losses} of {len(by_dataset)} | | | | |")
+            rows.append([selection, k, held_out, pick, f"{_seeds_mean(runs, pick, 'macro_f1'):.3f}",
+                         f"{_seeds_mean(runs, 'none', 'macro_f1'):.3f}", f"{point:+.3f} [{low:+.3f}, {high:+.3f}]",
+                         f"{_seeds_mean(runs, 'auto-unfitted', 'macro_f1'):.3f}"])
+        rows.append([selection, k, "", f"loses to none on {losses} of {len(by_dataset)}", "", "", "", ""])
+    print_table(["selection", "k", "dataset", "chosen on the others", "its macro-F1", "none", "minus none [95%]",
+                 "auto-unfitted"], rows, "### Unfitted default, leave-one-dataset-out")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args() -> argparse.Namespace:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--datasets", nargs="+", default=list(ALL_DATASETS))
     parser.add_argument("--selection", nargs="+", default=["knn", "random"])
     parser.add_argument("--k", nargs="+", type=int, default=[4, 8],
@@ -420,7 +412,7 @@ def main() -> None:
                         help="also run domain-ref on kNN sets (20 prompts per input: ~5x none's engine time)")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--time-limit-s", type=float, help="stop starting new configurations after this long")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    add_out_argument(parser)
     parser.add_argument("--table", type=Path, nargs="+", help="only summarise earlier results")
     parser.add_argument("--resume", type=Path, nargs="+",
                         help="results of an earlier run: its configurations (of --selection) are kept, not rerun")
@@ -428,10 +420,16 @@ def main() -> None:
     args = parser.parse_args()
     if "none" not in args.modes or args.modes[0] != "none":
         args.modes = ["none", *[m for m in args.modes if m != "none"]]
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     if args.table:
-        summarise([r for path in args.table for r in json.loads(path.read_text())], args.bootstrap)
+        summarise(read_rows(args.table), args.bootstrap)
         return
-    run_benchmark(args, "calibration-auto", evaluate, lambda rows: summarise(rows, args.bootstrap))
+    # Rows carry every item's probabilities: written without indentation.
+    run_benchmark(args, "calibration-auto", evaluate, lambda rows: summarise(rows, args.bootstrap), indent=None)
 
 
 if __name__ == "__main__":

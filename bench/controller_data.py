@@ -1,12 +1,12 @@
 """The meta-controller's data, without the service: for held-back training examples and for test items, the
 serving-time features and whether the model is right at every candidate count.
 
-    python bench/controller_data.py --datasets trec sst2 cr subj --train-size 1000 --n-test 500
+    python -m bench.controller_data --datasets trec sst2 cr subj --train-size 1000 --n-test 500
 
 As the service's training job does: held-back examples are classified with demonstrations from the pool
 (--pool-size examples); test items with demonstrations from the pool plus the held-back examples (the task's
 whole labeled pool at serving time). Writes one .npz per dataset (features, correct, prompt_tokens for
-"train" and "test") under --out; `bench/controller_offline.py` fits and compares controllers on them. With
+"train" and "test") under --out; `python -m bench.controller_offline` fits and compares controllers on them. With
 `--scorer transformers --device cuda` it runs where a GPU but no vLLM is available.
 """
 
@@ -14,24 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inprocess import (  # noqa: E402
-    REPO,
-    Embeddings,
-    add_engine_arguments,
-    labeled_pool,
-    run,
-    started_scorer,
-    task_data,
-)
-
-from controller.training import collect  # noqa: E402
+from bench.harness.cli import argument_parser
+from bench.harness.inprocess import Embeddings, add_engine_arguments, labeled_pool, run, started_scorer, task_data
+from bench.harness.results import RESULTS, add_out_argument
+from controller.training import collect
 
 
 async def dataset_matrices(args: argparse.Namespace, scorer, embeddings: Embeddings, dataset: str) -> dict:
@@ -64,7 +54,7 @@ async def dataset_matrices(args: argparse.Namespace, scorer, embeddings: Embeddi
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--datasets", nargs="+", default=["trec", "sst2", "cr", "subj"])
     parser.add_argument("--candidate-k", nargs="+", type=int, default=[0, 1, 2, 4, 8, 16])
     parser.add_argument("--pool-size", type=int, default=1000)
@@ -74,7 +64,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--splits", nargs="+", choices=["train", "test"], default=["train", "test"],
                         help="only 'test': items to apply a controller trained elsewhere to (another model's)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "controller-data")
+    add_out_argument(parser, RESULTS / "controller-data")
     add_engine_arguments(parser)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,13 @@
 """Accuracy against prompt tokens, fixed counts versus the meta-controller, on the data of
-`bench/controller_data.py`. No engine is needed: the model's answer at every count is known for
+`python -m bench.controller_data`. No engine is needed: the model's answer at every count is known for
 every test item, so any choice of counts is scored exactly.
 
-    python bench/controller_offline.py bench/results/controller-data/{trec,sst2,cr,subj}-SmolLM2-135M-Instruct.npz
+    python -m bench.controller_offline bench/results/controller-data/{trec,sst2,cr,subj}-SmolLM2-135M-Instruct.npz
     # the same controllers (trained on SmolLM2's answers) choosing counts for another model's test answers:
-    python bench/controller_offline.py bench/results/controller-data/*-SmolLM2-135M-Instruct.npz \\
+    python -m bench.controller_offline bench/results/controller-data/*-SmolLM2-135M-Instruct.npz \\
         --apply-to gemma-3-270m-q4_k_m
     # hyperparameter grid (embedding components, C, tolerance):
-    python bench/controller_offline.py FILES --grid
+    python -m bench.controller_offline FILES --grid
 
 The controller (the service's defaults) is fitted on a file's held-back "train" examples, as the service's
 training job fits it, and chooses counts for the "test" items: without a budget, and under budgets set as
@@ -18,17 +18,15 @@ curves under --out, and states the token saving at the best fixed count's accura
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from controller.meta import MetaController  # noqa: E402
+from bench.harness.cli import argument_parser
+from bench.harness.results import add_out_argument, results_path, write_json
+from bench.harness.tables import print_table
+from controller.meta import MetaController
 
-REPO = Path(__file__).resolve().parents[1]
 BUDGET_SHARES = (0.25, 0.5, 0.75, 1.0)
 
 
@@ -87,37 +85,41 @@ def grid(path: Path, dims_options: list[int], cs: list[float], tolerances: list[
                 print(f"dims {dims:3d} C {C:<5} tol {tol:<4} | {auto} | saving at best-1pt {saving}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("files", type=Path, nargs="+", help="controller_data.py outputs (with a train split)")
+def parse_args() -> argparse.Namespace:
+    parser = argument_parser(__doc__, __spec__.name)
+    parser.add_argument("files", type=Path, nargs="+", help="controller_data outputs (with a train split)")
     parser.add_argument("--apply-to", help="model whose test answers (DATASET-MODEL.npz beside each file) the "
                                            "controller chooses counts for")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    add_out_argument(parser)
     parser.add_argument("--grid", action="store_true")
     parser.add_argument("--embedding-dims", type=int, nargs="+", default=[384, 16, 8, 0])
     parser.add_argument("--C", type=float, nargs="+", default=[1.0, 0.1])
     parser.add_argument("--tolerance", type=float, nargs="+", default=[0.0, 0.02, 0.05])
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def evaluate_file(path: Path, apply_to: str | None) -> dict:
+    """The controller fitted on a file's held-back examples, choosing counts for its (or ``apply_to``'s) test."""
+    dataset, trained_on = path.stem.split("-", 1)
+    d = np.load(path)
+    ks = d["candidate_k"].tolist()
+    controller = MetaController(candidate_k=ks).fit(d["train_features"], d["train_correct"])
+    test = np.load(path.with_name(f"{dataset}-{apply_to}.npz")) if apply_to else d
+    rows = curve(controller, test["test_features"], test["test_correct"], test["test_prompt_tokens"], ks)
+    return {"dataset": dataset, "controller_trained_on": trained_on, "model": apply_to or trained_on,
+            "n_train": len(d["train_correct"]), "n_test": len(test["test_correct"]), "rows": rows,
+            "saving": saving_at_best_fixed(rows)}
+
+
+def main() -> None:
+    args = parse_args()
     if args.grid:
         for path in args.files:
             grid(path, args.embedding_dims, args.C, args.tolerance)
         return
-
-    results = []
-    for path in args.files:
-        dataset, trained_on = path.stem.split("-", 1)
-        d = np.load(path)
-        ks = d["candidate_k"].tolist()
-        controller = MetaController(candidate_k=ks).fit(d["train_features"], d["train_correct"])
-        test = np.load(path.with_name(f"{dataset}-{args.apply_to}.npz")) if args.apply_to else d
-        rows = curve(controller, test["test_features"], test["test_correct"], test["test_prompt_tokens"], ks)
-        results.append({"dataset": dataset, "controller_trained_on": trained_on,
-                        "model": args.apply_to or trained_on, "n_train": len(d["train_correct"]),
-                        "n_test": len(test["test_correct"]), "rows": rows, "saving": saving_at_best_fixed(rows)})
-    print_table(results)
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"controller-offline-{args.apply_to or 'same-model'}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(results, indent=1))
+    results = [evaluate_file(path, args.apply_to) for path in args.files]
+    print_results(results)
+    out = write_json(results_path(args.out, f"controller-offline-{args.apply_to or 'same-model'}"), results)
     plot(results, out.with_suffix(".png"))
     print(f"\nresults: {out}\nplot: {out.with_suffix('.png')}")
 
@@ -130,14 +132,14 @@ def describe_saving(s: dict) -> str:
     return f"{s['saving']:.0%} fewer tokens than {best} with `{s['setting']}` ({s['accuracy']:.3f})"
 
 
-def print_table(results: list[dict]) -> None:
+def print_results(results: list[dict]) -> None:
     for item in results:
-        verdict = describe_saving(item["saving"])
-        print(f"\n{item['dataset']} on {item['model']} (controller trained on {item['controller_trained_on']}, "
-              f"{item['n_train']} held-back examples; {item['n_test']} test items): {verdict}")
-        print("| setting | accuracy | prompt tok/input | mean k |\n|---|---|---|---|")
-        for r in item["rows"]:
-            print(f"| {r['setting']} | {r['accuracy']:.3f} | {r['prompt_tokens_per_input']:.0f} | {r['mean_k']:.2f} |")
+        title = (f"{item['dataset']} on {item['model']} (controller trained on {item['controller_trained_on']}, "
+                 f"{item['n_train']} held-back examples; {item['n_test']} test items): "
+                 f"{describe_saving(item['saving'])}")
+        print_table(["setting", "accuracy", "prompt tok/input", "mean k"],
+                    ([r["setting"], f"{r['accuracy']:.3f}", f"{r['prompt_tokens_per_input']:.0f}", f"{r['mean_k']:.2f}"]
+                     for r in item["rows"]), title)
 
 
 def plot(results: list[dict], path: Path) -> None:

@@ -1,6 +1,6 @@
 """How many prompt tokens `demos: "auto"` saves, through the service end to end: fit job, then predict.
 
-    python bench/counts_http.py --datasets sst2 trec cr subj mr agnews --n-test 200 --pool-size 1000
+    python -m bench.counts_http --datasets sst2 trec cr subj mr agnews --n-test 200 --pool-size 1000
 
 Per dataset: the task is created and fitted by the fit job (its default request; its tokens, seconds and the
 engine's dtype recorded), then the test items are classified in requests of `--batch` inputs with the default
@@ -22,31 +22,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
-import sys
 import tempfile
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import f1_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_http import DEFAULT_TEMPLATE, REPO, TEMPLATES, input_of, load, service, setup_task  # noqa: E402
+from bench.harness.cli import argument_parser
+from bench.harness.datasets import load_dataset
+from bench.harness.figures import label_figures
+from bench.harness.host import describe_host, host_line
+from bench.harness.results import add_out_argument, read_json, results_path, write_json
+from bench.harness.server import Service, add_server_arguments, dataset_task, served_from
+from bench.harness.tables import print_table
+from controller.cascade import Cascade, replay
+from iclclient import APIError, Client
 
-from controller.cascade import Cascade, replay  # noqa: E402
-from iclclient import APIError, Client  # noqa: E402
-
-
-def cpu_flags() -> list[str]:
-    wanted = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return sorted(wanted & set(line.split()))
+Task = tuple[str, list, list[str], list[str]]  # the task's name, the test inputs, their gold labels, the labels
 
 
 def classify(client: Client, name: str, inputs: list, labels: list[str], gold: list[str], batch: int,
@@ -71,8 +65,7 @@ def classify(client: Client, name: str, inputs: list, labels: list[str], gold: l
     stages = [len(p["stages"]) for p in predictions]
     return {
         "demos": demos, "budget_per_input": budget_per_input, "n": n, "policy": sorted(policies),
-        "accuracy": float(np.mean([p == g for p, g in zip(predicted, gold, strict=True)])),
-        "macro_f1": float(f1_score(gold, predicted, average="macro", labels=labels, zero_division=0)),
+        **label_figures(gold, predicted, labels),
         "prompt_tokens_per_input": prompt_tokens / n,
         "computed_tokens_per_input": computed / n,
         "mean_stages": float(np.mean(stages)),
@@ -85,13 +78,11 @@ def classify(client: Client, name: str, inputs: list, labels: list[str], gold: l
     }
 
 
-def test_items(dataset: str, n_test: int, seed: int, template: str | None = None) -> tuple[list, list[str]]:
+def test_items(name: str, n_test: int, seed: int) -> tuple[list, list[str]]:
     """The benchmark's test items of a dataset: inputs (as the task's template reads them) and gold labels."""
-    test = load(dataset, "test")
-    random.Random(seed).shuffle(test)
-    rows = test[:n_test]
-    template = template or TEMPLATES.get(dataset, DEFAULT_TEMPLATE)
-    return [input_of(r, template) for r in rows], [r["label"] for r in rows]
+    data = load_dataset(name, seed)
+    rows = data.test[:n_test]
+    return data.inputs(rows), [r["label"] for r in rows]
 
 
 def one_input_latency(client: Client, name: str, inputs: list, demos: int | str) -> float:
@@ -144,29 +135,28 @@ def summarise(dataset: str, record: dict) -> dict:
 
 
 def print_tables(records: dict[str, dict]) -> None:
-    print("\n| dataset | " + " | ".join(f"k={k}" for k in sorted({int(k) for r in records.values()
-                                                                      for k in r["fixed"]})) + " | ref k |")
-    for dataset, record in records.items():
+    counts = sorted({int(k) for r in records.values() for k in r["fixed"]})
+    rows = []
+    for name, record in records.items():
         fixed = {int(k): r for k, r in record["fixed"].items()}
-        cells = [f"{fixed[k]['accuracy']:.3f} / {fixed[k]['macro_f1']:.3f} / {fixed[k]['prompt_tokens_per_input']:.0f}"
-                 for k in sorted(fixed)]
-        print(f"| {dataset} | " + " | ".join(cells) + f" | {summarise(dataset, record)['reference_k']} |")
-    print("\n| dataset | auto | accuracy | macro-F1 | prompt tok | computed tok | saving vs ref | acc − best "
-          "| F1 − best |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    by_label: dict[str, list[dict]] = {}
-    for dataset, record in records.items():
-        for row in summarise(dataset, record)["rows"]:
+        rows.append([name, *(f"{fixed[k]['accuracy']:.3f} / {fixed[k]['macro_f1']:.3f} / "
+                             f"{fixed[k]['prompt_tokens_per_input']:.0f}" if k in fixed else "-" for k in counts),
+                     summarise(name, record)["reference_k"]])
+    print_table(["dataset", *(f"k={k}" for k in counts), "ref k"], rows)
+    rows, by_label = [], {}
+    for name, record in records.items():
+        for row in summarise(name, record)["rows"]:
             by_label.setdefault(row["auto"], []).append(row)
-            print(f"| {dataset} | {row['auto']} | {row['accuracy']:.3f} | {row['macro_f1']:.3f} | "
-                  f"{row['prompt_tokens']:.0f} | {row['computed_tokens']:.0f} | {row['saving']:+.1%} | "
-                  f"{row['accuracy_vs_best']:+.3f} | {row['macro_f1_vs_best']:+.3f} |")
-    for label, rows in by_label.items():
-        print(f"| **mean** | {label} | {np.mean([r['accuracy'] for r in rows]):.3f} | "
-              f"{np.mean([r['macro_f1'] for r in rows]):.3f} | {np.mean([r['prompt_tokens'] for r in rows]):.0f} | "
-              f"{np.mean([r['computed_tokens'] for r in rows]):.0f} | {np.mean([r['saving'] for r in rows]):+.1%} | "
-              f"{np.mean([r['accuracy_vs_best'] for r in rows]):+.3f} | "
-              f"{np.mean([r['macro_f1_vs_best'] for r in rows]):+.3f} |")
+            rows.append([name, row["auto"], f"{row['accuracy']:.3f}", f"{row['macro_f1']:.3f}",
+                         f"{row['prompt_tokens']:.0f}", f"{row['computed_tokens']:.0f}", f"{row['saving']:+.1%}",
+                         f"{row['accuracy_vs_best']:+.3f}", f"{row['macro_f1_vs_best']:+.3f}"])
+    for label, runs in by_label.items():
+        mean = {key: np.mean([r[key] for r in runs]) for key in runs[0] if key not in ("dataset", "auto")}
+        rows.append(["**mean**", label, f"{mean['accuracy']:.3f}", f"{mean['macro_f1']:.3f}",
+                     f"{mean['prompt_tokens']:.0f}", f"{mean['computed_tokens']:.0f}", f"{mean['saving']:+.1%}",
+                     f"{mean['accuracy_vs_best']:+.3f}", f"{mean['macro_f1_vs_best']:+.3f}"])
+    print_table(["dataset", "auto", "accuracy", "macro-F1", "prompt tok", "computed tok", "saving vs ref", "acc − best",
+                 "F1 − best"], rows)
 
 
 def plot(records: dict[str, dict], path: Path) -> None:
@@ -197,8 +187,60 @@ def plot(records: dict[str, dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def fit(client: Client, name: str, fit_size: int | None) -> dict:
+    """The fit job (its default request) and what it chose and cost."""
+    fitted = client.wait_for_job(client.train_controller(name, train_size=fit_size), poll_s=2.0)["result"]
+    return {key: fitted[key] for key in ("cost", "train_size", "candidate_k", "cascade", "validation")}
+
+
+def measure_dataset(args: argparse.Namespace, client: Client, name: str) -> tuple[Task, dict]:
+    """Fit the dataset's task, then every fixed count, auto with and without budgets, the replayed cascade and
+    one-input latency."""
+    data = load_dataset(name, args.seed)
+    task = dataset_task(client, data, data.train[:args.pool_size])
+    inputs, gold = test_items(name, args.n_test, args.seed)
+    labels = client.get_task(task)["labels"]
+    record = {"fit": fit(client, task, args.fit_size), "labels": labels, "fixed": {}, "auto": {}}
+    print(json.dumps({"dataset": name, "fit": record["fit"]}), flush=True)
+    for k in args.fixed_k:
+        record["fixed"][str(k)] = classify(client, task, inputs, labels, gold, args.batch, k)
+        print(name, "k", k, {m: record["fixed"][str(k)][m] for m in
+                             ("accuracy", "macro_f1", "prompt_tokens_per_input")}, flush=True)
+    fixed = {int(k): r for k, r in record["fixed"].items()}
+    ref = reference_count(fixed)
+    ref_tokens = fixed[ref]["prompt_tokens_per_input"]
+    for label, share in {"cascade": None, **{f"cascade, budget {b:.0%}": b for b in args.budgets}}.items():
+        record["auto"][label] = classify(client, task, inputs, labels, gold, args.batch, "auto",
+                                         share * ref_tokens if share is not None else None)
+        print(name, label, {m: record["auto"][label].get(m) for m in
+                            ("accuracy", "macro_f1", "prompt_tokens_per_input", "mean_stages", "error")}, flush=True)
+    played = replayed(record["fit"]["cascade"], fixed, labels, gold)
+    service_answers = [item["label"] for item in record["auto"]["cascade"]["items"]]
+    record["replay"] = {**{k: v for k, v in played.items() if k != "answers"},
+                        "same_answers_as_service": float(np.mean(
+                            [a == b for a, b in zip(played["answers"], service_answers, strict=True)]))}
+    few = inputs[:args.latency_n]
+    record["latency_ms_p50"] = {"auto": one_input_latency(client, task, few, "auto"),
+                                f"k={ref}": one_input_latency(client, task, few, ref)}
+    print(name, "replay", record["replay"], "latency", record["latency_ms_p50"], flush=True)
+    return (task, inputs, gold, labels), record
+
+
+def controller_policy(client: Client, tasks: dict[str, Task], records: dict[str, dict], batch: int) -> None:
+    """`auto` served by the meta-controller on the same fits, without a budget and at half the reference's."""
+    for name, (task, inputs, gold, labels) in tasks.items():
+        record = records[name]
+        fixed = {int(k): r for k, r in record["fixed"].items()}
+        ref_tokens = fixed[reference_count(fixed)]["prompt_tokens_per_input"]
+        for label, share in {"controller": None, "controller, budget 50%": 0.5}.items():
+            record["auto"][label] = classify(client, task, inputs, labels, gold, batch, "auto",
+                                             share * ref_tokens if share is not None else None)
+            print(name, label, {m: record["auto"][label].get(m) for m in
+                                ("accuracy", "macro_f1", "prompt_tokens_per_input", "error")}, flush=True)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--datasets", nargs="+", default=["sst2", "trec", "cr", "subj", "mr", "agnews"])
     parser.add_argument("--fixed-k", type=int, nargs="+", default=[0, 1, 2, 4, 8, 16])
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.75, 1.0])
@@ -211,83 +253,42 @@ def main() -> None:
     parser.add_argument("--model", help="a local model folder (default: the service's default model)")
     parser.add_argument("--controller-policy", action="store_true",
                         help="also serve auto with the meta-controller, on the same fits")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    add_server_arguments(parser, url=False)
+    add_out_argument(parser)
     parser.add_argument("--table", type=Path, help="only print the tables of an earlier results file")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.table:
-        print_tables(json.loads(args.table.read_text())["datasets"])
+        print_tables(read_json(args.table)["datasets"])
         return
-
     data_dir = Path(tempfile.mkdtemp(prefix="iclbench-counts-"))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = {"cpu_flags": cpu_flags(), "args": {k: str(v) for k, v in vars(args).items()}, "datasets": {}}
+    path = results_path(args.out, "counts")
+    out = {"host": describe_host(), "args": {k: str(v) for k, v in vars(args).items()}, "datasets": {}}
     records: dict[str, dict] = out["datasets"]
-    path = args.out / f"counts-{stamp}.json"
-    args.out.mkdir(parents=True, exist_ok=True)
+    tasks: dict[str, Task] = {}
 
-    def save() -> None:
-        path.write_text(json.dumps(out, indent=1))
+    def service(env: dict[str, str] | None = None) -> AbstractContextManager[Service]:
+        return served_from(args, data_dir=data_dir, model=args.model, auto_fit=False, env=env)
 
-    tasks: dict[str, tuple[str, list, list[str], list[str]]] = {}
-    with service(None, data_dir, args.model, auto_fit=False) as url, Client(url, timeout=3600) as client:
+    with service() as started, started.client() as client:
         out["model"] = client.models()[0]["id"]
-        for dataset in args.datasets:
-            name, template = setup_task(client, dataset, args.pool_size, args.seed)
-            inputs, gold = test_items(dataset, args.n_test, args.seed, template)
-            labels = client.get_task(name)["labels"]
-            tasks[dataset] = (name, inputs, gold, labels)
-            job = client.wait_for_job(client.train_controller(name, train_size=args.fit_size), poll_s=2.0)
-            fitted = job["result"]
-            record = records[dataset] = {
-                "fit": {"cost": fitted["cost"], "train_size": fitted["train_size"],
-                        "candidate_k": fitted["candidate_k"], "cascade": fitted["cascade"],
-                        "validation": fitted["validation"]},
-                "labels": labels, "fixed": {}, "auto": {}}
-            print(json.dumps({"dataset": dataset, "fit": record["fit"]}), flush=True)
-            for k in args.fixed_k:
-                record["fixed"][str(k)] = classify(client, name, inputs, labels, gold, args.batch, k)
-                print(dataset, "k", k, {m: record["fixed"][str(k)][m] for m in
-                                        ("accuracy", "macro_f1", "prompt_tokens_per_input")}, flush=True)
-            fixed = {int(k): r for k, r in record["fixed"].items()}
-            ref = reference_count(fixed)
-            ref_tokens = fixed[ref]["prompt_tokens_per_input"]
-            runs = {"cascade": None, **{f"cascade, budget {b:.0%}": b for b in args.budgets}}
-            for label, share in runs.items():
-                record["auto"][label] = classify(client, name, inputs, labels, gold, args.batch, "auto",
-                                                 share * ref_tokens if share is not None else None)
-                print(dataset, label, {m: record["auto"][label].get(m) for m in
-                                       ("accuracy", "macro_f1", "prompt_tokens_per_input", "mean_stages", "error")},
-                      flush=True)
-            played = replayed(fitted["cascade"], fixed, labels, gold)
-            service_answers = [item["label"] for item in record["auto"]["cascade"]["items"]]
-            record["replay"] = {**{k: v for k, v in played.items() if k != "answers"},
-                                "same_answers_as_service": float(np.mean(
-                                    [a == b for a, b in zip(played["answers"], service_answers, strict=True)]))}
-            few = inputs[:args.latency_n]
-            record["latency_ms_p50"] = {"auto": one_input_latency(client, name, few, "auto"),
-                                        f"k={ref}": one_input_latency(client, name, few, ref)}
-            print(dataset, "replay", record["replay"], "latency", record["latency_ms_p50"], flush=True)
-            save()
-    if args.controller_policy:
-        with (service(None, data_dir, args.model, auto_fit=False, env={"ICL_AUTO_COUNT_POLICY": "controller"})
-              as url, Client(url, timeout=3600) as client):
-            for dataset, (name, inputs, gold, labels) in tasks.items():
-                record = records[dataset]
-                fixed = {int(k): r for k, r in record["fixed"].items()}
-                ref_tokens = fixed[reference_count(fixed)]["prompt_tokens_per_input"]
-                for label, share in {"controller": None, "controller, budget 50%": 0.5}.items():
-                    record["auto"][label] = classify(client, name, inputs, labels, gold, args.batch, "auto",
-                                                     share * ref_tokens if share is not None else None)
-                    print(dataset, label, {m: record["auto"][label].get(m) for m in
-                                           ("accuracy", "macro_f1", "prompt_tokens_per_input", "error")}, flush=True)
-                save()
+        for name in args.datasets:
+            tasks[name], records[name] = measure_dataset(args, client, name)
+            write_json(path, out)
+    if args.controller_policy:  # a second server on the same database
+        with service({"ICL_AUTO_COUNT_POLICY": "controller"}) as started, started.client() as client:
+            controller_policy(client, tasks, records, args.batch)
+            write_json(path, out)
     for record in records.values():
         record["summary"] = summarise("", record)
-    save()
+    write_json(path, out)
     figure = path.with_suffix(".png")
     plot(records, figure)
     print_tables(records)
-    print(f"\nresults: {path}\nplot: {figure}\nCPU flags: {out['cpu_flags']}")
+    print(f"\nresults: {path}\nplot: {figure}\n{host_line(out['host'])}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Engine settings on this machine: prompt throughput by dtype and KV-cache block size (`service/engine.py`).
 
-    python bench/engine_settings.py --settings float32/128 float32/32 bfloat16/128
+    python -m bench.engine_settings --settings float32/128 float32/32 bfloat16/128
 
 Per setting (DTYPE/BLOCK) one engine is started in its own process and runs two workloads of SST-2 prompts:
 - distinct: --distinct prompts of 5 random demonstrations each, prefix cache emptied before each of
@@ -17,14 +17,14 @@ import asyncio
 import multiprocessing
 import os
 import random
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inprocess import REPO, default_model_dir, save_results, task_data  # noqa: E402
-
-from controller.templates import Demo  # noqa: E402
+from bench.harness.cli import argument_parser
+from bench.harness.host import describe_host
+from bench.harness.inprocess import default_model_dir, task_data
+from bench.harness.results import add_out_argument, save_results
+from bench.harness.tables import markdown_table
+from controller.templates import Demo
 
 
 def prompts(n_distinct: int, n_shared: int, seed: int) -> tuple[list[str], list[str], list[str]]:
@@ -76,19 +76,22 @@ def measure(setting: str, args: argparse.Namespace, queue: multiprocessing.Queue
         scorer.shutdown()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args() -> argparse.Namespace:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--settings", nargs="+", default=["float32/128", "float32/32", "bfloat16/128"])
     parser.add_argument("--distinct", type=int, default=16)
     parser.add_argument("--shared", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    args = parser.parse_args()
+    add_out_argument(parser)
+    return parser.parse_args()
 
+
+def main() -> None:
+    args = parse_args()
     rows = []
-    print("| setting | distinct prompts, tok/s (each run) | shared prefix, tok/s (cached of total) |")
-    print("|---|---|---|")
+    print(markdown_table(["setting", "distinct prompts, tok/s (each run)", "shared prefix, tok/s (cached of total)"],
+                         []))
     context = multiprocessing.get_context("spawn")  # one engine per process: each setting starts clean
     for setting in args.settings:
         queue = context.Queue()
@@ -96,7 +99,7 @@ def main() -> None:
         worker.start()
         row = queue.get()
         worker.join()
-        rows.append(row)
+        rows.append({**row, "host": describe_host(setting.split("/")[0])})
         print(f"| {setting} | {' / '.join(f'{t:.0f}' for t in row['distinct_tok_s'])} | "
               f"{row['shared_tok_s']:.0f} ({row['shared_cached']} of {row['shared_total']}) |", flush=True)
     save_results(args.out, "engine-settings", rows)

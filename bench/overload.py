@@ -2,8 +2,8 @@
 one answer (200, or 429/503 with Retry-After), no prediction may be lost, duplicated or swapped, and the
 server's memory must stay bounded.
 
-    python bench/overload.py                       # fake engine: 20,000 prompt tokens/s, 512 prompts admitted
-    python bench/overload.py --engine vllm --requests 200 --clients 16 --max-inflight 256
+    python -m bench.overload                       # fake engine: 20,000 prompt tokens/s, 512 prompts admitted
+    python -m bench.overload --engine vllm --requests 200 --clients 16 --max-inflight 256
 
 Without --url it starts `iclserve serve` with a temporary data directory (the fake engine: ICL_ENGINE=fake,
 ICL_FAKE_TOKENS_PER_S; or the real one), creates a task on SST-2's training texts (or synthetic texts when
@@ -22,28 +22,26 @@ import json
 import os
 import random
 import statistics
-import sys
-import tempfile
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_http import DATASETS, REPO, load, start_server  # noqa: E402
+from bench.harness.cli import argument_parser
+from bench.harness.datasets import datasets_dir, load, shuffled
+from bench.harness.host import describe_host
+from bench.harness.results import add_out_argument, results_path, write_json
+from bench.harness.server import fresh_task, served
 
 TASK = {"name": "overload", "labels": ["negative", "positive"], "template": "Input: {text}\nLabel: {label}"}
 
 
 def texts(n: int, seed: int) -> list[str]:
     """SST-2's training sentences where the shared datasets are, otherwise synthetic ones."""
-    if (DATASETS / "sst2").exists():
-        rows = load("sst2", "train")
-        random.Random(seed).shuffle(rows)
-        return [row["text"] for row in rows[:n]]
+    if (datasets_dir() / "sst2").exists():
+        return [row["text"] for row in shuffled(load("sst2", "train"), seed)[:n]]
     return [f"{random.Random(i).choice(['good', 'bad', 'fine'])} film number {i}" for i in range(n)]
 
 
@@ -138,14 +136,12 @@ def summarise(results: list[dict], wall_s: float, peak_rss: int, args: argparse.
         "latency_p50_s": statistics.median(latencies) if latencies else None,
         "latency_p99_s": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else None,
         "throughput_inputs_per_s": answered / wall_s, "wall_s": wall_s,
-        "peak_rss_mib": peak_rss / 2**20,
-        "cpu_flags": sorted({"avx2", "avx512f", "avx512_bf16", "amx_bf16"} & set(
-            Path("/proc/cpuinfo").read_text().split())) if Path("/proc/cpuinfo").exists() else [],
+        "peak_rss_mib": peak_rss / 2**20, "host": describe_host(),
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args() -> argparse.Namespace:
+    parser = argument_parser(__doc__, __spec__.name)
     parser.add_argument("--url", help="a running service (its own settings then decide the limits)")
     parser.add_argument("--engine", choices=["fake", "vllm"], default="fake")
     parser.add_argument("--fake-tokens-per-s", type=float, default=20000.0)
@@ -155,42 +151,30 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=float, default=60.0, help="each client's limit per request")
     parser.add_argument("--pool-size", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    args = parser.parse_args()
+    add_out_argument(parser)
+    return parser.parse_args()
 
+
+def main() -> None:
+    args = parse_args()
     corpus = texts(args.pool_size + 500, args.seed)
     pool, queries = corpus[:args.pool_size], corpus[args.pool_size:]
-    proc = None
-    url = args.url
-    if url is None:
-        data_dir = tempfile.mkdtemp(prefix="icloverload-")
-        env = {"ICL_ENGINE": args.engine, "ICL_MAX_INFLIGHT_PROMPTS": str(args.max_inflight),
-               "ICL_AUTO_FIT": "false", "ICL_FAKE_TOKENS_PER_S": str(args.fake_tokens_per_s)}
-        proc, url = start_server(data_dir, env)
-    try:
-        with httpx.Client(base_url=url, timeout=120) as client:
-            if client.get(f"/v1/tasks/{TASK['name']}").status_code == 200:
-                client.delete(f"/v1/tasks/{TASK['name']}")
-            client.post("/v1/tasks", json=TASK).raise_for_status()
+    env = {"ICL_MAX_INFLIGHT_PROMPTS": str(args.max_inflight), "ICL_FAKE_TOKENS_PER_S": str(args.fake_tokens_per_s)}
+    with served(args.url, engine=args.engine, auto_fit=False, env=env) as service:
+        with service.client(timeout=120) as client:
             labels = TASK["labels"]
-            examples = [{"id": f"p{i}", "input": text, "label": labels[i % 2]} for i, text in enumerate(pool)]
-            client.post(f"/v1/tasks/{TASK['name']}/examples", json={"examples": examples}).raise_for_status()
-        rss = PeakRss(proc.pid if proc else os.getpid())
-        if proc:
+            fresh_task(client, TASK["name"], labels, TASK["template"],
+                       [{"id": f"p{i}", "input": text, "label": labels[i % 2]} for i, text in enumerate(pool)])
+        rss = PeakRss(service.process.pid if service.process else os.getpid())
+        if service.process:
             rss.start()
         began = time.perf_counter()
-        results = asyncio.run(run_load(url, args, pool, queries))
+        results = asyncio.run(run_load(service.url, args, pool, queries))
         wall = time.perf_counter() - began
         rss.done.set()
         summary = summarise(results, wall, rss.peak, args)
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=60)
     print(json.dumps(summary, indent=1))
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"overload-{args.engine}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"summary": summary, "requests": results}, indent=1))
+    path = write_json(results_path(args.out, f"overload-{args.engine}"), {"summary": summary, "requests": results})
     print(f"saved {path}")
 
 

@@ -8,8 +8,8 @@ planning and the response (calibrating made-up scores, the response object). The
 apart. Then a one-example PATCH's context refresh, a whole reload against the update in place; and the
 approximate index's recall@k against exact search.
 
-    python bench/planning_scale.py                 # the table of bench/README.md
-    python bench/planning_scale.py --embed-only    # fill the embedding cache (minutes on 2 cores)
+    python -m bench.planning_scale                 # the table of bench/README.md
+    python -m bench.planning_scale --embed-only    # fill the embedding cache (minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -17,17 +17,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-DATASETS = REPO.parent / "shared" / "datasets"
+from bench.harness.cli import argument_parser
+from bench.harness.datasets import datasets_dir
+from bench.harness.inprocess import CACHE, default_model_dir
+from bench.harness.results import write_json
 
 
 def dataset_inputs(root: Path) -> list[dict[str, str]]:
@@ -126,9 +127,10 @@ def timed_plan(context, options, request, queries, embeddings, scorer) -> dict[s
     return times
 
 
-def fitted_context(context, labels: list[str], dim: int):
+def fitted_context(context, labels: list[str], dim: int, auto_policy: str = "cascade"):
     """The context with a made-up fit: a cascade (1 then 4 demonstrations), a meta-controller and a fitted
-    calibration per count, each fitted on random data (timing only: what they choose does not matter)."""
+    calibration per count, each fitted on random data (timing only: what they choose does not matter);
+    ``auto_policy`` ("cascade" or "controller") serves "auto" with one of them, as the service's setting does."""
     from dataclasses import replace
 
     from controller.calibration_fit import fit_task_calibration
@@ -145,13 +147,13 @@ def fitted_context(context, labels: list[str], dim: int):
     calibration = fit_task_calibration("knn", (1, 4), dists, list(rng.integers(0, len(labels), 200)), len(labels), 0)
     fit = TaskFit(controller=controller, calibration=calibration, model=context.scorer.model_name,
                   cascade=Cascade(stages=(1, 4), thresholds=(0.5,)))
-    return replace(context, fit=fit, fit_state="fitted")
+    return replace(context, fit=fit, fit_state="fitted", defaults=replace(context.defaults, auto_policy=auto_policy))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", type=Path, default=DATASETS)
-    parser.add_argument("--cache", type=Path, default=REPO / ".benchcache")
+def parse_args() -> argparse.Namespace:
+    parser = argument_parser(__doc__, __spec__.name)
+    parser.add_argument("--datasets", type=Path, default=datasets_dir(), help="the shared datasets' folder")
+    parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--embed-only", action="store_true")
     parser.add_argument("--texts", type=int, help="only the first N inputs (a quick trial)")
     parser.add_argument("--pool", type=int, default=100_000, help="labeled examples in the pool")
@@ -163,142 +165,198 @@ def main() -> None:
     parser.add_argument("--ann-min-pool", type=int, default=20_000)
     parser.add_argument("--model", help="model folder whose tokenizer renders prompts (default: the service's)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+@dataclass
+class Corpus:
+    """The inputs, their embeddings, and how they are split into the pool, the unlabeled rows and the queries."""
+
+    rows: list[dict[str, str]]
+    embeddings: np.ndarray
+    held_out: np.ndarray  # query rows
+    pool_rows: np.ndarray  # the rest, repeated (under distinct ids) up to the pool's size
+    extra: np.ndarray  # unlabeled rows a PATCH can label
+    labels: list[str]
+
+    @property
+    def texts(self) -> list[str]:
+        return [r["text"] for r in self.rows]
+
+
+def corpus(rows: list[dict[str, str]], args: argparse.Namespace) -> Corpus:
+    embeddings = cached_embeddings([r["text"] for r in rows], args.cache)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(rows))
+    held_out, rest = order[:args.queries], order[args.queries:]
+    pool_rows = np.resize(rest, args.pool)
+    extra = rng.choice(rest, args.unlabeled, replace=False)
+    return Corpus(rows, embeddings, held_out, pool_rows, extra, sorted({r["label"] for r in rows}))
+
+
+def stored_task(store: Any, data: Corpus) -> Any:
+    """The task "scale" with the pool labeled and the extra rows unlabeled."""
+    from service.store import NewExample
+
+    task = store.create_task("scale", data.labels, {label: label for label in data.labels},
+                             "Input: {text}\nLabel: {label}", None, "\n\n", None)
+    start = time.perf_counter()
+    texts = data.texts
+    everything = [(f"r{i}", int(j), True) for i, j in enumerate(data.pool_rows)]
+    everything += [(f"u{i}", int(j), False) for i, j in enumerate(data.extra)]
+    for chunk in range(0, len(everything), 10_000):
+        store.add_examples(task.id, [NewExample(id=name, input={"text": texts[j]},
+                                                label=data.rows[j]["label"] if labeled else None,
+                                                embedding=data.embeddings[j])
+                                     for name, j, labeled in everything[chunk:chunk + 10_000]])
+    print(f"stored in {time.perf_counter() - start:.1f} s", flush=True)
+    return task
+
+
+def patch_refresh(store: Any, task: Any, contexts: Any, context: Any, scorer: TokenizerScorer, data: Corpus,
+                  repeats: int) -> dict[str, float]:
+    """A PATCH's context refresh: the whole reload (what every pool change cost before) against the update in
+    place, for a row joining the labeled pool amid it, for one relabeled and for one added; median ms."""
+    from service.store import NewExample
+
+    refresh: dict[str, list[float]] = {"full reload": [], "in place: unlabeled row labeled": [],
+                                       "in place: labeled row relabeled": [], "in place: one example added": []}
+
+    def timed_get(kind: str) -> None:
+        start = time.perf_counter()
+        contexts.get("scale", scorer)
+        refresh[kind].append(time.perf_counter() - start)
+
+    for i in range(repeats):
+        store.set_label(task.id, f"u{i}", data.labels[0])
+        timed_get("in place: unlabeled row labeled")
+        store.set_label(task.id, f"r{i}", data.labels[i % len(data.labels)])
+        timed_get("in place: labeled row relabeled")
+        j = int(data.extra[i])
+        store.add_examples(task.id, [NewExample(f"a{i}", {"text": data.texts[j]}, data.rows[j]["label"],
+                                                data.embeddings[j])])
+        timed_get("in place: one example added")
+        start = time.perf_counter()
+        contexts._load_pool(context.task, context.template, scorer)
+        refresh["full reload"].append(time.perf_counter() - start)
+    return {k: 1000 * float(np.median(v)) for k, v in refresh.items()}
+
+
+def query_embedding_ms(query_texts: list[str]) -> dict[int, float]:
+    """The query embedding, apart from planning: ms per input in batches of 1 and of 32."""
+    from service.embedder import SentenceEmbedder
+
+    embedder = SentenceEmbedder()
+    embedder.embed(query_texts[:8])
+    out = {}
+    for size in (1, 32):
+        start, n = time.perf_counter(), 0
+        for b in range(0, min(len(query_texts), 8 * size if size > 1 else 32), size):
+            embedder.embed(query_texts[b:b + size])
+            n += len(query_texts[b:b + size])
+        out[size] = 1000 * (time.perf_counter() - start) / n
+    return out
+
+
+def planning_ms(ctx: Any, options: Any, query_texts: list[str], query_vectors: np.ndarray, size: int,
+                n_batches: int, scorer: TokenizerScorer) -> dict[str, float]:
+    """Planning part by part, ms per input: medians over batches (on a shared machine a batch that was
+    preempted says nothing), the first batch a warm-up."""
+    from service.protocol import PredictRequest
+
+    queries = [{"text": t} for t in query_texts]
+    per_batch: dict[str, list[float]] = {part: [] for part in PARTS}
+    for b in range(n_batches):
+        lo = (b * size) % (len(queries) - size + 1)
+        request = PredictRequest(inputs=query_texts[lo:lo + size], demos=options.demos, selection=options.selection)
+        times = timed_plan(ctx, options, request, queries[lo:lo + size], query_vectors[lo:lo + size], scorer)
+        if b == 0:
+            continue  # warm-up
+        for part, t in times.items():
+            per_batch[part].append(t / size)
+    row = {part: 1000 * float(np.median(t)) for part, t in per_batch.items()}
+    row["total"] = sum(row.values())
+    row["mean total"] = 1000 * sum(float(np.mean(t)) for t in per_batch.values())
+    return row
+
+
+def configurations(plain: Any, approximate: Any, labels: list[str], dim: int) -> dict[str, tuple[Any, Any, Any]]:
+    """The request kinds timed: exact and approximate search contexts and the options, by name."""
+    from controller.predictor import PredictOptions
+
+    def fitted(auto_policy: str) -> tuple[Any, Any]:  # a fresh pair for each configuration, as each is served
+        return (fitted_context(plain, labels, dim, auto_policy),
+                fitted_context(approximate, labels, dim, auto_policy))
+
+    auto = PredictOptions(demos="auto", selection="knn")
+    return {
+        "knn, demos 4": (plain, approximate, PredictOptions(demos=4, selection="knn")),
+        "auto, unfitted": (plain, approximate, auto),
+        "auto, fitted cascade": (*fitted("cascade"), auto),
+        "auto, fitted meta-controller": (*fitted("controller"), auto),
+    }
+
+
+def measure(store: Any, task: Any, data: Corpus, args: argparse.Namespace) -> dict:
+    from service.contexts import ContextCache
+
+    scorer = TokenizerScorer(Path(args.model) if args.model else default_model_dir())
+    results: dict = {"pool": args.pool, "unlabeled": args.unlabeled, "labels": len(data.labels)}
+    contexts = ContextCache(store, default_k=4, ann_min_pool=None)
+    start = time.perf_counter()
+    context = contexts.get("scale", scorer)
+    results["first_load_s"] = time.perf_counter() - start
+    results["patch_refresh_ms"] = patch_refresh(store, task, contexts, context, scorer, data, args.repeats)
+    print(json.dumps(results["patch_refresh_ms"], indent=1), flush=True)
+
+    query_texts = [data.texts[j] for j in data.held_out]
+    results["embed_ms_per_input"] = query_embedding_ms(query_texts)
+    print("query embedding ms/input:", results["embed_ms_per_input"], flush=True)
+    query_vectors = data.embeddings[data.held_out]
+
+    # The approximate index against exact search.
+    ann_context = ContextCache(store, default_k=4, ann_min_pool=args.ann_min_pool, ann_candidates=64).get(
+        "scale", scorer)
+    pool = ann_context.pool.labeled
+    start = time.perf_counter()
+    pool.index.build(pool.keys, pool.embeddings)
+    results["ann_build_s"] = time.perf_counter() - start
+    results["ann"] = ann_quality(pool, query_vectors)
+    print(f"index built in {results['ann_build_s']:.1f} s;", json.dumps(results["ann"]), flush=True)
+
+    results["planning_ms_per_input"] = {}
+    plain = contexts.get("scale", scorer)
+    for name, (exact, approximate, options) in configurations(plain, ann_context, data.labels,
+                                                                data.embeddings.shape[1]).items():
+        for search, ctx in (("exact", exact), ("approximate", approximate)):
+            for size in (1, 32):
+                row = planning_ms(ctx, options, query_texts, query_vectors, size,
+                                  args.batches_1 if size == 1 else args.batches_32, scorer)
+                results["planning_ms_per_input"][f"{name} | {search} | batch {size}"] = row
+                print(f"{name:30s} {search:11s} batch {size:2d}: " +
+                      " ".join(f"{part} {v:.3f}" for part, v in row.items()), flush=True)
+    return results
+
+
+def main() -> None:
+    args = parse_args()
     rows = dataset_inputs(args.datasets)[:args.texts]
     if args.embed_only:
         cached_embeddings([r["text"] for r in rows], args.cache)
         return
+    from service.store import Store
 
-    from controller.predictor import PredictOptions
-    from service.contexts import ContextCache
-    from service.embedder import SentenceEmbedder
-    from service.protocol import PredictRequest
-    from service.store import NewExample, Store
-
-    sys.path.insert(0, str(REPO / "bench"))
-    from inprocess import default_model_dir
-
-    texts = [r["text"] for r in rows]
-    embeddings = cached_embeddings(texts, args.cache)
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(rows))
-    held_out, rest = order[:args.queries], order[args.queries:]
-    pool_rows = np.resize(rest, args.pool)  # the rest, repeated (under distinct ids) up to the pool's size
-    extra = rng.choice(rest, args.unlabeled, replace=False)  # unlabeled rows a PATCH can label
-    labels = sorted({r["label"] for r in rows})
-    print(f"{len(rows)} inputs, pool {args.pool} labeled + {args.unlabeled} unlabeled, {len(labels)} labels, "
-          f"{len(held_out)} held-out queries", flush=True)
-
+    data = corpus(rows, args)
+    print(f"{len(rows)} inputs, pool {args.pool} labeled + {args.unlabeled} unlabeled, {len(data.labels)} labels, "
+          f"{len(data.held_out)} held-out queries", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(f"sqlite:///{tmp}/bench.db")
-        task = store.create_task("scale", labels, {label: label for label in labels}, "Input: {text}\nLabel: {label}",
-                                 None, "\n\n", None)
-        start = time.perf_counter()
-        everything = [(f"r{i}", int(j), True) for i, j in enumerate(pool_rows)]
-        everything += [(f"u{i}", int(j), False) for i, j in enumerate(extra)]
-        for chunk in range(0, len(everything), 10_000):
-            store.add_examples(task.id, [NewExample(id=name, input={"text": texts[j]},
-                                                    label=rows[j]["label"] if labeled else None,
-                                                    embedding=embeddings[j])
-                                         for name, j, labeled in everything[chunk:chunk + 10_000]])
-        print(f"stored in {time.perf_counter() - start:.1f} s", flush=True)
-
-        scorer = TokenizerScorer(Path(args.model) if args.model else default_model_dir())
-        results: dict = {"pool": args.pool, "unlabeled": args.unlabeled, "labels": len(labels)}
-
-        # A PATCH's context refresh: the whole reload (what every pool change cost before) against the update
-        # in place, for a row joining the labeled pool amid it and for one relabeled.
-        contexts = ContextCache(store, default_k=4, ann_min_pool=None)
-        start = time.perf_counter()
-        context = contexts.get("scale", scorer)
-        results["first_load_s"] = time.perf_counter() - start
-        refresh: dict[str, list[float]] = {"full reload": [], "in place: unlabeled row labeled": [],
-                                           "in place: labeled row relabeled": [], "in place: one example added": []}
-        for i in range(args.repeats):
-            store.set_label(task.id, f"u{i}", labels[0])
-            start = time.perf_counter()
-            contexts.get("scale", scorer)
-            refresh["in place: unlabeled row labeled"].append(time.perf_counter() - start)
-            store.set_label(task.id, f"r{i}", labels[i % len(labels)])
-            start = time.perf_counter()
-            contexts.get("scale", scorer)
-            refresh["in place: labeled row relabeled"].append(time.perf_counter() - start)
-            j = int(extra[i])
-            store.add_examples(task.id, [NewExample(f"a{i}", {"text": texts[j]}, rows[j]["label"], embeddings[j])])
-            start = time.perf_counter()
-            contexts.get("scale", scorer)
-            refresh["in place: one example added"].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            contexts._load_pool(context.task, context.template, scorer)
-            refresh["full reload"].append(time.perf_counter() - start)
-        results["patch_refresh_ms"] = {k: 1000 * float(np.median(v)) for k, v in refresh.items()}
-        print(json.dumps(results["patch_refresh_ms"], indent=1), flush=True)
-
-        # Query embedding, apart from planning.
-        embedder = SentenceEmbedder()
-        query_texts = [texts[j] for j in held_out]
-        embedder.embed(query_texts[:8])
-        results["embed_ms_per_input"] = {}
-        for size in (1, 32):
-            start, n = time.perf_counter(), 0
-            for b in range(0, min(len(query_texts), 8 * size if size > 1 else 32), size):
-                embedder.embed(query_texts[b:b + size])
-                n += len(query_texts[b:b + size])
-            results["embed_ms_per_input"][size] = 1000 * (time.perf_counter() - start) / n
-        print("query embedding ms/input:", results["embed_ms_per_input"], flush=True)
-        query_vectors = embeddings[held_out]
-        queries = [{"text": t} for t in query_texts]
-
-        # The approximate index against exact search.
-        ann_contexts = ContextCache(store, default_k=4, ann_min_pool=args.ann_min_pool, ann_candidates=64)
-        ann_context = ann_contexts.get("scale", scorer)
-        pool = ann_context.pool.labeled
-        index = pool.index
-        start = time.perf_counter()
-        index.build(pool.keys, pool.embeddings)
-        results["ann_build_s"] = time.perf_counter() - start
-        results["ann"] = ann_quality(pool, query_vectors)
-        print(f"index built in {results['ann_build_s']:.1f} s;", json.dumps(results["ann"]), flush=True)
-
-        # Planning, part by part.
-        plain = contexts.get("scale", scorer)
-        configurations = {
-            "knn, demos 4": (plain, ann_context, PredictOptions(demos=4, selection="knn")),
-            "auto, unfitted": (plain, ann_context, PredictOptions(demos="auto", selection="knn")),
-            "auto, fitted cascade": (fitted_context(plain, labels, embeddings.shape[1]),
-                                     fitted_context(ann_context, labels, embeddings.shape[1]),
-                                     PredictOptions(demos="auto", selection="knn")),
-            "auto, fitted meta-controller": (fitted_context(plain, labels, embeddings.shape[1]),
-                                             fitted_context(ann_context, labels, embeddings.shape[1]),
-                                             PredictOptions(demos="auto", selection="knn",
-                                                            auto_policy="controller")),
-        }
-        results["planning_ms_per_input"] = {}
-        for name, (exact_context, approximate_context, options) in configurations.items():
-            for search, ctx in (("exact", exact_context), ("approximate", approximate_context)):
-                for size in (1, 32):
-                    n_batches = args.batches_1 if size == 1 else args.batches_32
-                    per_batch: dict[str, list[float]] = {part: [] for part in PARTS}
-                    for b in range(n_batches):
-                        lo = (b * size) % (len(queries) - size + 1)
-                        request = PredictRequest(inputs=query_texts[lo:lo + size], demos=options.demos,
-                                                 selection=options.selection)
-                        times = timed_plan(ctx, options, request, queries[lo:lo + size],
-                                           query_vectors[lo:lo + size], scorer)
-                        if b == 0:
-                            continue  # warm-up
-                        for part, t in times.items():
-                            per_batch[part].append(t / size)
-                    # Medians over batches: on a shared machine a batch that was preempted says nothing.
-                    row = {part: 1000 * float(np.median(t)) for part, t in per_batch.items()}
-                    row["total"] = sum(row.values())
-                    row["mean total"] = 1000 * sum(float(np.mean(t)) for t in per_batch.values())
-                    results["planning_ms_per_input"][f"{name} | {search} | batch {size}"] = row
-                    print(f"{name:30s} {search:11s} batch {size:2d}: " +
-                          " ".join(f"{part} {v:.3f}" for part, v in row.items()), flush=True)
-        store.close()
+        try:
+            results = measure(store, stored_task(store, data), data, args)
+        finally:
+            store.close()
     if args.out:
-        args.out.write_text(json.dumps(results, indent=1))
+        write_json(args.out, results)
     print(json.dumps(results, indent=1))
 
 

@@ -1,5 +1,5 @@
-"""Shared pieces of the in-process benchmarks (calibration, annotation): the ICL library driven directly, on
-vLLM (as the service runs it) or on a transformers model (for a GPU machine without vLLM).
+"""The ICL library driven directly, without the HTTP service (calibration, calibration_auto, annotation,
+controller_data): on vLLM as the service runs it, or on a transformers model (for a GPU machine without vLLM).
 
 Embeddings are cached per dataset under --cache (``emb-<dataset>.npz``, text -> vector), so a machine without
 the embedding model can run from a cache made elsewhere (``--embeddings cache-only``)."""
@@ -9,11 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import os
-import random
-import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,16 +18,16 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_http import DEFAULT_TEMPLATE, TEMPLATES, load, manifest_labels  # noqa: E402
+from bench.harness import REPO
+from bench.harness.datasets import load_dataset
+from bench.harness.results import ResultsLog, results_path
+from controller.domain import DomainWords
+from controller.planning import PromptBuilder
+from controller.pool import LabeledPool
+from controller.scoring import LabelScorer, ScoredPrompt
+from controller.templates import PromptTemplate
 
-from controller.planning import PromptBuilder  # noqa: E402
-from controller.pool import LabeledPool  # noqa: E402
-from controller.scoring import LabelScorer, ScoredPrompt  # noqa: E402
-from controller.templates import PromptTemplate  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / ".benchcache"
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +36,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                              "vLLM (e.g. on a GPU machine), identical prompts evaluated once")
     parser.add_argument("--device", default="cpu", help="transformers scorer's device")
     parser.add_argument("--model", help="local model folder (default: the service's default model)")
-    parser.add_argument("--cache", type=Path, default=REPO / ".benchcache", help="embedding cache folder")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="embedding cache folder")
     parser.add_argument("--embeddings", choices=["compute", "cache-only"], default="compute")
 
 
@@ -147,17 +143,53 @@ class TaskData:
         return PromptBuilder.for_scorer(self.template, {label: label for label in self.labels}, pool, scorer)
 
 
-def task_data(dataset: str, pool_size: int, n_test: int, seed: int) -> TaskData:
-    template = PromptTemplate.parse(TEMPLATES.get(dataset, DEFAULT_TEMPLATE))
-    train, test = load(dataset, "train"), load(dataset, "test")
-    random.Random(seed).shuffle(train)
-    random.Random(seed).shuffle(test)
-    return TaskData(dataset, template, manifest_labels(dataset), train[:pool_size], test[:n_test])
+def task_data(name: str, pool_size: int, n_test: int, seed: int) -> TaskData:
+    """The first ``pool_size`` shuffled training rows as the pool, the first ``n_test`` shuffled test rows."""
+    data = load_dataset(name, seed)
+    return TaskData(name, PromptTemplate.parse(data.template), data.labels, data.train[:pool_size],
+                    data.test[:n_test])
 
 
 def labeled_pool(data: TaskData, rows: Sequence[dict], embeddings: np.ndarray, prefix: str = "") -> LabeledPool:
     return LabeledPool(ids=[f"{prefix}{i}" for i in range(len(rows))], inputs=[data.query(r) for r in rows],
                        labels=[r["label"] for r in rows], embeddings=embeddings)
+
+
+@dataclass
+class EmbeddedTask:
+    """A task's rows embedded: its whole pool labeled, the test queries with their vectors and gold labels, and
+    the domain words of the pool's and the test items' inputs (a task's labeled and unlabeled examples)."""
+
+    data: TaskData
+    vectors: np.ndarray  # the pool's rows, then the test items'
+    pool: LabeledPool
+    queries: list[dict[str, str]]
+    words: DomainWords
+
+    @property
+    def n_pool(self) -> int:
+        return len(self.data.pool_rows)
+
+    @property
+    def pool_vectors(self) -> np.ndarray:
+        return self.vectors[:self.n_pool]
+
+    @property
+    def query_vectors(self) -> np.ndarray:
+        return self.vectors[self.n_pool:]
+
+    @property
+    def gold(self) -> list[str]:
+        return [r["label"] for r in self.data.test_rows]
+
+
+def embedded_task(data: TaskData, embeddings: Embeddings) -> EmbeddedTask:
+    rows = data.pool_rows + data.test_rows
+    vectors = embeddings.get(data.dataset, [data.template.embedding_text(data.query(r)) for r in rows])
+    pool = labeled_pool(data, data.pool_rows, vectors[:len(data.pool_rows)])
+    queries = [data.query(r) for r in data.test_rows]
+    return EmbeddedTask(data, vectors, pool, queries, DomainWords.from_inputs([*pool.inputs, *queries],
+                                                                               data.template.fields))
 
 
 @contextmanager
@@ -171,37 +203,24 @@ def started_scorer(args: argparse.Namespace) -> Iterator[Any]:
             scorer.shutdown()
 
 
-def results_path(folder: Path, name: str) -> Path:
-    """Where a benchmark run's rows go: ``folder/name-<time>.json`` (the folder made if missing)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-
-
-def save_results(folder: Path, name: str, rows: list[dict]) -> Path:
-    """Write a benchmark's rows to ``results_path`` and say where."""
-    out = results_path(folder, name)
-    out.write_text(json.dumps(rows, indent=1))
-    print(f"\nresults: {out}")
-    return out
-
-
 def run(coro: Any) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return asyncio.run(coro)
 
 
-def run_benchmark(args: argparse.Namespace, name: str,
-                  evaluate: Callable[[argparse.Namespace, Any, Embeddings, Path, list[dict]], Awaitable[None]],
-                  summarise: Callable[[list[dict]], None]) -> None:
-    """Start the scorer, let ``evaluate`` append result rows (and rewrite ``out`` as it goes, so a run cut
-    short keeps what it did), stop the scorer, print the summary."""
-    out = results_path(args.out, f"{name}-{args.scorer}")
-    results: list[dict] = []
+Evaluate = Callable[[argparse.Namespace, Any, Embeddings, ResultsLog], Awaitable[None]]
+
+
+def run_benchmark(args: argparse.Namespace, name: str, evaluate: Evaluate, summarise: Callable[[list[dict]], None],
+                  indent: int | None = 1) -> None:
+    """Start the scorer, let ``evaluate`` append result rows to a ``ResultsLog`` (written as it goes, so that a
+    run cut short keeps what it did), stop the scorer, print the summary."""
+    log = ResultsLog(results_path(args.out, f"{name}-{args.scorer}"), indent=indent)
 
     async def go() -> None:
         with started_scorer(args) as scorer:
-            await evaluate(args, scorer, Embeddings(args.cache, args.embeddings), out, results)
+            await evaluate(args, scorer, Embeddings(args.cache, args.embeddings), log)
 
     run(go())
-    summarise(results)
-    print(f"\nresults: {out}")
+    summarise(log.rows)
+    print(f"\nresults: {log.path}")
