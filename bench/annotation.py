@@ -46,6 +46,7 @@ from controller.annotation import (
     votek_first_stage,
     votek_second_stage,
 )
+from controller.counts import TaskDefaults
 from controller.domain import DomainSettings
 from controller.predictor import PredictOptions, Predictor
 
@@ -56,7 +57,7 @@ CALIBRATED = DomainSettings(samples=2, calibrate_knn=True)
 async def classify(builder, queries, vectors, labels, k: int, calibration: str, words, seed: int, scorer,
                    batch: int) -> list[str]:
     options = PredictOptions(demos=k, selection="knn", calibration=calibration, domain=CALIBRATED, seed=seed)
-    predictor = Predictor.from_options(builder, labels, options, k, words=lambda: words)
+    predictor = Predictor.from_options(builder, labels, options, TaskDefaults(k), words=lambda: words)
     predicted: list[str] = []
     for start in range(0, len(queries), batch):
         plan = predictor.plan(queries[start:start + batch], vectors[start:start + batch])

@@ -42,6 +42,7 @@ from bench.harness.results import ResultsLog, add_out_argument, read_rows
 from bench.harness.tables import markdown_table, print_table
 from controller.bias import BiasCache
 from controller.calibration import CalibrationSources, calibrator_for
+from controller.counts import TaskDefaults
 from controller.domain import DEFAULT_DOMAIN, REFERENCE_DOMAIN, UNFITTED_DOMAIN, DomainSettings
 from controller.planning import Prompt
 from controller.predictor import PredictOptions, Predictor
@@ -112,7 +113,7 @@ async def evaluate(args: argparse.Namespace, scorer, embeddings: Embeddings, log
             for selection in args.selection:
                 for k in args.k:
                     base = Predictor.from_options(builder, task.data.labels, PredictOptions(
-                        demos=k, selection=selection, calibration="none", seed=seed), k)
+                        demos=k, selection=selection, calibration="none", seed=seed), TaskDefaults(k))
                     batches = [base.prompts_for(task.queries[start:start + args.batch],
                                                 task.query_vectors[start:start + args.batch])
                                for start in range(0, len(task.queries), args.batch)]

@@ -64,6 +64,7 @@ from controller.calibration import (
     NoCalibration,
 )
 from controller.calibration_fit import TaskCalibration
+from controller.counts import TaskDefaults
 from controller.domain import DEFAULT_DOMAIN, REFERENCE_DOMAIN, DomainWords
 from controller.metrics import bootstrap_rows, expected_calibration_error, log_loss, macro_f1, macro_f1_rows
 from controller.predictor import PredictOptions, Predictor, PredictResult, Scores
@@ -165,7 +166,7 @@ async def score_modes(args: argparse.Namespace, scorer, task: EmbeddedTask, sele
     """Every mode's answers to the test items, batch by batch, and what each cost."""
     data, queries, query_vectors = task.data, task.queries, task.query_vectors
     base = Predictor.from_options(data.builder(scorer, task.pool), data.labels, PredictOptions(
-        demos=k, selection=selection, calibration="none", seed=request_seed), k)
+        demos=k, selection=selection, calibration="none", seed=request_seed), TaskDefaults(k))
     batches = [base.prompts_for(queries[s:s + args.batch], query_vectors[s:s + args.batch])
                for s in range(0, len(queries), args.batch)]
     modes = [m for m in args.modes if m != "domain-ref" or selection != "knn" or args.reference_knn]
@@ -264,7 +265,7 @@ def seed_paired_difference(rows: Sequence[dict], a: str, b: str, draws: int,
         pb = np.array(row["modes"][b]["probs"]).argmax(1)
         point += macro_f1(gold, pa, n_labels) - macro_f1(gold, pb, n_labels)
         idx = bootstrap_rows(len(gold), draws, rng)
-        diffs += macro_f1_rows(pa[idx], gold[idx], n_labels) - macro_f1_rows(pb[idx], gold[idx], n_labels)
+        diffs += macro_f1_rows(gold[idx], pa[idx], n_labels) - macro_f1_rows(gold[idx], pb[idx], n_labels)
     n = len(rows)
     low, high = np.percentile(diffs / n, [2.5, 97.5])
     return point / n, float(low), float(high)

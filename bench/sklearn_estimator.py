@@ -39,11 +39,11 @@ def figures(gold: np.ndarray, predicted: dict[str, np.ndarray], n_labels: int, d
     rows = bootstrap_rows(len(gold), draws, np.random.default_rng(seed))
     out: dict[str, dict] = {}
     for name, p in predicted.items():
-        acc, f1 = bootstrap(p, gold, n_labels, rows, accuracy_rows), bootstrap(p, gold, n_labels, rows)
+        acc, f1 = bootstrap(gold, p, n_labels, rows, accuracy_rows), bootstrap(gold, p, n_labels, rows)
         out[name] = {"accuracy": acc.point, "accuracy_ci": [acc.low, acc.high],
                      "macro_f1": f1.point, "macro_f1_ci": [f1.low, f1.high]}
     first, second = list(predicted)[:2]
-    difference = paired_bootstrap(predicted[first], predicted[second], gold, n_labels, rows)
+    difference = paired_bootstrap(gold, predicted[first], predicted[second], n_labels, rows)
     out["difference"] = {"of": f"{first} - {second}", "macro_f1": difference.point,
                          "macro_f1_ci": [difference.low, difference.high]}
     return out

@@ -2,9 +2,10 @@
 says whether one method beats another on the same items. The fit and bench/ both use these, so a figure the
 fit reports and one a benchmark prints are the same arithmetic.
 
-Labels are indices (0 .. n_labels-1); every label counts in macro-F1, one never predicted nor gold scoring 0,
-as scikit-learn's ``f1_score(average="macro", labels=range(n_labels), zero_division=0)``. In numpy because the
-fit replays thousands of cascades and the bootstrap thousands of resamples."""
+Every function takes the gold answers first, then the predicted ones. Labels are indices (0 .. n_labels-1);
+every label counts in macro-F1, one never predicted nor gold scoring 0, as scikit-learn's
+``f1_score(average="macro", labels=range(n_labels), zero_division=0)``. In numpy because the fit replays
+thousands of cascades and the bootstrap thousands of resamples."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ ECE_BINS = 10
 
 def macro_f1(gold: np.ndarray, predicted: np.ndarray, n_labels: int) -> float:
     """Macro-F1 of ``predicted`` label indices against ``gold`` ones."""
-    return float(macro_f1_rows(np.asarray(predicted)[None], np.asarray(gold)[None], n_labels)[0])
+    return float(macro_f1_rows(np.asarray(gold)[None], np.asarray(predicted)[None], n_labels)[0])
 
 
-def macro_f1_rows(predicted: np.ndarray, gold: np.ndarray, n_labels: int) -> np.ndarray:
+def macro_f1_rows(gold: np.ndarray, predicted: np.ndarray, n_labels: int) -> np.ndarray:
     """Macro-F1 of each row of ``predicted`` (draws, n) against the same row of ``gold`` (draws, n)."""
     predicted, gold = np.asarray(predicted, dtype=np.int64), np.asarray(gold, dtype=np.int64)
     draws = predicted.shape[0]
@@ -35,7 +36,7 @@ def macro_f1_rows(predicted: np.ndarray, gold: np.ndarray, n_labels: int) -> np.
     return f1.mean(axis=1)
 
 
-def accuracy_rows(predicted: np.ndarray, gold: np.ndarray, n_labels: int) -> np.ndarray:
+def accuracy_rows(gold: np.ndarray, predicted: np.ndarray, n_labels: int) -> np.ndarray:
     """Accuracy of each row (``n_labels`` unused: the same signature as ``macro_f1_rows``)."""
     return (np.asarray(predicted) == np.asarray(gold)).mean(axis=1)
 
@@ -74,7 +75,7 @@ class Interval:
         return {"point": self.point, "low": self.low, "high": self.high}
 
 
-Metric = Callable[[np.ndarray, np.ndarray, int], np.ndarray]  # (predicted rows, gold rows, n_labels) -> per row
+Metric = Callable[[np.ndarray, np.ndarray, int], np.ndarray]  # (gold rows, predicted rows, n_labels) -> per row
 
 
 def bootstrap_rows(n_items: int, draws: int, rng: np.random.Generator) -> np.ndarray:
@@ -82,21 +83,21 @@ def bootstrap_rows(n_items: int, draws: int, rng: np.random.Generator) -> np.nda
     return rng.integers(0, n_items, (draws, n_items))
 
 
-def bootstrap(predicted: np.ndarray, gold: np.ndarray, n_labels: int, rows: np.ndarray,
+def bootstrap(gold: np.ndarray, predicted: np.ndarray, n_labels: int, rows: np.ndarray,
               metric: Metric = macro_f1_rows) -> Interval:
     """``metric`` of one method's answers with a 95% interval over the resampled ``rows``."""
-    predicted, gold = np.asarray(predicted), np.asarray(gold)
-    values = metric(predicted[rows], gold[rows], n_labels)
+    gold, predicted = np.asarray(gold), np.asarray(predicted)
+    values = metric(gold[rows], predicted[rows], n_labels)
     low, high = np.percentile(values, [2.5, 97.5])
-    return Interval(float(metric(predicted[None], gold[None], n_labels)[0]), float(low), float(high))
+    return Interval(float(metric(gold[None], predicted[None], n_labels)[0]), float(low), float(high))
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, gold: np.ndarray, n_labels: int, rows: np.ndarray,
+def paired_bootstrap(gold: np.ndarray, a: np.ndarray, b: np.ndarray, n_labels: int, rows: np.ndarray,
                      metric: Metric = macro_f1_rows) -> Interval:
     """``metric(a) - metric(b)`` on the same items, with a 95% interval from the same resampled ``rows`` for
     both: an interval that holds 0 says neither wins."""
-    a, b, gold = np.asarray(a), np.asarray(b), np.asarray(gold)
-    diffs = metric(a[rows], gold[rows], n_labels) - metric(b[rows], gold[rows], n_labels)
+    gold, a, b = np.asarray(gold), np.asarray(a), np.asarray(b)
+    diffs = metric(gold[rows], a[rows], n_labels) - metric(gold[rows], b[rows], n_labels)
     low, high = np.percentile(diffs, [2.5, 97.5])
-    point = metric(a[None], gold[None], n_labels)[0] - metric(b[None], gold[None], n_labels)[0]
+    point = metric(gold[None], a[None], n_labels)[0] - metric(gold[None], b[None], n_labels)[0]
     return Interval(float(point), float(low), float(high))

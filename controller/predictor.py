@@ -139,7 +139,7 @@ class Predictor:
 
     @classmethod
     def from_options(cls, builder: PromptBuilder, labels: Sequence[str], options: PredictOptions,
-                     defaults: TaskDefaults | int, controller: MetaController | None = None,
+                     defaults: TaskDefaults, controller: MetaController | None = None,
                      words: Callable[[], DomainWords] | None = None, biases: BiasCache | None = None,
                      fitted: TaskCalibration | None = None, cascade: Cascade | None = None,
                      recent_words: Callable[[], DomainWords] | None = None) -> Predictor:
@@ -148,8 +148,6 @@ class Predictor:
         ``words`` (from the task's inputs), ``recent_words`` (the same with its recent queries, where the service
         keeps them), ``biases`` (the cache valid for this pool) and the task's ``fitted`` calibration serve
         calibration."""
-        if isinstance(defaults, int):
-            defaults = TaskDefaults(defaults)
         sources = CalibrationSources(selection=options.selection, domain=options.domain,
                                      words=calibration_words(options.calibration, words, recent_words),
                                      cache=biases, fit=fitted)

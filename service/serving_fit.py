@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
+import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,8 +32,13 @@ def fit_summary(report: FitReport, request: ControllerTrainRequest, pool_version
     """What is stored beside a fit and served as its description: the library's report, what the fit was asked
     (an automatic refit asks the same), when it was made, its id, and the pool version it was made on."""
     summary = report.as_dict()
-    return {**summary, "request": request.model_dump(), "created_at": stamp.isoformat(), "fit_id": fit_id_of(stamp),
-            "metadata": {**summary["metadata"], "pool_version": pool_version}}
+    metadata = summary.pop("metadata")
+    # In the order fits have always been stored in (a job's result shows it as stored).
+    ordered = {key: summary.pop(key) for key in ("candidate_k", "train_size", "selection")}
+    return {**ordered, "request": request.model_dump(), **summary, "created_at": stamp.isoformat(),
+            "fit_id": fit_id_of(stamp),
+            "metadata": {**{key: metadata.pop(key) for key in ("model", "labels", "scikit_learn")},
+                         "pool_version": pool_version, **metadata}}
 
 
 class FitServing:
@@ -140,10 +147,13 @@ class FitServing:
                            selection=request.selection, seed=request.seed)
 
         async def body(progress: ProgressCallback) -> dict[str, Any]:
+            began = time.perf_counter()
             rows = await to_thread.run_sync(self.state.store.load_pool, task.id)
             to_fit = TaskToFit(labels=task.labels, verbalizers=task.verbalizers, template=task_template(task),
                                examples=task_examples(rows))
             fit, report = await fit_task(to_fit, asked, runtime.scorer, progress)
+            # The job's whole time, loading the task included, as fits have always reported it.
+            report = replace(report, cost=replace(report.cost, seconds=round(time.perf_counter() - began, 1)))
             stamp = datetime.now(UTC)
             summary = fit_summary(report, request, rows.pool_version, stamp)
             saved = await to_thread.run_sync(self.state.store.save_fit, task.id, pickle.dumps(fit), summary,

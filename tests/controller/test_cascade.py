@@ -5,7 +5,7 @@ import pytest
 
 from controller.calibration import NoCalibration
 from controller.cascade import NEVER, Cascade, escalation_order, fit_cascade, margins, replay
-from controller.counts import FixedCount
+from controller.counts import FixedCount, TaskDefaults
 from controller.predictor import PredictOptions, Predictor
 from controller.retrieval import KnnRetriever
 from tests.fakes import fake_builder
@@ -125,9 +125,9 @@ async def test_under_a_budget_the_least_confident_go_on_while_it_lasts():
 def test_auto_serves_the_fitted_cascade():
     builder, _, _ = fake_builder(TEXTS, POOL_LABELS)
     cascade = Cascade((1, 4), (0.2,))
-    predictor = Predictor.from_options(builder, LABELS, PredictOptions(), 3, cascade=cascade)
+    predictor = Predictor.from_options(builder, LABELS, PredictOptions(), TaskDefaults(3), cascade=cascade)
     assert (predictor.counts, predictor.cascade, predictor.demos_policy) == (FixedCount(1), cascade, "cascade")
-    fixed = Predictor.from_options(builder, LABELS, PredictOptions(demos=2), 3, cascade=cascade)
+    fixed = Predictor.from_options(builder, LABELS, PredictOptions(demos=2), TaskDefaults(3), cascade=cascade)
     assert (fixed.counts, fixed.cascade, fixed.demos_policy) == (FixedCount(2), None, "fixed")
-    unfitted = Predictor.from_options(builder, LABELS, PredictOptions(), 3)
+    unfitted = Predictor.from_options(builder, LABELS, PredictOptions(), TaskDefaults(3))
     assert (unfitted.counts, unfitted.demos_policy) == (FixedCount(3), "default")

@@ -46,11 +46,11 @@ def test_macro_f1_and_accuracy_rows_score_each_row_on_its_own():
     gold, predicted = rng.integers(0, 3, (6, 30)), rng.integers(0, 3, (6, 30))
     predicted[0] = gold[0]  # a perfect row beside imperfect ones
     predicted[1] = 0  # a row that never predicts labels 1 and 2
-    rows = macro_f1_rows(predicted, gold, 3)
+    rows = macro_f1_rows(gold, predicted, 3)
     assert rows.shape == (6,) and rows[0] == pytest.approx(1.0)
     for g, p, value in zip(gold, predicted, rows, strict=True):
         assert value == pytest.approx(_sklearn_macro_f1(g, p, 3))
-    assert accuracy_rows(predicted, gold, 3) == pytest.approx([np.mean(predicted[i] == gold[i]) for i in range(6)])
+    assert accuracy_rows(gold, predicted, 3) == pytest.approx([np.mean(predicted[i] == gold[i]) for i in range(6)])
 
 
 def test_ece_by_hand():
@@ -75,7 +75,7 @@ def test_a_method_against_itself_differs_by_exactly_nothing():
     rng = np.random.default_rng(0)
     gold, predicted = rng.integers(0, 3, 80), rng.integers(0, 3, 80)
     rows = bootstrap_rows(len(gold), 500, np.random.default_rng(1))
-    same = paired_bootstrap(predicted, predicted.copy(), gold, 3, rows)
+    same = paired_bootstrap(gold, predicted, predicted.copy(), 3, rows)
     assert (same.point, same.low, same.high) == (0.0, 0.0, 0.0)
 
 
@@ -85,12 +85,12 @@ def test_a_clearly_better_method_has_an_interval_above_zero():
     better = np.where(rng.random(200) < 0.9, gold, 1 - gold)  # right 90% of the time
     worse = rng.integers(0, 2, 200)  # a coin
     rows = bootstrap_rows(len(gold), 1000, np.random.default_rng(3))
-    diff = paired_bootstrap(better, worse, gold, 2, rows)
+    diff = paired_bootstrap(gold, better, worse, 2, rows)
     assert diff.point == pytest.approx(macro_f1(gold, better, 2) - macro_f1(gold, worse, 2))
     assert 0.0 < diff.low <= diff.point <= diff.high
-    reverse = paired_bootstrap(worse, better, gold, 2, rows)
+    reverse = paired_bootstrap(gold, worse, better, 2, rows)
     assert reverse.high < 0.0 and reverse.point == pytest.approx(-diff.point)
-    accuracy = paired_bootstrap(better, worse, gold, 2, rows, metric=accuracy_rows)
+    accuracy = paired_bootstrap(gold, better, worse, 2, rows, metric=accuracy_rows)
     assert accuracy.point == pytest.approx((better == gold).mean() - (worse == gold).mean()) and accuracy.low > 0.0
 
 
@@ -100,7 +100,7 @@ def test_bootstrap_interval_holds_the_point():
     predicted = np.where(rng.random(120) < 0.6, gold, rng.integers(0, 3, 120))
     rows = bootstrap_rows(len(gold), 1000, np.random.default_rng(5))
     assert rows.shape == (1000, 120) and rows.min() >= 0 and rows.max() < 120
-    interval = bootstrap(predicted, gold, 3, rows)
+    interval = bootstrap(gold, predicted, 3, rows)
     assert interval.point == pytest.approx(_sklearn_macro_f1(gold, predicted, 3))
     assert interval.low < interval.point < interval.high
     assert interval.as_dict() == {"point": interval.point, "low": interval.low, "high": interval.high}

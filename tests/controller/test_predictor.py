@@ -33,7 +33,8 @@ def test_options_choose_the_parts():
     assert (predictor.seed, predictor.max_prompt_tokens) == (7, 90)
     controller = MetaController(candidate_k=(0, 1), embedding_dims=None).fit(
         np.random.default_rng(0).normal(size=(20, 70)), np.tile([[0, 1], [1, 1]], (10, 1)))
-    auto = Predictor.from_options(builder, LABELS, PredictOptions(calibration="none"), 3, controller)
+    auto = Predictor.from_options(builder, LABELS, PredictOptions(calibration="none"), TaskDefaults(3),
+                                  controller)
     assert isinstance(auto.counts, ControllerCount) and isinstance(auto.calibrator, NoCalibration)
 
 
@@ -43,7 +44,7 @@ def test_auto_calibration_draws_words_from_the_task_s_inputs_alone():
 
     def calibrator(method, recent_words=lambda: recent):
         options = PredictOptions(calibration=method, selection="random")
-        return Predictor.from_options(builder, LABELS, options, 3, words=lambda: WORDS,
+        return Predictor.from_options(builder, LABELS, options, TaskDefaults(3), words=lambda: WORDS,
                                       recent_words=recent_words).calibrator
 
     assert calibrator("auto").unfitted.words is WORDS
@@ -51,7 +52,7 @@ def test_auto_calibration_draws_words_from_the_task_s_inputs_alone():
     assert calibrator("domain", recent_words=None).words is WORDS
 
 
-def test_defaults_serve_auto_and_a_count_alone_stands_for_them():
+def test_the_task_defaults_serve_auto():
     builder, _, _ = fake_builder(TEXTS, POOL_LABELS)
     controller = MetaController(candidate_k=(0, 1), embedding_dims=None).fit(
         np.random.default_rng(0).normal(size=(20, 70)), np.tile([[0, 1], [1, 1]], (10, 1)))
@@ -61,7 +62,7 @@ def test_defaults_serve_auto_and_a_count_alone_stands_for_them():
         return Predictor.from_options(builder, LABELS, PredictOptions(), defaults, controller,
                                       cascade=cascade).demos_policy
 
-    assert policy(4) == policy(TaskDefaults(4)) == "cascade"
+    assert policy(TaskDefaults(4)) == "cascade"
     assert policy(TaskDefaults(4, "controller")) == "controller"
     assert Predictor.from_options(builder, LABELS, PredictOptions(), TaskDefaults(2)).counts == FixedCount(2)
 
@@ -72,7 +73,7 @@ def test_embeddings_are_needed_only_where_something_reads_them():
 
     def needs(selection, demos, pool=builder, controller=None):
         options = PredictOptions(demos=demos, selection=selection)
-        return Predictor.from_options(pool, LABELS, options, 4, controller).needs_embeddings
+        return Predictor.from_options(pool, LABELS, options, TaskDefaults(4), controller).needs_embeddings
 
     controller = MetaController(candidate_k=(0, 1), embedding_dims=None).fit(
         np.random.default_rng(0).normal(size=(20, 70)), np.tile([[0, 1], [1, 1]], (10, 1)))
@@ -82,8 +83,9 @@ def test_embeddings_are_needed_only_where_something_reads_them():
     assert not needs("knn", 4, pool=empty)
     # A zero-shot first stage retrieves nothing, but the inputs it escalates to kNN demonstrations do.
     cascade = Cascade((0, 2), (0.5,))
-    assert Predictor.from_options(builder, LABELS, PredictOptions(selection="knn"), 4, cascade=cascade).needs_embeddings
-    assert not Predictor.from_options(builder, LABELS, PredictOptions(selection="random"), 4,
+    assert Predictor.from_options(builder, LABELS, PredictOptions(selection="knn"), TaskDefaults(4),
+                                  cascade=cascade).needs_embeddings
+    assert not Predictor.from_options(builder, LABELS, PredictOptions(selection="random"), TaskDefaults(4),
                                       cascade=cascade).needs_embeddings
 
 
@@ -155,7 +157,8 @@ async def test_a_cascade_escalates_the_unsure_to_their_own_neighbours_and_counts
     queries, vectors = _queries(*texts), embedder.embed(texts)
     # A threshold above every margin sends every input on; each is then answered as fixed k = 2 would answer it.
     options = PredictOptions(demos="auto", selection="knn", calibration="none")
-    predictor = Predictor.from_options(builder, LABELS, options, 4, cascade=Cascade((0, 2), (1.01,)))
+    predictor = Predictor.from_options(builder, LABELS, options, TaskDefaults(4),
+                                       cascade=Cascade((0, 2), (1.01,)))
     assert (predictor.counts, predictor.demos_policy) == (FixedCount(0), "cascade")
     result = await predictor.run(predictor.plan(queries, vectors if predictor.needs_embeddings else None), scorer)
     fixed = Predictor.uncalibrated(builder, LABELS, "knn", 2)
@@ -170,7 +173,7 @@ async def test_a_cascade_escalates_the_unsure_to_their_own_neighbours_and_counts
     budget = sum(zero_shot) + two[0].prompt_tokens + two[1].prompt_tokens
     tight = Predictor.from_options(builder, LABELS, PredictOptions(demos="auto", selection="knn", calibration="none",
                                                                    max_prompt_tokens=budget),
-                                   4, cascade=Cascade((0, 2), (1.01,)))
+                                   TaskDefaults(4), cascade=Cascade((0, 2), (1.01,)))
     limited = await tight.run(tight.plan(queries, vectors), scorer)
     assert limited.usage.prompt_tokens <= budget
     assert 0 < sum(len(p.stages) == 2 for p in limited.predictions) < len(texts)
