@@ -24,13 +24,22 @@ from scipy.optimize import minimize_scalar
 from sklearn.linear_model import LogisticRegression
 
 from controller.bias import apply_bias, estimate_bias
-from controller.metrics import expected_calibration_error, log_loss, macro_f1
+from controller.metrics import (
+    bootstrap_rows,
+    expected_calibration_error,
+    log_loss,
+    macro_f1,
+    paired_differences,
+    significantly_below,
+)
 
 # Cheapest first: ties go to the earlier method.
 FITTED_METHODS = ("none", "batch", "affine", "contextual", "domain")
 # Methods that estimate a set's bias from calibration prompts at serving time.
 PROMPT_METHODS = ("contextual", "domain")
 FOLDS = 5
+# Resamples of the paired bootstrap that says whether a method is significantly below the best.
+RESAMPLES = 2000
 
 
 def with_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -131,6 +140,45 @@ def _candidate(method: str, probs: np.ndarray, gold: np.ndarray, n_labels: int,
     return None
 
 
+def _folds(n: int, seed: int) -> list[np.ndarray]:
+    return [f for f in np.array_split(np.random.default_rng(seed).permutation(n), min(FOLDS, n)) if len(f)]
+
+
+def out_of_fold(method: str, probs: np.ndarray, gold: np.ndarray, n_labels: int, seed: int,
+                prompted: Mapping[str, np.ndarray] | None = None) -> np.ndarray | None:
+    """``method``'s corrections of every held-back example by a fit on the other folds (``FOLDS``-fold), so
+    that none is judged on what it was fitted on; None when the method cannot be fitted here."""
+    prompted = dict(prompted or {})
+    probs, gold = np.asarray(probs, dtype=np.float64), np.asarray(gold, dtype=np.int64)
+    folds = _folds(len(gold), seed)
+    predicted = np.zeros_like(probs)
+    for fold in folds:
+        train = np.setdiff1d(np.arange(len(gold)), fold) if len(folds) > 1 else fold
+        candidate = _candidate(method, probs[train], gold[train], n_labels, prompted)
+        if candidate is None:
+            return None
+        predicted[fold] = candidate.transform(prompted.get(candidate.method, probs)[fold])
+    return predicted
+
+
+def _simplest_not_below(predictions: Mapping[str, np.ndarray], gold: np.ndarray, n_labels: int,
+                        seed: int) -> str:
+    """The first method (in ``FITTED_METHODS``' order: no correction first, prompt methods, which cost prompts
+    at serving time, last) whose out-of-fold macro-F1 is not significantly below the best method's, by a
+    paired bootstrap on the same held-back examples (one-sided 5%): a method must earn its place by more
+    than the noise of a hundred examples."""
+    scores = {m: macro_f1(gold, p.argmax(axis=1), n_labels) for m, p in predictions.items()}
+    best = max(scores, key=lambda m: (round(scores[m], 9), -FITTED_METHODS.index(m)))
+    rows = bootstrap_rows(len(gold), RESAMPLES, np.random.default_rng(seed))
+    for method in FITTED_METHODS:
+        if method not in predictions:
+            continue
+        if method == best or not significantly_below(paired_differences(
+                gold, predictions[method].argmax(axis=1), predictions[best].argmax(axis=1), n_labels, rows)):
+            return method
+    return best
+
+
 def fit_count(probs: np.ndarray, gold: Sequence[int], n_labels: int, seed: int,
               prompted: Mapping[str, np.ndarray] | None = None) -> CountCalibration:
     """Choose and fit one count's calibration from held-back uncalibrated distributions ``probs`` (n, L) and
@@ -138,37 +186,24 @@ def fit_count(probs: np.ndarray, gold: Sequence[int], n_labels: int, seed: int,
     ``domain``), for the methods that are cheap to serve here (a shared demonstration set).
 
     Every method is judged on out-of-fold predictions (``FOLDS``-fold cross-validation over the held-back
-    examples), so all of them count and none is judged on what it was fitted on; the temperature is fitted on
-    the winner's out-of-fold predictions, and its figures are measured out of fold too."""
+    examples), so all of them count and none is judged on what it was fitted on; the simplest method not
+    significantly below the best is chosen (``_simplest_not_below``). The temperature is fitted on the
+    chosen method's out-of-fold predictions, and its figures are measured out of fold too."""
     prompted = dict(prompted or {})
     probs = np.asarray(probs, dtype=np.float64)
     gold = np.asarray(gold, dtype=np.int64)
     n = len(gold)
-    folds = [f for f in np.array_split(np.random.default_rng(seed).permutation(n), min(FOLDS, n)) if len(f)]
-
-    def corrected(candidate: CountCalibration, rows: np.ndarray) -> np.ndarray:
-        return candidate.transform(prompted.get(candidate.method, probs)[rows])
-
-    def out_of_fold(method: str) -> np.ndarray | None:
-        predicted = np.zeros_like(probs)
-        for fold in folds:
-            train = np.setdiff1d(np.arange(n), fold) if len(folds) > 1 else fold
-            candidate = _candidate(method, probs[train], gold[train], n_labels, prompted)
-            if candidate is None:
-                return None
-            predicted[fold] = corrected(candidate, fold)
-        return predicted
-
+    folds = _folds(n, seed)
     figures: dict[str, dict[str, float]] = {}
     predictions: dict[str, np.ndarray] = {}
     for method in FITTED_METHODS:
-        out = out_of_fold(method)
+        out = out_of_fold(method, probs, gold, n_labels, seed, prompted)
         if out is None:
             continue
         predictions[method] = out
         figures[method] = {"macro_f1": macro_f1(gold, out.argmax(axis=1), n_labels),
                            "ece": expected_calibration_error(out, gold), "log_loss": log_loss(out, gold)}
-    best = max(figures, key=lambda m: (round(figures[m]["macro_f1"], 9), -FITTED_METHODS.index(m)))
+    best = _simplest_not_below(predictions, gold, n_labels, seed)
     chosen = predictions[best]
     # The temperature's own figures: each fold tempered by a temperature fitted on the other folds.
     tempered = np.zeros_like(chosen)

@@ -130,10 +130,11 @@ def cheapest_thresholds(stages: tuple[int, ...], probs: np.ndarray, gold: np.nda
     return best[1] if best is not None else None
 
 
-def _out_of_fold(stages: tuple[int, ...], probs: np.ndarray, gold: np.ndarray, tokens: np.ndarray,
-                 counts: list[int], n_labels: int, folds: list[np.ndarray]) -> dict[str, float] | None:
-    """``stages`` with thresholds chosen on the other folds, replayed on each fold: honest figures for the
-    stage counts, since no threshold is judged on the examples that chose it."""
+def out_of_fold_replay(stages: tuple[int, ...], probs: np.ndarray, gold: np.ndarray, tokens: np.ndarray,
+                       counts: list[int], n_labels: int, folds: list[np.ndarray]) -> Replay | None:
+    """``stages`` with thresholds chosen on the other folds, replayed on each fold: honest answers for the
+    stage counts, since no threshold is judged on the examples that chose it. None where some fold's examples
+    admit no thresholds."""
     n = len(gold)
     answers, spent, answered_k = np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n, dtype=np.int64)
     for fold in folds:
@@ -143,7 +144,19 @@ def _out_of_fold(stages: tuple[int, ...], probs: np.ndarray, gold: np.ndarray, t
             return None
         played = replay(cascade, probs[fold], tokens[fold], counts)
         answers[fold], spent[fold], answered_k[fold] = played.answers, played.tokens, played.k
-    return Replay(answers, spent, answered_k).figures(gold, n_labels)
+    return Replay(answers, spent, answered_k)
+
+
+def cascade_folds(n: int, seed: int) -> list[np.ndarray]:
+    """The folds a cascade's thresholds are judged out of."""
+    order = np.random.default_rng(seed).permutation(n)
+    return [f for f in np.array_split(order, min(FOLDS, n)) if len(f)]
+
+
+def _out_of_fold(stages: tuple[int, ...], probs: np.ndarray, gold: np.ndarray, tokens: np.ndarray,
+                 counts: list[int], n_labels: int, folds: list[np.ndarray]) -> dict[str, float] | None:
+    played = out_of_fold_replay(stages, probs, gold, tokens, counts, n_labels, folds)
+    return played.figures(gold, n_labels) if played is not None else None
 
 
 def fit_cascade(probs: np.ndarray, gold: np.ndarray, tokens: np.ndarray, candidate_k: Sequence[int],
@@ -160,9 +173,7 @@ def fit_cascade(probs: np.ndarray, gold: np.ndarray, tokens: np.ndarray, candida
     probs, gold, tokens = np.asarray(probs), np.asarray(gold), np.asarray(tokens)
     counts = [int(k) for k in candidate_k]
     fixed, best_accuracy, best_f1 = _target(probs, gold, tokens, counts, n_labels)
-    n = len(gold)
-    order = np.random.default_rng(seed).permutation(n)
-    folds = [f for f in np.array_split(order, min(FOLDS, n)) if len(f)]
+    folds = cascade_folds(len(gold), seed)
     chosen: tuple[tuple[int, ...], dict[str, float]] | None = None
     for length in range(2, MAX_STAGES + 1):
         for stages in itertools.combinations(counts, length):

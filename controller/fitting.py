@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from controller.calibration_fit import TaskCalibration
+from controller.cascade import replay
+from controller.choice import Choice, choose, fit_options, out_of_fold_calibrated
 from controller.domain import DomainWords
 from controller.errors import FitError
 from controller.meta import MetaController
@@ -28,10 +31,10 @@ from controller.training import (
     SERVED_SEED,
     FitSplit,
     TaskFit,
+    TrainingData,
     calibrated_distributions,
     collect,
     fit_calibration,
-    fit_task_cascade,
     split_for_fit,
     validate,
 )
@@ -61,6 +64,7 @@ class FitRequest:
     train_size: int
     selection: Selection
     seed: int
+    default_k: int = 4  # the count the task serves unfitted: always one of the options, scored with the rest
 
     def __post_init__(self) -> None:
         if list(self.candidate_k) != sorted(set(self.candidate_k)) or len(self.candidate_k) < 2:
@@ -124,6 +128,7 @@ class FitReport:
     selection: str
     seed: int
     validation: dict[str, Any]  # fixed counts, controller, cascade, combined: ``training.validate``'s figures
+    choice: dict[str, Any]  # what the default request is served with, its held-back estimate, and why
     calibration: dict[str, Any]  # the method chosen per count and every candidate's held-back figures
     cascade: dict[str, Any]  # its stages and thresholds, with its held-back figures
     cost: FitCost
@@ -137,7 +142,7 @@ class FitReport:
         return {
             "candidate_k": self.candidate_k, "train_size": self.train_size, "selection": self.selection,
             "seed": self.seed, "validation": self.validation, "calibration": self.calibration,
-            "cascade": self.cascade,
+            "cascade": self.cascade, "choice": self.choice,
             "cost": {"prompt_tokens": self.cost.prompt_tokens, "calibration_tokens": self.cost.calibration_tokens,
                      "computed_tokens": self.cost.computed_tokens, "seconds": self.cost.seconds,
                      "dtype": self.cost.dtype},
@@ -159,6 +164,15 @@ def _split(task: TaskToFit, request: FitRequest, train_size: int, tokenize: Call
     return split
 
 
+def _choose(data: TrainingData, calibration: TaskCalibration, calibrated: np.ndarray, candidate_k: Sequence[int],
+            request: FitRequest, n_labels: int) -> Choice:
+    """What the default request is served with: the family of options judged out of fold, and the choice rule
+    (``controller.choice``)."""
+    judged = out_of_fold_calibrated(data, calibration, candidate_k, n_labels, request.seed)
+    options = fit_options(data, calibrated, judged, candidate_k, request.default_k, n_labels, request.seed)
+    return choose(options, data.gold, n_labels, request.seed)
+
+
 async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
                    progress: Callable[[float], None] = lambda _: None) -> tuple[TaskFit, FitReport]:
     """Fit the task: hold back up to ``request.train_size`` labeled examples (fewer where the largest count's
@@ -168,7 +182,9 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
     began = time.perf_counter()
     examples = task.examples
     labeled = examples.labeled
-    candidate_k = list(request.candidate_k)
+    # The unfitted default is always weighed, where the pool can spare its demonstrations.
+    with_default = sorted({*request.candidate_k, request.default_k})
+    candidate_k = with_default if needed_labeled(with_default) <= len(labeled) else list(request.candidate_k)
     if len(labeled) < needed_labeled(candidate_k):
         raise FitError(f"a fit over counts {candidate_k} needs at least {needed_labeled(candidate_k)} labeled "
                        f"examples; the task has {len(labeled)}")
@@ -186,8 +202,8 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
     calibration = await asyncio.to_thread(fit_calibration, data, request.selection, candidate_k, len(task.labels),
                                           request.seed, served)
     calibrated = calibrated_distributions(data, calibration, candidate_k)
-    cascade, cascade_figures = await asyncio.to_thread(fit_task_cascade, data, calibrated, candidate_k,
-                                                       len(task.labels))
+    choice = await asyncio.to_thread(_choose, data, calibration, calibrated, candidate_k, request, len(task.labels))
+    cascade = choice.option.cascade
     figures = await asyncio.to_thread(validate, data, candidate_k, request.seed, 1.0, calibrated)
     fit = TaskFit(controller=controller, calibration=calibration, model=scorer.model_name, cascade=cascade)
     cost = FitCost(prompt_tokens=data.engine_tokens["prompt_tokens"],
@@ -196,6 +212,9 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
                    seconds=round(time.perf_counter() - began, 1), dtype=getattr(scorer, "dtype", None))
     report = FitReport(candidate_k=candidate_k, train_size=train_size, selection=request.selection,
                        seed=request.seed, validation=figures, calibration=calibration.describe(),
-                       cascade={**cascade.describe(), "held_back": cascade_figures["held_back"]}, cost=cost,
-                       model=scorer.model_name, labels=list(task.labels), n_labeled=len(labeled))
+                       cascade={**cascade.describe(),
+                                "held_back": replay(cascade, calibrated, data.prompt_tokens, candidate_k).figures(
+                                    data.gold, len(task.labels))},
+                       choice=choice.describe(), cost=cost, model=scorer.model_name, labels=list(task.labels),
+                       n_labeled=len(labeled))
     return fit, report

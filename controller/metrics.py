@@ -101,3 +101,22 @@ def paired_bootstrap(gold: np.ndarray, a: np.ndarray, b: np.ndarray, n_labels: i
     low, high = np.percentile(diffs, [2.5, 97.5])
     point = metric(gold[None], a[None], n_labels)[0] - metric(gold[None], b[None], n_labels)[0]
     return Interval(float(point), float(low), float(high))
+
+
+def paired_differences(gold: np.ndarray, a: np.ndarray, b: np.ndarray, n_labels: int, rows: np.ndarray,
+                       metric: Metric = macro_f1_rows) -> np.ndarray:
+    """``metric(a) - metric(b)`` on each resample of ``rows``: the distribution one-sided tests read."""
+    gold, a, b = np.asarray(gold), np.asarray(a), np.asarray(b)
+    return metric(gold[rows], a[rows], n_labels) - metric(gold[rows], b[rows], n_labels)
+
+
+def significantly_below(differences: np.ndarray, alpha: float = 0.05) -> bool:
+    """Whether a method is significantly below another, one-sided at ``alpha``, from the bootstrap
+    ``differences`` (it minus the other): even the upper ``1 - alpha`` bound of the difference is below 0."""
+    return bool(np.percentile(differences, 100 * (1 - alpha)) < 0)
+
+
+def significantly_above(differences: np.ndarray, alpha: float = 0.05) -> bool:
+    """Whether a method is significantly above another, one-sided at ``alpha``: even the lower ``alpha`` bound
+    of the difference is above 0."""
+    return bool(np.percentile(differences, 100 * alpha) > 0)

@@ -183,12 +183,6 @@ def calibrated_distributions(data: TrainingData, calibration: TaskCalibration,
     return out
 
 
-def fit_task_cascade(data: TrainingData, calibrated: np.ndarray, candidate_k: Sequence[int],
-                     n_labels: int) -> tuple[Cascade, dict]:
-    """The task's confidence cascade, from every held-back example (``calibrated_distributions``)."""
-    return fit_cascade(calibrated, data.gold, data.prompt_tokens, candidate_k, n_labels)
-
-
 def _figures(answers: np.ndarray, gold: np.ndarray, tokens: np.ndarray, n_labels: int,
              chosen_k: np.ndarray | None = None) -> dict[str, float]:
     figures = {"accuracy": float((answers == gold).mean()), "macro_f1": macro_f1(gold, answers, n_labels),

@@ -13,6 +13,7 @@ class FitState(TypedDict):
     job_id: str | None
     model: NotRequired[str | None]
     fit_id: NotRequired[str | None]
+    expected: NotRequired[str | None]  # what the default request is served with and why, in one line
 
 
 class Task(TypedDict):

@@ -147,6 +147,31 @@ class CascadeObject(_Open):
     held_back: ControllerFigures = Field(description="Its figures on the held-back examples it was fitted on.")
 
 
+class ChoiceCandidate(_Open):
+    """One option the fit weighed, on the held-back examples."""
+
+    option: str
+    macro_f1: float
+    mean_prompt_tokens: float
+    significantly_below_best: bool
+
+
+class ChoiceObject(_Open):
+    """What `demos: "auto"` serves: the cheapest option whose held-back macro-F1 is not significantly below the
+    best's (paired bootstrap, one-sided 5%), replacing the unfitted default only where it is significantly
+    better, or as good and cheaper; the unfitted default where the evidence is thin (fewer than 10 held-back
+    examples per label)."""
+
+    option: str = Field(description='The option, such as "k=1" or "k=0 then k=4".')
+    serves_default: bool = Field(description="Whether it is the count the task serves unfitted.")
+    stages: list[int]
+    macro_f1: float = Field(description="Its held-back macro-F1, judged out of sample.")
+    macro_f1_interval: list[float] = Field(description="The 95% bootstrap interval of that macro-F1.")
+    mean_prompt_tokens: float
+    reason: str = Field(description="One line on why it was chosen.")
+    candidates: list[ChoiceCandidate]
+
+
 class ControllerMetadata(_Open):
     model: str
     labels: list[str]
@@ -230,6 +255,9 @@ class ControllerObject(_Open):
         default=None, description="The task's fitted calibration (null for a fit made before they had one).")
     cascade: CascadeObject | None = Field(
         default=None, description="The task's confidence cascade (null for a fit made before they had one).")
+    choice: ChoiceObject | None = Field(
+        default=None, description="What the default request is served with, what it is expected to score, and why "
+                                  "(null for a fit made before fits said).")
     cost: FitCost | None = None
     request: StoredTrainRequest | None = Field(
         default=None, description="What the fit was asked (an automatic refit asks the same; null for older fits).")
@@ -249,6 +277,10 @@ class FitState(BaseModel):
     job_id: str | None = Field(description="The running fit job, while one runs.")
     model: str | None = Field(default=None, description="The model the present fit was made with.")
     fit_id: str | None = Field(default=None, description="The present fit's id, as predictions it answers carry it.")
+    expected: str | None = Field(
+        default=None, description='What the default request is served with and why, in one line, such as "k=1: 0.68 '
+                                  '± 0.05 at 80 tokens; ..." (null without a fit, or for a fit made before fits '
+                                  'said).')
 
 
 class TaskObject(BaseModel):

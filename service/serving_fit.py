@@ -14,6 +14,7 @@ from typing import Any
 
 from anyio import to_thread
 
+from controller.counts import TaskDefaults
 from controller.fitting import FitReport, FitRequest, TaskToFit, affordable_counts, fit_task, needed_labeled
 from controller.training import MIN_TRAIN_SIZE
 from service.errors import APIError
@@ -35,7 +36,8 @@ def fit_summary(report: FitReport, request: ControllerTrainRequest, pool_version
     metadata = summary.pop("metadata")
     # In the order fits have always been stored in (a job's result shows it as stored).
     ordered = {key: summary.pop(key) for key in ("candidate_k", "train_size", "selection")}
-    return {**ordered, "request": request.model_dump(), **summary, "created_at": stamp.isoformat(),
+    choice = summary.pop("choice")
+    return {**ordered, "request": request.model_dump(), **summary, "choice": choice, "created_at": stamp.isoformat(),
             "fit_id": fit_id_of(stamp),
             "metadata": {**{key: metadata.pop(key) for key in ("model", "labels", "scikit_learn")},
                          "pool_version": pool_version, **metadata}}
@@ -143,8 +145,9 @@ class FitServing:
 
     async def _submit(self, task: TaskRecord, request: ControllerTrainRequest, candidate_k: list[int]) -> JobCreated:
         runtime = self.state.require_runtime()
+        defaults = TaskDefaults.resolve(task.default_k, self.state.settings.default_k)
         asked = FitRequest(candidate_k=tuple(candidate_k), train_size=request.train_size,
-                           selection=request.selection, seed=request.seed)
+                           selection=request.selection, seed=request.seed, default_k=defaults.default_k)
 
         async def body(progress: ProgressCallback) -> dict[str, Any]:
             began = time.perf_counter()

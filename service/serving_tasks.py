@@ -29,8 +29,10 @@ def fit_state(controller: dict[str, Any] | None, running: JobRecord | None, serv
         state = "other_model"
     else:
         state = "fitted"
+    choice = controller.get("choice") if controller is not None else None
     return FitState(state=state, pool_version=metadata.get("pool_version"),
-                    job_id=running.id if running is not None else None, model=model, fit_id=fit_id_of(stamp))
+                    job_id=running.id if running is not None else None, model=model, fit_id=fit_id_of(stamp),
+                    expected=choice.get("reason") if isinstance(choice, dict) else None)
 
 
 def controller_object(summary: dict[str, Any], stamp: datetime) -> ControllerObject:

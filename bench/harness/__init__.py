@@ -3,7 +3,7 @@
 - ``datasets``: the shared datasets (``ICL_DATASETS_DIR``, default ``../shared/datasets``) or the ``tests/data``
   slices, their MANIFEST labels, the benchmarks' templates and seeded shuffles;
 - ``server``: a running service (``--url``) or an ``iclserve serve`` of the benchmark's own, on the real engine
-  or the fake one, and emptying its prefix cache;
+  or the fake one, emptying its prefix cache, and waiting for a task's automatic fit;
 - ``host``: the machine a figure was measured on (CPU flags, cores, load, the engine's dtype);
 - ``results``: JSON under ``bench/results/``, written as a run goes and read back by ``--table``;
 - ``tables``: Markdown tables;

@@ -32,6 +32,11 @@ def load(dataset: str, split: str, root: Path | None = None) -> list[dict[str, A
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def dataset_names(root: Path | None = None) -> list[str]:
+    """Every dataset the MANIFEST names, in its order."""
+    return list(json.loads(((root or datasets_dir()) / "MANIFEST.json").read_text()))
+
+
 def manifest_labels(dataset: str, root: Path | None = None) -> list[str]:
     return json.loads(((root or datasets_dir()) / "MANIFEST.json").read_text())[dataset]["labels"]
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,7 @@ import httpx
 from bench.harness import REPO
 from bench.harness.datasets import Dataset, task_name
 from iclclient import Client, ServiceTimeout, ServiceUnreachable
+from iclclient.types import Job
 
 START_TIMEOUT_S = 600.0  # a real engine on two busy cores
 STOP_TIMEOUT_S = 120.0
@@ -160,3 +162,24 @@ def dataset_task(client: Client, data: Dataset, pool: list[dict], name: str | No
     name = name or task_name(data.name)
     fresh_task(client, name, data.labels, data.template, data.examples(pool))
     return name
+
+
+def automatic_fit(client: Client, name: str, poll_s: float = 2.0) -> tuple[Job, str]:
+    """The fit job that an upload to task ``name`` started by itself (``ICL_AUTO_FIT``), waited for; where none
+    started (a ``--url`` service with automatic fits off), the same fit asked for with an empty body. The finished
+    job, and what started it: "upload" or "request"."""
+    task = client.get_task(name)
+    job_id = task["fit"]["job_id"] or _fit_job_since(client, name, task["created_at"])
+    started_by = "upload"
+    if job_id is None:
+        job_id, started_by = client.train_controller(name), "request"
+    return client.wait_for_job(job_id, poll_s=poll_s), started_by
+
+
+def _fit_job_since(client: Client, name: str, since: str) -> str | None:
+    """The newest fit job of task ``name`` submitted since ``since`` (a deleted task of that name left older
+    ones): one that ended before its task could be read."""
+    for job in client.list_jobs(task=name, kind="controller", limit=5)["jobs"]:
+        if job.get("created_at") and datetime.fromisoformat(job["created_at"]) >= datetime.fromisoformat(since):
+            return job["job_id"]
+    return None

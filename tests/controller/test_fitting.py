@@ -28,8 +28,8 @@ def _task(n_labeled: int, n_unlabeled: int = 0, template: str = "Input: {text}\n
 async def test_a_fit_is_one_call_that_returns_what_serving_needs_and_a_report():
     task = _task(60, n_unlabeled=5)
     seen: list[float] = []
-    fit, report = await fit_task(task, FitRequest((0, 1, 2), train_size=30, selection="knn", seed=3), FakeScorer(),
-                                 seen.append)
+    fit, report = await fit_task(task, FitRequest((0, 1, 2), train_size=30, selection="knn", seed=3, default_k=2),
+                                 FakeScorer(), seen.append)
     assert isinstance(fit.controller, MetaController) and isinstance(fit.cascade, Cascade)
     assert fit.calibration is not None and set(fit.calibration.counts) == {0, 1, 2}
     assert fit.model == FakeScorer().model_name
@@ -41,7 +41,17 @@ async def test_a_fit_is_one_call_that_returns_what_serving_needs_and_a_report():
     document = report.as_dict()
     assert document["metadata"] == {"model": fit.model, "labels": LABELS, "scikit_learn": report.scikit_learn,
                                     "n_labeled": 60}
-    assert document["cascade"]["stages"] == list(fit.cascade.stages)
+    assert document["cascade"]["stages"] == list(fit.cascade.stages) == report.choice["stages"]
+    assert "k=2" in {c["option"] for c in report.choice["candidates"]}
+
+
+async def test_the_task_s_default_count_is_always_weighed_where_the_pool_can_spare_it():
+    _, report = await fit_task(_task(60), FitRequest((0, 1), train_size=30, selection="knn", seed=0, default_k=8),
+                               FakeScorer())
+    assert report.candidate_k == [0, 1, 8]
+    _, small = await fit_task(_task(24), FitRequest((0, 1), train_size=30, selection="knn", seed=0, default_k=8),
+                              FakeScorer())
+    assert small.candidate_k == [0, 1]
 
 
 async def test_the_held_back_set_leaves_the_largest_count_its_demonstrations():

@@ -105,7 +105,7 @@ def test_fit_and_annotate_follow_their_jobs(http, capsys, tmp_path):
     _run(http, capsys, "examples", "add", str(_jsonl(tmp_path / "e.jsonl", rows)), "--task", "t")
     code, out, _ = _run(http, capsys, "fit", "--task", "t", "--candidate-k", "0", "1", "--train-size", "20",
                         "--poll", "0.01")
-    assert code == 0 and json.loads(out)["candidate_k"] == [0, 1]
+    assert code == 0 and json.loads(out)["candidate_k"] == [0, 1, 4]  # with the task's default count
     code, out, _ = _run(http, capsys, "annotate", "--task", "t", "--budget", "3")
     assert code == 0 and len(json.loads(out)["ids"]) == 3
 

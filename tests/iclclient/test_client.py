@@ -43,7 +43,7 @@ def test_jobs_plans_and_operations(http):
     job = client.wait_for_job(client.train_controller("sent", [0, 1, 2], train_size=20), poll_s=0.01,
                               on_progress=seen.append)
     assert job["status"] == "succeeded" and seen[-1] == 1.0
-    assert client.get_controller("sent")["candidate_k"] == [0, 1, 2]
+    assert client.get_controller("sent")["candidate_k"] == [0, 1, 2, 4]  # with the task's default count
     plan = client.annotation_plan("sent", 3, "votek")
     assert len(plan["ids"]) == 3 and plan["method"] == "votek"
     two_stage = client.annotation_plan("sent", 2, "votek_two_stage", confidence_demos=2)  # a job, waited for

@@ -14,7 +14,7 @@ from service.state import Runtime
 from tests.fakes import FakeEmbedder, FakeScorer
 from tests.service.support import TASK, assert_error
 
-NOT_FITTED = {"state": "none", "pool_version": None, "job_id": None, "model": None, "fit_id": None}
+NOT_FITTED = {"state": "none", "pool_version": None, "job_id": None, "model": None, "fit_id": None, "expected": None}
 
 
 def _examples(n):
@@ -63,8 +63,15 @@ def test_train_use_and_delete_controller(tmp_path):
         job = _wait(c, started.json()["job_id"])
         assert job["status"] == "succeeded" and job["progress"] == 1.0
         summary = c.get("/v1/tasks/sent/controller").json()
-        assert summary["candidate_k"] == [0, 1, 2] and summary["train_size"] == 40
-        assert [f["k"] for f in summary["validation"]["fixed"]] == [0, 1, 2]
+        # The counts asked, and the task's default count (4), which every fit weighs.
+        assert summary["candidate_k"] == [0, 1, 2, 4] and summary["train_size"] == 40
+        assert [f["k"] for f in summary["validation"]["fixed"]] == [0, 1, 2, 4]
+        choice = summary["choice"]
+        assert choice["option"] in {c["option"] for c in choice["candidates"]} and "k=4" in {
+            c["option"] for c in choice["candidates"]}
+        assert choice["reason"].startswith(choice["option"] + ":")
+        low, high = choice["macro_f1_interval"]
+        assert low <= choice["macro_f1"] <= high
         assert set(summary["validation"]["controller"]) == {"accuracy", "mean_k", "mean_prompt_tokens", "macro_f1"}
         # The confidence cascade, fitted on every held-back example and validated as the controller is.
         validation = summary["validation"]
@@ -141,7 +148,8 @@ def test_the_service_fits_a_task_by_itself_and_refits_as_it_grows(tmp_path):
         assert _wait(c, fit["job_id"])["status"] == "succeeded"
         task = c.get("/v1/tasks/sent").json()
         assert task["fit"] == {"state": "fitted", "pool_version": 2, "job_id": None, "model": "fake-model",
-                               "fit_id": task["controller"]["fit_id"]}
+                               "fit_id": task["controller"]["fit_id"],
+                               "expected": task["controller"]["choice"]["reason"]}
         assert task["controller"]["metadata"]["n_labeled"] == 40
         assert set(task["controller"]["calibration"]["counts"]) == {"0", "1", "2", "4", "16"}  # the default counts
         assert task["controller"]["cost"]["prompt_tokens"] > 0
@@ -187,7 +195,7 @@ def test_a_refit_asks_what_the_fit_was_asked_and_another_model_s_fit_is_not_serv
         c.post("/v1/tasks/sent/examples", json={"examples": _examples(60)[39:]})  # grown by half: a refit
         _wait(c, c.get("/v1/tasks/sent").json()["fit"]["job_id"])
         refit = c.get("/v1/tasks/sent/controller").json()
-        assert (refit["request"], refit["selection"], refit["candidate_k"]) == (asked, "random", [0, 2])
+        assert (refit["request"], refit["selection"], refit["candidate_k"]) == (asked, "random", [0, 2, 4])
         assert refit["metadata"]["n_labeled"] == 60
 
     other = FakeScorer()
@@ -196,7 +204,8 @@ def test_a_refit_asks_what_the_fit_was_asked_and_another_model_s_fit_is_not_serv
         # The stored fit is the other model's: "auto" serves the unfitted default, and the next upload refits.
         stored = c.get("/v1/tasks/sent").json()
         assert stored["fit"] == {"state": "other_model", "pool_version": 2, "job_id": None, "model": "fake-model",
-                                 "fit_id": stored["controller"]["fit_id"]}
+                                 "fit_id": stored["controller"]["fit_id"],
+                                 "expected": stored["controller"]["choice"]["reason"]}
         got = c.post("/v1/tasks/sent/predict", json={"inputs": ["film again"], "selection": "random"}).json()
         assert got["predictions"][0]["calibration"] in ("domain", "none")
         assert (got["demos_policy"], got["fit"]) == ("default", "other_model")
@@ -297,7 +306,7 @@ def test_examples_uploaded_while_a_fit_runs_get_their_refit_when_it_ends(tmp_pat
                 assert _wait(c, fit["job_id"])["status"] == "succeeded"
             time.sleep(0.02)
         assert fit == {"state": "fitted", "pool_version": 2, "job_id": None, "model": "fake-model",
-                       "fit_id": fit["fit_id"]} and fit["fit_id"].startswith("fit-")
+                       "fit_id": fit["fit_id"], "expected": fit["expected"]} and fit["fit_id"].startswith("fit-")
         assert c.get("/v1/tasks/sent/controller").json()["metadata"]["n_labeled"] == 60
 
 

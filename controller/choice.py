@@ -1,0 +1,159 @@
+"""How a fit chooses what the default request serves, from held-back examples, without mistaking noise for
+a difference.
+
+A fit compares a small family of options fixed in advance on the same held-back examples: the unfitted
+default, every candidate count (with its fitted calibration), and the two-stage cascades between them. On a
+hundred examples an accuracy moves by ±4–5 points by chance, so the option with the best point estimate is
+mostly the luckiest. The rule here: take the cheapest option whose macro-F1 is not significantly below the
+best's (a paired bootstrap on the same items, one-sided 5%). The unfitted default is replaced only by an
+option that is significantly better, or not significantly worse and cheaper; with fewer than
+``MIN_PER_LABEL`` held-back examples per label the fit keeps the default and says so."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from controller.calibration_fit import TaskCalibration, out_of_fold
+from controller.cascade import INNER_TOLERANCE, Cascade, cascade_folds, cheapest_thresholds, out_of_fold_replay
+from controller.metrics import (
+    Interval,
+    bootstrap,
+    bootstrap_rows,
+    macro_f1,
+    paired_differences,
+    significantly_above,
+    significantly_below,
+)
+from controller.training import TrainingData
+
+RESAMPLES = 2000
+ALPHA = 0.05
+# Fewer held-back examples than this per label: too thin to overrule the unfitted default.
+MIN_PER_LABEL = 10
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to serve the default request, with what it answered on each held-back example (judged out of
+    sample: thresholds and calibration fitted on other folds) and what each answer cost."""
+
+    name: str
+    cascade: Cascade  # what serves it (a fixed count is a one-stage cascade)
+    answers: np.ndarray  # (n,) label indices
+    tokens: np.ndarray  # (n,) prompt tokens
+    is_default: bool = False
+
+    @property
+    def mean_tokens(self) -> float:
+        return float(np.mean(self.tokens))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The option chosen, what it is expected to do on new inputs, and why."""
+
+    option: Option
+    macro_f1: Interval  # held back, with its 95% bootstrap interval
+    reason: str
+    candidates: list[dict[str, object]]  # every option: name, macro-F1, tokens, and whether it fell short
+
+    @property
+    def serves_default(self) -> bool:
+        return self.option.is_default
+
+    def describe(self) -> dict[str, object]:
+        interval = self.macro_f1
+        return {"option": self.option.name, "serves_default": self.serves_default,
+                "stages": list(self.option.cascade.stages),
+                "macro_f1": round(interval.point, 4), "macro_f1_interval": [round(interval.low, 4),
+                                                                            round(interval.high, 4)],
+                "mean_prompt_tokens": round(self.option.mean_tokens, 1), "reason": self.reason,
+                "candidates": self.candidates}
+
+
+def _line(option: Option, interval: Interval) -> str:
+    half = (interval.high - interval.low) / 2
+    return f"{option.name}: {interval.point:.2f} ± {half:.2f} at {option.mean_tokens:.0f} tokens"
+
+
+def choose(options: Sequence[Option], gold: np.ndarray, n_labels: int, seed: int = 0) -> Choice:
+    """The option the default request is served with (see the module's docstring). ``options`` hold one
+    default (``is_default``) where the task's default count was scored; without it, the cheapest option not
+    significantly below the best."""
+    gold = np.asarray(gold)
+    default = next((o for o in options if o.is_default), None)
+    rows = bootstrap_rows(len(gold), RESAMPLES, np.random.default_rng(seed))
+
+    def interval(option: Option) -> Interval:
+        return bootstrap(gold, option.answers, n_labels, rows)
+
+    def differences(a: Option, b: Option) -> np.ndarray:
+        return paired_differences(gold, a.answers, b.answers, n_labels, rows)
+
+    scores = {o.name: macro_f1(gold, o.answers, n_labels) for o in options}
+    best = max(options, key=lambda o: (round(scores[o.name], 9), -o.mean_tokens))
+    below_best = {o.name: o is not best and significantly_below(differences(o, best), ALPHA) for o in options}
+    candidates: list[dict[str, object]] = [
+        {"option": o.name, "macro_f1": round(scores[o.name], 4), "mean_prompt_tokens": round(o.mean_tokens, 1),
+         "significantly_below_best": below_best[o.name]} for o in sorted(options, key=lambda o: o.mean_tokens)]
+
+    if default is None:
+        default = min((o for o in options if not below_best[o.name]), key=lambda o: o.mean_tokens)
+    if len(gold) < MIN_PER_LABEL * n_labels:
+        return Choice(default, interval(default), f"{_line(default, interval(default))}; kept: {len(gold)} "
+                      f"held-back examples for {n_labels} labels is fewer than {MIN_PER_LABEL} per label, too "
+                      "few to overrule the unfitted default", candidates)
+    chosen, reason = default, "no option is significantly better than the unfitted default, or as good and cheaper"
+    # Cheapest first among the options not significantly below the best; the default wins where it comes.
+    for option in sorted((o for o in options if not below_best[o.name]), key=lambda o: (o.mean_tokens,
+                                                                                       not o.is_default)):
+        if option is default:
+            chosen, reason = default, "the cheapest option not significantly below the best"
+            break
+        against_default = differences(option, default)
+        if option.mean_tokens < default.mean_tokens and not significantly_below(against_default, ALPHA):
+            chosen, reason = option, f"as good as the unfitted default ({default.name}) and cheaper"
+            break
+        if option.mean_tokens >= default.mean_tokens and significantly_above(against_default, ALPHA):
+            chosen, reason = option, f"significantly better than the unfitted default ({default.name})"
+            break
+    line = f"{_line(chosen, interval(chosen))}; {reason}"
+    if best is not chosen:  # never significantly better: the chosen option is not significantly below it
+        line += f"; {best.name} ({scores[best.name]:.2f} at {best.mean_tokens:.0f} tokens) not significantly better"
+    return Choice(chosen, interval(chosen), line, candidates)
+
+
+def out_of_fold_calibrated(data: TrainingData, calibration: TaskCalibration, candidate_k: Sequence[int],
+                           n_labels: int, seed: int) -> np.ndarray:
+    """(n, K, L): each held-back example as ``calibration: "auto"`` would serve it, its count's fitted method
+    fitted on the other folds (the folds the method was chosen on), with the fitted temperature: what the
+    options are judged on."""
+    out = np.empty_like(data.distributions)
+    for j, k in enumerate(candidate_k):
+        chosen = calibration.counts[int(k)]
+        predicted = out_of_fold(chosen.method, data.distributions[:, j], data.gold, n_labels, seed,
+                                {m: d[:, j] for m, d in data.prompted.items()})
+        out[:, j] = chosen.with_temperature(predicted if predicted is not None else data.distributions[:, j])
+    return out
+
+
+def fit_options(data: TrainingData, calibrated: np.ndarray, judged: np.ndarray, candidate_k: Sequence[int],
+                default_k: int, n_labels: int, seed: int) -> list[Option]:
+    """The family a fit chooses from: every candidate count, the one the task serves unfitted marked as the
+    default, and the two-stage cascades between them, their thresholds judged out of fold on ``judged`` (the
+    out-of-fold calibrated distributions) and fitted for serving on ``calibrated`` (every example)."""
+    counts = [int(k) for k in candidate_k]
+    tokens, gold = data.prompt_tokens, data.gold
+    options = [Option(f"k={k}", Cascade((k,), ()), judged[:, j].argmax(axis=1), tokens[:, j], k == default_k)
+               for j, k in enumerate(counts)]
+    folds = cascade_folds(len(gold), seed)
+    for stages in itertools.combinations(counts, 2):
+        played = out_of_fold_replay(stages, judged, gold, tokens, counts, n_labels, folds) if len(folds) > 1 else None
+        served = cheapest_thresholds(stages, calibrated, gold, tokens, counts, n_labels, INNER_TOLERANCE)
+        if played is not None and served is not None:
+            options.append(Option(f"k={stages[0]} then k={stages[1]}", served, played.answers, played.tokens))
+    return options

@@ -1,0 +1,82 @@
+"""The fit's choice rule: the cheapest option not significantly below the best, never worse than the unfitted
+default, and the default kept where the evidence is thin."""
+
+import numpy as np
+
+from controller.cascade import Cascade
+from controller.choice import MIN_PER_LABEL, Option, choose
+
+N = 200
+
+
+def _answers(gold: np.ndarray, accuracy: float, seed: int) -> np.ndarray:
+    """Answers right on a ``accuracy`` share of the items (chosen at random), wrong on the rest."""
+    right = np.random.default_rng(seed).permutation(len(gold)) < round(accuracy * len(gold))
+    return np.where(right, gold, 1 - gold)
+
+
+def _option(k: int, answers: np.ndarray, tokens: float, default: bool = False) -> Option:
+    return Option(f"k={k}", Cascade((k,), ()), answers, np.full(len(answers), tokens), default)
+
+
+GOLD = np.random.default_rng(0).integers(0, 2, N)
+
+
+def test_an_option_as_good_as_the_default_and_cheaper_replaces_it():
+    answers = _answers(GOLD, 0.8, seed=1)
+    default = _option(4, answers, 200, default=True)
+    cheap = _option(1, answers.copy(), 60)
+    choice = choose([default, cheap], GOLD, 2)
+    assert choice.option is cheap and not choice.serves_default
+    assert "cheaper" in choice.reason and choice.reason.startswith("k=1: 0.")
+
+
+def test_a_costlier_option_replaces_the_default_only_when_significantly_better():
+    default = _option(4, _answers(GOLD, 0.6, seed=1), 200, default=True)
+    much_better = _option(16, _answers(GOLD, 0.95, seed=2), 550)
+    assert choose([default, much_better], GOLD, 2).option is much_better
+    # Two items better out of 200: noise, so the default stays.
+    slightly = default.answers.copy()
+    wrong = np.flatnonzero(slightly != GOLD)[:2]
+    slightly[wrong] = GOLD[wrong]
+    choice = choose([default, _option(16, slightly, 550)], GOLD, 2)
+    assert choice.serves_default and "not significantly better" in choice.reason
+
+
+def test_the_cheapest_option_not_significantly_below_the_best_wins_over_a_lucky_expensive_one():
+    base = _answers(GOLD, 0.8, seed=1)
+    default = _option(4, base, 200, default=True)
+    lucky = base.copy()  # three points better by luck: it differs both ways, on nine items
+    wrong, right = np.flatnonzero(lucky != GOLD)[:6], np.flatnonzero(lucky == GOLD)[:3]
+    lucky[wrong] = GOLD[wrong]
+    lucky[right] = 1 - GOLD[right]
+    cheap = _option(0, base.copy(), 20)
+    choice = choose([default, _option(16, lucky, 550), cheap], GOLD, 2)
+    assert choice.option is cheap
+    candidates = {c["option"]: c for c in choice.candidates}
+    assert not candidates["k=0"]["significantly_below_best"]
+
+
+def test_a_cheap_option_significantly_below_the_default_is_not_taken():
+    default = _option(4, _answers(GOLD, 0.9, seed=1), 200, default=True)
+    poor = _option(0, _answers(GOLD, 0.55, seed=3), 20)
+    choice = choose([default, poor], GOLD, 2)
+    assert choice.serves_default
+    assert {c["option"]: c["significantly_below_best"] for c in choice.candidates} == {"k=0": True, "k=4": False}
+
+
+def test_thin_evidence_keeps_the_default_and_says_so():
+    n_labels = 4
+    gold = np.arange(MIN_PER_LABEL * n_labels - 1) % n_labels
+    default = _option(4, (gold + 1) % n_labels, 200, default=True)  # always wrong
+    perfect = _option(1, gold.copy(), 60)
+    choice = choose([default, perfect], gold, n_labels)
+    assert choice.serves_default and "fewer than 10 per label" in choice.reason
+
+
+def test_the_held_back_estimate_comes_with_its_interval():
+    default = _option(4, _answers(GOLD, 0.8, seed=1), 200, default=True)
+    described = choose([default], GOLD, 2).describe()
+    low, high = described["macro_f1_interval"]
+    assert low < described["macro_f1"] < high and high - low < 0.2
+    assert described["serves_default"] and described["stages"] == [4]
