@@ -41,6 +41,25 @@ from controller.training import (
 
 # The share of the progress the held-back pass takes: the fits after it are quick.
 _PASS_SHARE = 0.95
+# Embedding cosine above which two examples are near-twins (the same text copied, re-punctuated, or the same
+# story from another wire): measured by bench/near_twins.py on the shared datasets.
+NEAR_TWIN_COSINE = 0.95
+
+
+def without_near_twins(embeddings: np.ndarray, held: Sequence[int], pool: Sequence[int], keep: int,
+                       cosine: float = NEAR_TWIN_COSINE) -> tuple[list[int], int]:
+    """The pool rows that are no held-back example's near-twin, and how many held-back examples had one. kNN
+    would retrieve a held-back example's own copy as its demonstration and flatter the fit's estimate; at
+    least ``keep`` rows stay (the largest count's demonstrations), the least similar first."""
+    if not len(held) or not len(pool):
+        return list(pool), 0
+    similarity = np.asarray(embeddings[list(pool)] @ embeddings[list(held)].T)  # (pool, held)
+    twins = similarity > cosine
+    nearest = similarity.max(axis=1)
+    kept = [row for row, twin in zip(pool, twins.any(axis=1), strict=True) if not twin]
+    if len(kept) < keep:  # a pool of copies: keep the least similar of them
+        kept = [pool[i] for i in sorted(np.argsort(nearest, kind="stable")[:keep])]
+    return kept, int(twins.any(axis=0).sum())
 
 
 def needed_labeled(candidate_k: Sequence[int]) -> int:
@@ -129,6 +148,7 @@ class FitReport:
     seed: int
     validation: dict[str, Any]  # fixed counts, controller, cascade, combined: ``training.validate``'s figures
     choice: dict[str, Any]  # what the default request is served with, its held-back estimate, and why
+    near_twins: dict[str, Any]  # held-back examples whose near-twins were left out of their demonstrations
     calibration: dict[str, Any]  # the method chosen per count and every candidate's held-back figures
     cascade: dict[str, Any]  # its stages and thresholds, with its held-back figures
     cost: FitCost
@@ -142,7 +162,7 @@ class FitReport:
         return {
             "candidate_k": self.candidate_k, "train_size": self.train_size, "selection": self.selection,
             "seed": self.seed, "validation": self.validation, "calibration": self.calibration,
-            "cascade": self.cascade, "choice": self.choice,
+            "cascade": self.cascade, "choice": self.choice, "near_twins": self.near_twins,
             "cost": {"prompt_tokens": self.cost.prompt_tokens, "calibration_tokens": self.cost.calibration_tokens,
                      "computed_tokens": self.cost.computed_tokens, "seconds": self.cost.seconds,
                      "dtype": self.cost.dtype},
@@ -191,7 +211,10 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
     train_size = min(request.train_size, len(labeled) - candidate_k[-1])
     split = await asyncio.to_thread(_split, task, request, train_size, scorer.tokenize)
     held = [labeled[i] for i in split.held]
-    pool = examples.pool([labeled[i] for i in split.pool])
+    pool_rows, with_twins = [labeled[i] for i in split.pool], 0
+    if not split.served:  # per-input sets: no held-back example may draw its own near-twin
+        pool_rows, with_twins = without_near_twins(examples.embeddings, held, pool_rows, candidate_k[-1])
+    pool = examples.pool(pool_rows)
     data = await collect(task.builder(pool, scorer), [examples.inputs[i] for i in held], examples.embeddings[held],
                          [examples.labels[i] for i in held], task.labels,  # type: ignore[misc]
                          candidate_k, request.selection, SERVED_SEED if split.served else request.seed, scorer,
@@ -215,6 +238,9 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
                        cascade={**cascade.describe(),
                                 "held_back": replay(cascade, calibrated, data.prompt_tokens, candidate_k).figures(
                                     data.gold, len(task.labels))},
-                       choice=choice.describe(), cost=cost, model=scorer.model_name, labels=list(task.labels),
+                       choice=choice.describe(),
+                       near_twins={"cosine": NEAR_TWIN_COSINE, "held_back_with_twins": with_twins,
+                                   "pool_rows_left_out": len(split.pool) - len(pool_rows)},
+                       cost=cost, model=scorer.model_name, labels=list(task.labels),
                        n_labeled=len(labeled))
     return fit, report

@@ -172,6 +172,16 @@ class ChoiceObject(_Open):
     candidates: list[ChoiceCandidate]
 
 
+class NearTwinsObject(_Open):
+    """Held-back examples whose near-twins (embedding cosine above `cosine`: the same text copied, or the same
+    story from another source) were left out of the demonstrations they could draw, so that kNN does not
+    flatter the fit's estimates."""
+
+    cosine: float
+    held_back_with_twins: int
+    pool_rows_left_out: int
+
+
 class ControllerMetadata(_Open):
     model: str
     labels: list[str]
@@ -258,6 +268,9 @@ class ControllerObject(_Open):
     choice: ChoiceObject | None = Field(
         default=None, description="What the default request is served with, what it is expected to score, and why "
                                   "(null for a fit made before fits said).")
+    near_twins: NearTwinsObject | None = Field(
+        default=None, description="The near-twins the fit left out of held-back examples' demonstrations (null for "
+                                  "a fit made before it did, or one of a shared demonstration set).")
     cost: FitCost | None = None
     request: StoredTrainRequest | None = Field(
         default=None, description="What the fit was asked (an automatic refit asks the same; null for older fits).")

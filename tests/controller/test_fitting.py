@@ -5,7 +5,15 @@ import pytest
 
 from controller.cascade import Cascade
 from controller.errors import FitError
-from controller.fitting import FitRequest, TaskExamples, TaskToFit, affordable_counts, fit_task, needed_labeled
+from controller.fitting import (
+    FitRequest,
+    TaskExamples,
+    TaskToFit,
+    affordable_counts,
+    fit_task,
+    needed_labeled,
+    without_near_twins,
+)
 from controller.meta import MetaController
 from controller.templates import PromptTemplate
 from controller.training import MIN_TRAIN_SIZE
@@ -90,3 +98,28 @@ def test_the_pool_of_some_rows_keeps_their_order_and_embeddings():
     assert list(pool.ids) == ["e4", "e1"] and list(pool.labels) == ["positive", "negative"]
     assert np.array_equal(pool.embeddings, examples.embeddings[[4, 1]])
     assert len(examples.pool([])) == 0
+
+
+def test_a_held_back_example_s_near_twins_are_not_its_demonstrations():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(6, 8))
+    vectors[3] = vectors[0] + 0.01 * rng.normal(size=8)  # row 3: a near-copy of held-back row 0
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    kept, with_twins = without_near_twins(vectors, held=[0, 1], pool=[2, 3, 4, 5], keep=2)
+    assert kept == [2, 4, 5] and with_twins == 1
+    # A pool of copies keeps the largest count's demonstrations, the least similar ones.
+    copies = np.repeat(vectors[:1], 4, axis=0)
+    kept, with_twins = without_near_twins(copies, held=[0], pool=[1, 2, 3], keep=2)
+    assert len(kept) == 2 and with_twins == 1
+
+
+async def test_the_fit_reports_the_near_twins_it_left_out():
+    task = _task(60)
+    examples = task.examples
+    alike = examples.embeddings[:1] + 0.001 * np.random.default_rng(0).normal(size=examples.embeddings.shape)
+    alike /= np.linalg.norm(alike, axis=1, keepdims=True)  # every example a near-copy of the first
+    twinned = TaskExamples(ids=examples.ids, inputs=examples.inputs, labels=examples.labels,
+                           embeddings=alike.astype(np.float32))
+    _, report = await fit_task(TaskToFit(task.labels, task.verbalizers, task.template, twinned),
+                               FitRequest((0, 1), train_size=30, selection="knn", seed=0, default_k=1), FakeScorer())
+    assert report.near_twins["held_back_with_twins"] == 30 and report.near_twins["pool_rows_left_out"] == 30 - 1
