@@ -41,21 +41,38 @@ from controller.training import (
 
 # The share of the progress the held-back pass takes: the fits after it are quick.
 _PASS_SHARE = 0.95
-# Embedding cosine above which two examples are near-twins (the same text copied, re-punctuated, or the same
-# story from another wire): measured by bench/near_twins.py on the shared datasets.
+# Embedding cosine above which two examples are near-twins (the same text copied or re-punctuated, the same
+# story from another wire), measured by bench/near_twins.py on the shared datasets: from 0.95 up, pairs'
+# labels disagree about as often as exact copies'. Inputs of several fields (a premise and a hypothesis) embed
+# as one text that the longest field dominates: there only copies count.
 NEAR_TWIN_COSINE = 0.95
+NEAR_TWIN_COSINE_FIELDS = 0.999
+
+
+def _text_key(query: Mapping[str, str]) -> str:
+    """An input's text lower-cased with all but letters and digits dropped: punctuation alone pushes short
+    copies ("Here she is" ~ "Here she is......") below the cosine threshold."""
+    return "\x1f".join("".join(c for c in value.lower() if c.isalnum()) for value in query.values())
 
 
 def without_near_twins(embeddings: np.ndarray, held: Sequence[int], pool: Sequence[int], keep: int,
-                       cosine: float = NEAR_TWIN_COSINE) -> tuple[list[int], int]:
-    """The pool rows that are no held-back example's near-twin, and how many held-back examples had one. kNN
-    would retrieve a held-back example's own copy as its demonstration and flatter the fit's estimate; at
-    least ``keep`` rows stay (the largest count's demonstrations), the least similar first."""
+                       cosine: float = NEAR_TWIN_COSINE,
+                       inputs: Sequence[Mapping[str, str]] | None = None) -> tuple[list[int], int]:
+    """The pool rows that are no held-back example's near-twin (cosine above ``cosine``, or, given ``inputs``,
+    the same normalised text), and how many held-back examples had one. kNN would retrieve a held-back
+    example's own copy as its demonstration and flatter the fit's estimate; at least ``keep`` rows stay (the
+    largest count's demonstrations), the least similar first."""
     if not len(held) or not len(pool):
         return list(pool), 0
     similarity = np.asarray(embeddings[list(pool)] @ embeddings[list(held)].T)  # (pool, held)
     twins = similarity > cosine
-    nearest = similarity.max(axis=1)
+    if inputs is not None:
+        held_keys = [_text_key(inputs[h]) for h in held]
+        for i, row in enumerate(pool):
+            key = _text_key(inputs[row])
+            if key.strip("\x1f"):  # empty (or emoji-only) texts all share a key: no evidence of a copy
+                twins[i] |= np.array([key == other for other in held_keys])
+    nearest = np.where(twins, 2.0, similarity).max(axis=1)
     kept = [row for row, twin in zip(pool, twins.any(axis=1), strict=True) if not twin]
     if len(kept) < keep:  # a pool of copies: keep the least similar of them
         kept = [pool[i] for i in sorted(np.argsort(nearest, kind="stable")[:keep])]
@@ -212,8 +229,10 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
     split = await asyncio.to_thread(_split, task, request, train_size, scorer.tokenize)
     held = [labeled[i] for i in split.held]
     pool_rows, with_twins = [labeled[i] for i in split.pool], 0
+    twin_cosine = NEAR_TWIN_COSINE if len(task.template.fields) == 1 else NEAR_TWIN_COSINE_FIELDS
     if not split.served:  # per-input sets: no held-back example may draw its own near-twin
-        pool_rows, with_twins = without_near_twins(examples.embeddings, held, pool_rows, candidate_k[-1])
+        pool_rows, with_twins = without_near_twins(examples.embeddings, held, pool_rows, candidate_k[-1],
+                                                   twin_cosine, examples.inputs)
     pool = examples.pool(pool_rows)
     data = await collect(task.builder(pool, scorer), [examples.inputs[i] for i in held], examples.embeddings[held],
                          [examples.labels[i] for i in held], task.labels,  # type: ignore[misc]
@@ -239,7 +258,7 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
                                 "held_back": replay(cascade, calibrated, data.prompt_tokens, candidate_k).figures(
                                     data.gold, len(task.labels))},
                        choice=choice.describe(),
-                       near_twins={"cosine": NEAR_TWIN_COSINE, "held_back_with_twins": with_twins,
+                       near_twins={"cosine": twin_cosine, "held_back_with_twins": with_twins,
                                    "pool_rows_left_out": len(split.pool) - len(pool_rows)},
                        cost=cost, model=scorer.model_name, labels=list(task.labels),
                        n_labeled=len(labeled))

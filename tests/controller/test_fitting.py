@@ -123,3 +123,11 @@ async def test_the_fit_reports_the_near_twins_it_left_out():
     _, report = await fit_task(TaskToFit(task.labels, task.verbalizers, task.template, twinned),
                                FitRequest((0, 1), train_size=30, selection="knn", seed=0, default_k=1), FakeScorer())
     assert report.near_twins["held_back_with_twins"] == 30 and report.near_twins["pool_rows_left_out"] == 30 - 1
+
+
+def test_copies_that_differ_in_punctuation_or_case_are_twins_and_empty_texts_are_not():
+    vectors = np.eye(5, dtype=np.float32)  # no two alike by embedding
+    inputs = [{"text": "Here she is"}, {"text": ""}, {"text": "HERE she  is......"}, {"text": "..."},
+              {"text": "there she is"}]
+    kept, with_twins = without_near_twins(vectors, held=[0, 1], pool=[2, 3, 4], keep=1, inputs=inputs)
+    assert kept == [3, 4] and with_twins == 1
