@@ -7,9 +7,9 @@ uncalibrated label distributions it evaluates, per count, the methods that cost 
 serving), ``affine`` (a multinomial logistic map of the log-probabilities, fitted on held-back examples:
 LinC-style) and, where every input shares one demonstration set (random selection), ``contextual`` and ``domain`` (that
 set's bias estimated once, from content-free or random in-domain queries). Each is judged by 5-fold
-cross-validation over the held-back examples; the best out-of-fold macro-F1 wins (ties: the simpler). A
-temperature is then fitted on the winner's out-of-fold predictions, and the served parameters are refitted on
-every held-back example.
+cross-validation over the held-back examples; the first (in that order) whose out-of-fold macro-F1 is not
+significantly below the best's wins. A temperature is then fitted on the winner's out-of-fold predictions, and
+the served parameters are refitted on every held-back example.
 
 It needs only the bias arithmetic (``controller.bias``) and the figures (``controller.metrics``): the
 calibrators that serve its choice (``controller.calibration``) import it, never the other way round."""

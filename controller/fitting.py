@@ -75,7 +75,9 @@ def without_near_twins(embeddings: np.ndarray, held: Sequence[int], pool: Sequen
     nearest = np.where(twins, 2.0, similarity).max(axis=1)
     kept = [row for row, twin in zip(pool, twins.any(axis=1), strict=True) if not twin]
     if len(kept) < keep:  # a pool of copies: keep the least similar of them
-        kept = [pool[i] for i in sorted(np.argsort(nearest, kind="stable")[:keep])]
+        chosen = sorted(np.argsort(nearest, kind="stable")[:keep])
+        kept = [pool[i] for i in chosen]
+        twins[chosen] = False  # kept after all: their held-back twins still draw them
     return kept, int(twins.any(axis=0).sum())
 
 
@@ -188,13 +190,14 @@ class FitReport:
         }
 
 
-def _split(task: TaskToFit, request: FitRequest, train_size: int, tokenize: Callable[[str], list[int]]) -> FitSplit:
+def _split(task: TaskToFit, request: FitRequest, candidate_k: Sequence[int], train_size: int,
+           tokenize: Callable[[str], list[int]]) -> FitSplit:
     """Which labeled examples are held back. An empty input under a template with no text around it has no
     prompt at k=0: never held back. CPU work (every labeled example rendered): run in a worker thread."""
     examples = task.examples
     labeled = examples.labeled
     empty = [i for i, row in enumerate(labeled) if renders_empty(task.template, tokenize, examples.inputs[row])]
-    split = split_for_fit(len(labeled), request.selection, request.candidate_k, train_size, request.seed, empty)
+    split = split_for_fit(len(labeled), request.selection, candidate_k, train_size, request.seed, empty)
     if empty and len(split.held) < MIN_TRAIN_SIZE:
         raise FitError(f"only {len(split.held)} labeled examples can be held back, fewer than {MIN_TRAIN_SIZE}: "
                        f"{len(empty)} have an empty input, which without demonstrations makes an empty prompt")
@@ -226,7 +229,7 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
         raise FitError(f"a fit over counts {candidate_k} needs at least {needed_labeled(candidate_k)} labeled "
                        f"examples; the task has {len(labeled)}")
     train_size = min(request.train_size, len(labeled) - candidate_k[-1])
-    split = await asyncio.to_thread(_split, task, request, train_size, scorer.tokenize)
+    split = await asyncio.to_thread(_split, task, request, candidate_k, train_size, scorer.tokenize)
     held = [labeled[i] for i in split.held]
     pool_rows, with_twins = [labeled[i] for i in split.pool], 0
     twin_cosine = NEAR_TWIN_COSINE if len(task.template.fields) == 1 else NEAR_TWIN_COSINE_FIELDS

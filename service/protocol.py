@@ -158,14 +158,15 @@ class ChoiceCandidate(_Open):
 
 class ChoiceObject(_Open):
     """What `demos: "auto"` serves: the cheapest option whose held-back macro-F1 is not significantly below the
-    best's (paired bootstrap, one-sided 5%), replacing the unfitted default only where it is significantly
-    better, or as good and cheaper; the unfitted default where the evidence is thin (fewer than 10 held-back
-    examples per label)."""
+    best's (paired bootstrap, one-sided 5%), replacing the task's default count only where it is significantly
+    better, or cheaper and shown to lose at most 0.02; the default count where the evidence is thin (fewer
+    than 10 held-back examples per label)."""
 
     option: str = Field(description='The option, such as "k=1" or "k=0 then k=4".')
-    serves_default: bool = Field(description="Whether it is the count the task serves unfitted.")
+    serves_default: bool = Field(description="Whether it is the task's default count.")
     stages: list[int]
-    macro_f1: float = Field(description="Its held-back macro-F1, judged out of sample.")
+    macro_f1: float = Field(description="Its held-back macro-F1: out of sample for its calibration and thresholds, "
+                                        "but the figure it was chosen on, so a few points optimistic.")
     macro_f1_interval: list[float] = Field(description="The 95% bootstrap interval of that macro-F1.")
     mean_prompt_tokens: float
     reason: str = Field(description="One line on why it was chosen.")
@@ -270,7 +271,7 @@ class ControllerObject(_Open):
                                   "(null for a fit made before fits said).")
     near_twins: NearTwinsObject | None = Field(
         default=None, description="The near-twins the fit left out of held-back examples' demonstrations (null for "
-                                  "a fit made before it did, or one of a shared demonstration set).")
+                                  "a fit made before it did; zeros for a shared demonstration set).")
     cost: FitCost | None = None
     request: StoredTrainRequest | None = Field(
         default=None, description="What the fit was asked (an automatic refit asks the same; null for older fits).")
@@ -292,8 +293,8 @@ class FitState(BaseModel):
     fit_id: str | None = Field(default=None, description="The present fit's id, as predictions it answers carry it.")
     expected: str | None = Field(
         default=None, description='What the default request is served with and why, in one line, such as "k=1: 0.68 '
-                                  '± 0.05 at 80 tokens; ..." (null without a fit, or for a fit made before fits '
-                                  'said).')
+                                  '± 0.05 at 80 tokens; ..." (null without a fit, for a fit made before fits said, '
+                                  "for another model's fit, and where the meta-controller serves).")
 
 
 class TaskObject(BaseModel):

@@ -7,7 +7,7 @@ from typing import Any
 
 from anyio import to_thread
 
-from controller.counts import TaskDefaults
+from controller.counts import AutoPolicy, TaskDefaults
 from controller.templates import PromptTemplate, TemplateError
 from service.errors import APIError, task_not_found
 from service.protocol import ControllerObject, FitState, TaskCreate, TaskObject
@@ -17,8 +17,10 @@ from service.store import FIT_JOB, JobRecord, NameTakenError, TaskRecord
 
 
 def fit_state(controller: dict[str, Any] | None, running: JobRecord | None, serving_model: str | None = None,
-              stamp: datetime | None = None) -> FitState:
-    """Running, fitted, none, or fitted with another model than ``serving_model`` (when one is serving)."""
+              stamp: datetime | None = None, auto_policy: AutoPolicy = "cascade") -> FitState:
+    """Running, fitted, none, or fitted with another model than ``serving_model`` (when one is serving); and
+    what the fit's choice expects, where that choice serves the default request (a fit of this model, and
+    the cascade policy: the meta-controller policy serves what the choice did not weigh)."""
     metadata = controller.get("metadata", {}) if controller is not None else {}
     model = metadata.get("model") or None
     if running is not None:
@@ -30,9 +32,10 @@ def fit_state(controller: dict[str, Any] | None, running: JobRecord | None, serv
     else:
         state = "fitted"
     choice = controller.get("choice") if controller is not None else None
+    serves = state != "other_model" and auto_policy == "cascade" and isinstance(choice, dict)
     return FitState(state=state, pool_version=metadata.get("pool_version"),
                     job_id=running.id if running is not None else None, model=model, fit_id=fit_id_of(stamp),
-                    expected=choice.get("reason") if isinstance(choice, dict) else None)
+                    expected=choice.get("reason") if serves and isinstance(choice, dict) else None)
 
 
 def controller_object(summary: dict[str, Any], stamp: datetime) -> ControllerObject:
@@ -42,7 +45,8 @@ def controller_object(summary: dict[str, Any], stamp: datetime) -> ControllerObj
 
 
 def task_object(task: TaskRecord, default_k: int, stored: tuple[dict[str, Any], datetime] | None = None,
-                running: JobRecord | None = None, serving_model: str | None = None) -> TaskObject:
+                running: JobRecord | None = None, serving_model: str | None = None,
+                auto_policy: AutoPolicy = "cascade") -> TaskObject:
     """``default_k``: the service's, for a task created without one. ``stored``: the task's fit's summary and
     stamp, if it has one."""
     controller, stamp = stored or (None, None)
@@ -52,7 +56,7 @@ def task_object(task: TaskRecord, default_k: int, stored: tuple[dict[str, Any], 
         default_k=TaskDefaults.resolve(task.default_k, default_k).default_k,
         n_examples=task.n_examples, n_labeled=task.n_labeled,
         controller=controller_object(*stored) if stored is not None else None,
-        fit=fit_state(controller, running, serving_model, stamp), created_at=task.created_at,
+        fit=fit_state(controller, running, serving_model, stamp, auto_policy), created_at=task.created_at,
     )
 
 
@@ -109,7 +113,8 @@ class TaskServing:
         runtime = self.state.runtime
         return task_object(task, self.state.settings.default_k, store.fit_summary_and_stamp(task.id),
                            store.unfinished_job(FIT_JOB, task.name),
-                           runtime.scorer.model_name if runtime is not None else None)
+                           runtime.scorer.model_name if runtime is not None else None,
+                           self.state.settings.auto_count_policy)
 
     def get(self, name: str) -> TaskObject:
         return self.describe(self.get_record(name))

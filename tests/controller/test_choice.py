@@ -80,3 +80,15 @@ def test_the_held_back_estimate_comes_with_its_interval():
     low, high = described["macro_f1_interval"]
     assert low < described["macro_f1"] < high and high - low < 0.2
     assert described["serves_default"] and described["stages"] == [4]
+
+
+def test_a_cheaper_option_must_show_it_loses_little_not_merely_that_it_is_not_significantly_worse():
+    base = _answers(GOLD, 0.8, seed=1)
+    cheaper = base.copy()  # three points worse, differing both ways on 34 items: neither significantly worse nor
+    right, wrong = np.flatnonzero(cheaper == GOLD)[:20], np.flatnonzero(cheaper != GOLD)[:14]  # shown close
+    cheaper[right] = 1 - GOLD[right]
+    cheaper[wrong] = GOLD[wrong]
+    default = _option(4, base, 200, default=True)
+    choice = choose([default, _option(1, cheaper, 60)], GOLD, 2)
+    assert choice.serves_default
+    assert {c["option"]: c["significantly_below_best"] for c in choice.candidates}["k=1"] is False

@@ -131,3 +131,11 @@ def test_copies_that_differ_in_punctuation_or_case_are_twins_and_empty_texts_are
               {"text": "there she is"}]
     kept, with_twins = without_near_twins(vectors, held=[0, 1], pool=[2, 3, 4], keep=1, inputs=inputs)
     assert kept == [3, 4] and with_twins == 1
+
+
+async def test_a_shared_set_fit_keeps_held_back_examples_out_of_the_default_count_s_set_too():
+    fit, report = await fit_task(_task(60), FitRequest((0, 1, 2), train_size=30, selection="random", seed=3,
+                                                       default_k=8), FakeScorer())
+    assert report.candidate_k == [0, 1, 2, 8]
+    assert fit.calibration is not None and fit.calibration.counts[8].demo_ids is not None
+    assert len(fit.calibration.counts[8].demo_ids) == 8

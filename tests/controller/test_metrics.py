@@ -14,6 +14,9 @@ from controller.metrics import (
     macro_f1,
     macro_f1_rows,
     paired_bootstrap,
+    paired_differences,
+    significantly_above,
+    significantly_below,
 )
 
 
@@ -104,3 +107,16 @@ def test_bootstrap_interval_holds_the_point():
     assert interval.point == pytest.approx(_sklearn_macro_f1(gold, predicted, 3))
     assert interval.low < interval.point < interval.high
     assert interval.as_dict() == {"point": interval.point, "low": interval.low, "high": interval.high}
+
+
+def test_one_sided_tests_point_the_right_way():
+    rng = np.random.default_rng(5)
+    gold = rng.integers(0, 2, 300)
+    good = np.where(rng.random(300) < 0.9, gold, 1 - gold)
+    poor = np.where(rng.random(300) < 0.6, gold, 1 - gold)
+    rows = bootstrap_rows(300, 1000, rng)
+    differences = paired_differences(gold, good, poor, 2, rows)
+    assert significantly_above(differences) and not significantly_below(differences)
+    assert significantly_below(-differences) and not significantly_above(-differences)
+    same = paired_differences(gold, good, good.copy(), 2, rows)
+    assert not significantly_above(same) and not significantly_below(same)

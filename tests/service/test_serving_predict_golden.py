@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from controller.cascade import Cascade
 from service.app import create_app
 from service.config import Settings
 from service.state import Runtime
@@ -258,6 +261,11 @@ def record_everything(tmp_path: Path) -> dict[str, Any]:
                 {"candidate_k": [0, 1, 2, 4], "train_size": 30, "selection": "knn", "seed": 3})
         for label, body in _after_training():
             rec.predict(sentiment, label, body)
+        # What the fit chose may be one count; a fit whose cascade escalates keeps the cascade's path recorded.
+        _serve_cascade(client, sentiment, Cascade((0, 2), (0.3,)))
+        rec.predict(sentiment, "cascade/knn/auto/auto", {"inputs": SENTIMENT_INPUTS})
+        rec.predict(sentiment, "cascade/knn/auto_budget/none",
+                    {"inputs": SENTIMENT_INPUTS, "calibration": "none", "budget": {"max_prompt_tokens": 400}})
         for label, body in _entailment_grid():
             rec.predict(ENTAILMENT["name"], label, body)
         rec.job("training/entailment", f"/v1/tasks/{ENTAILMENT['name']}/controller",
@@ -304,6 +312,15 @@ def test_predictions_prompts_and_schema_match_the_golden_files(tmp_path):
     assert not problems, "\n".join(problems[:40]) + (f"\n... {len(problems) - 40} more" if len(problems) > 40 else "")
 
 
+def _serve_cascade(client: TestClient, task: str, cascade: Cascade) -> None:
+    """Store the task's fit again with ``cascade`` in place of the one it chose."""
+    store = client.app.state.icl.store
+    record = store.get_task(task)
+    stored = store.load_fit(record.id)
+    fit = pickle.loads(stored.blob)
+    store.save_fit(record.id, pickle.dumps(replace(fit, cascade=cascade)), stored.summary)
+
+
 def test_the_grid_covers_what_it_claims():
     """The golden files must exercise calibration prompts, cache hits, trimmed prompts and the controller;
     a grid that quietly stopped doing so would still match itself."""
@@ -315,15 +332,16 @@ def test_the_grid_covers_what_it_claims():
     assert {p["calibration"] for p in ok["knn/fixed/batch"]["predictions"]} == {"batch"}
     fitted = {p["calibration"] for label, r in ok.items() if label.startswith("trained/knn/auto/auto")
               for p in r["predictions"]}
-    assert fitted <= {"none", "batch", "affine"}
+    assert fitted <= {"none", "batch:fitted", "affine"}  # a fitted batch is reported as "batch:fitted"
     assert ok["cache/random/first"]["calibration_prompts"] and not ok["cache/random/again"]["calibration_prompts"]
     assert ok["cache/random/again"]["predictions"] == ok["cache/random/first"]["predictions"]
     assert any(p["k"] < 8 for p in ok["window/knn/8"]["predictions"])
     assert any(p["k"] < 3 for p in ok["knn/budget/none"]["predictions"])
     # The fitted cascade answers some inputs at its first stage and sends others on.
-    trained = ok["trained/knn/auto/auto"]
-    assert trained["demos_policy"] == "cascade"
-    assert {len(p["stages"]) for p in trained["predictions"]} == {1, 2}, "the cascade should escalate some inputs"
+    assert ok["trained/knn/auto/auto"]["demos_policy"] == "cascade"
+    cascade = ok["cascade/knn/auto/auto"]
+    assert cascade["demos_policy"] == "cascade"
+    assert {len(p["stages"]) for p in cascade["predictions"]} == {1, 2}, "the cascade should escalate some inputs"
     assert {p["k"] for p in ok["trained/fixed_ignores_controller"]["predictions"]} == {2}
     assert records["budget/too_small"]["code"] == "budget_too_small"
     assert records["trained/auto/budget_too_small"]["code"] == "budget_too_small"
