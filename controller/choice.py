@@ -127,7 +127,7 @@ def choose(options: Sequence[Option], gold: np.ndarray, n_labels: int, seed: int
         against_default = differences(option, default)
         if option.mean_tokens < default.mean_tokens and as_good(against_default):
             low = float(np.percentile(against_default, 100 * ALPHA))
-            chosen, reason = option, (f"at most {-min(low, 0.0):.2f} below the default count ({default.name}, "
+            chosen, reason = option, (f"at most {max(0.0, -low):.2f} below the default count ({default.name}, "
                                       "one-sided 95%) and cheaper")
             break
         if option.mean_tokens >= default.mean_tokens and significantly_above(against_default, ALPHA):

@@ -92,3 +92,9 @@ def test_a_cheaper_option_must_show_it_loses_little_not_merely_that_it_is_not_si
     choice = choose([default, _option(1, cheaper, 60)], GOLD, 2)
     assert choice.serves_default
     assert {c["option"]: c["significantly_below_best"] for c in choice.candidates}["k=1"] is False
+
+
+def test_the_reason_never_prints_a_negative_zero():
+    answers = _answers(GOLD, 0.8, seed=1)
+    choice = choose([_option(4, answers, 200, default=True), _option(1, answers.copy(), 60)], GOLD, 2)
+    assert "at most 0.00 below the default count (k=4" in choice.reason and "-0.00" not in choice.reason
