@@ -102,7 +102,7 @@ class FitRequest:
     train_size: int
     selection: Selection
     seed: int
-    default_k: int = 4  # the count the task serves unfitted: always one of the options, scored with the rest
+    default_k: int  # the task's default count (its TaskDefaults'): always one of the options, scored with the rest
 
     def __post_init__(self) -> None:
         if list(self.candidate_k) != sorted(set(self.candidate_k)) or len(self.candidate_k) < 2:

@@ -35,7 +35,7 @@ def fit_state(controller: dict[str, Any] | None, running: JobRecord | None, serv
     serves = state != "other_model" and auto_policy == "cascade" and isinstance(choice, dict)
     return FitState(state=state, pool_version=metadata.get("pool_version"),
                     job_id=running.id if running is not None else None, model=model, fit_id=fit_id_of(stamp),
-                    expected=choice.get("reason") if serves and isinstance(choice, dict) else None)
+                    expected=choice.get("reason") if serves else None)
 
 
 def controller_object(summary: dict[str, Any], stamp: datetime) -> ControllerObject:

@@ -63,19 +63,21 @@ async def test_the_task_s_default_count_is_always_weighed_where_the_pool_can_spa
 
 
 async def test_the_held_back_set_leaves_the_largest_count_its_demonstrations():
-    _, report = await fit_task(_task(30), FitRequest((0, 4), train_size=500, selection="knn", seed=0), FakeScorer())
+    _, report = await fit_task(_task(30), FitRequest((0, 4), train_size=500, selection="knn", seed=0, default_k=4),
+                               FakeScorer())
     assert report.train_size == 30 - 4
 
 
 async def test_a_task_with_too_few_labeled_examples_is_refused():
     with pytest.raises(FitError, match="needs at least 28"):
-        await fit_task(_task(27), FitRequest((0, 8), train_size=20, selection="knn", seed=0), FakeScorer())
+        await fit_task(_task(27), FitRequest((0, 8), train_size=20, selection="knn", seed=0, default_k=4),
+                       FakeScorer())
 
 
 async def test_empty_inputs_that_leave_too_few_to_hold_back_are_refused():
     task = _task(30, template="{text}{label}", empty=15)
     with pytest.raises(FitError, match="empty input"):
-        await fit_task(task, FitRequest((0, 1), train_size=100, selection="knn", seed=0), FakeScorer())
+        await fit_task(task, FitRequest((0, 1), train_size=100, selection="knn", seed=0, default_k=4), FakeScorer())
 
 
 def test_counts_a_pool_can_afford():
@@ -86,9 +88,9 @@ def test_counts_a_pool_can_afford():
 
 def test_a_request_takes_distinct_ascending_counts():
     with pytest.raises(ValueError):
-        FitRequest((2, 0), train_size=20, selection="knn", seed=0)
+        FitRequest((2, 0), train_size=20, selection="knn", seed=0, default_k=4)
     with pytest.raises(ValueError):
-        FitRequest((2,), train_size=20, selection="knn", seed=0)
+        FitRequest((2,), train_size=20, selection="knn", seed=0, default_k=4)
 
 
 def test_the_pool_of_some_rows_keeps_their_order_and_embeddings():
