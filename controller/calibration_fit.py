@@ -246,16 +246,20 @@ class TaskCalibration:
 def fit_task_calibration(selection: str, candidate_k: Sequence[int], distributions: np.ndarray,
                          gold: Sequence[int], n_labels: int, seed: int,
                          prompted: Mapping[str, np.ndarray] | None = None,
-                         served: Mapping[int, Sequence[str]] | None = None) -> TaskCalibration:
+                         served: Mapping[int, Sequence[str]] | None = None,
+                         scored: Sequence[int] | None = None) -> TaskCalibration:
     """Every count's calibration from held-back distributions (n, K, L) (``distributions[:, j]`` at
     ``candidate_k[j]``); ``prompted``: per prompt method, the same (n, K, L) calibrated, where computed;
     ``served``: per count, the ids of the one set every held-back example was scored under, where they share
-    one."""
+    one; ``scored``: per count, how many leading examples it was scored on (None: all)."""
     prompted = prompted or {}
     served = served or {}
+    gold = np.asarray(gold)
     counts = {}
     for j, k in enumerate(candidate_k):
-        fitted = fit_count(distributions[:, j], gold, n_labels, seed, {m: d[:, j] for m, d in prompted.items()})
+        n = len(gold) if scored is None else int(scored[j])
+        fitted = fit_count(distributions[:n, j], gold[:n], n_labels, seed,
+                           {m: d[:n, j] for m, d in prompted.items()})
         ids = served.get(int(k))
         counts[int(k)] = replace(fitted, demo_ids=tuple(ids)) if ids is not None else fitted
     return TaskCalibration(selection, counts)

@@ -91,33 +91,45 @@ def _line(option: Option, interval: Interval) -> str:
 def choose(options: Sequence[Option], gold: np.ndarray, n_labels: int, seed: int = 0) -> Choice:
     """The option the default request is served with (see the module's docstring). ``options`` hold one
     default (``is_default``) where the task's default count was scored; without it, the cheapest option not
-    significantly below the best serves."""
+    significantly below the best serves.
+
+    An option may have been judged on only the leading examples of ``gold`` (a count scored on fewer, where
+    evidence is dear): each option's figure is on its own examples, and two options are compared on the
+    examples both were judged on."""
     gold = np.asarray(gold)
-    rows = bootstrap_rows(len(gold), RESAMPLES, np.random.default_rng(seed))
+    resamples: dict[int, np.ndarray] = {}
+
+    def rows(n: int) -> np.ndarray:  # one set of resamples per length, the same for every pair of that length
+        if n not in resamples:
+            resamples[n] = bootstrap_rows(n, RESAMPLES, np.random.default_rng(seed))
+        return resamples[n]
 
     def interval(option: Option) -> Interval:
-        return bootstrap(gold, option.answers, n_labels, rows)
+        n = len(option.answers)
+        return bootstrap(gold[:n], option.answers, n_labels, rows(n))
 
     def differences(a: Option, b: Option) -> np.ndarray:
-        return paired_differences(gold, a.answers, b.answers, n_labels, rows)
+        n = min(len(a.answers), len(b.answers))
+        return paired_differences(gold[:n], a.answers[:n], b.answers[:n], n_labels, rows(n))
 
-    scores = {o.name: macro_f1(gold, o.answers, n_labels) for o in options}
+    scores = {o.name: macro_f1(gold[:len(o.answers)], o.answers, n_labels) for o in options}
     # Ties go to the cheaper option, then to the default.
     best = max(options, key=lambda o: (round(scores[o.name], 9), -o.mean_tokens, o.is_default))
     below_best = {o.name: o is not best and significantly_below(differences(o, best), ALPHA) for o in options}
     candidates: list[dict[str, object]] = [
         {"option": o.name, "macro_f1": round(scores[o.name], 4), "mean_prompt_tokens": round(o.mean_tokens, 1),
-         "significantly_below_best": below_best[o.name]} for o in sorted(options, key=lambda o: o.mean_tokens)]
+         "held_back": len(o.answers), "significantly_below_best": below_best[o.name]}
+        for o in sorted(options, key=lambda o: o.mean_tokens)]
     eligible = sorted((o for o in options if not below_best[o.name]), key=lambda o: (o.mean_tokens, not o.is_default))
     default = next((o for o in options if o.is_default), None)
     if default is None:
         chosen = eligible[0]
         return Choice(chosen, interval(chosen), f"{_line(chosen, interval(chosen))}; the cheapest option not "
                       "significantly below the best (the task's default count was not weighed)", candidates)
-    if len(gold) < MIN_PER_LABEL * n_labels:
-        return Choice(default, interval(default), f"{_line(default, interval(default))}; kept: {len(gold)} "
-                      f"held-back examples for {n_labels} labels is fewer than {MIN_PER_LABEL} per label, too "
-                      "few to overrule the task's default count", candidates)
+    if len(default.answers) < MIN_PER_LABEL * n_labels:
+        return Choice(default, interval(default), f"{_line(default, interval(default))}; kept: "
+                      f"{len(default.answers)} held-back examples for {n_labels} labels is fewer than "
+                      f"{MIN_PER_LABEL} per label, too few to overrule the task's default count", candidates)
     chosen, reason = default, "no option is significantly better than the default count, or as good and cheaper"
     # Cheapest first among the options not significantly below the best; the default wins where it comes.
     for option in eligible:
@@ -150,13 +162,13 @@ def out_of_fold_calibrated(data: TrainingData, calibration: TaskCalibration, can
                            n_labels: int, seed: int) -> np.ndarray:
     """(n, K, L): each held-back example as ``calibration: "auto"`` would serve it, its count's fitted method
     fitted on the other folds (the folds the method was chosen on), with the fitted temperature: what the
-    options are judged on."""
-    out = np.empty_like(data.distributions)
+    options are judged on. Rows a count was not scored on keep their uniform distribution."""
+    out = data.distributions.copy()
     for j, k in enumerate(candidate_k):
-        chosen = calibration.counts[int(k)]
-        predicted = out_of_fold(chosen.method, data.distributions[:, j], data.gold, n_labels, seed,
-                                {m: d[:, j] for m, d in data.prompted.items()})
-        out[:, j] = chosen.with_temperature(predicted if predicted is not None else data.distributions[:, j])
+        chosen, n = calibration.counts[int(k)], data.n_scored(j)
+        predicted = out_of_fold(chosen.method, data.distributions[:n, j], data.gold[:n], n_labels, seed,
+                                {m: d[:n, j] for m, d in data.prompted.items()})
+        out[:n, j] = chosen.with_temperature(predicted if predicted is not None else data.distributions[:n, j])
     return out
 
 
@@ -164,15 +176,20 @@ def fit_options(data: TrainingData, calibrated: np.ndarray, judged: np.ndarray, 
                 default_k: int, n_labels: int, seed: int) -> list[Option]:
     """The family a fit chooses from: every candidate count, the one the task serves unfitted marked as the
     default, and the two-stage cascades between them, their thresholds judged out of fold on ``judged`` (the
-    out-of-fold calibrated distributions) and fitted for serving on ``calibrated`` (every example)."""
+    out-of-fold calibrated distributions) and fitted for serving on ``calibrated`` (every example). Each option
+    is judged on the examples all its counts were scored on."""
     counts = [int(k) for k in candidate_k]
     tokens, gold = data.prompt_tokens, data.gold
-    options = [Option(f"k={k}", Cascade((k,), ()), judged[:, j].argmax(axis=1), tokens[:, j], k == default_k)
-               for j, k in enumerate(counts)]
-    folds = cascade_folds(len(gold), seed)
+    scored = {k: data.n_scored(j) for j, k in enumerate(counts)}
+    options = [Option(f"k={k}", Cascade((k,), ()), judged[:scored[k], j].argmax(axis=1), tokens[:scored[k], j],
+                      k == default_k) for j, k in enumerate(counts)]
     for stages in itertools.combinations(counts, 2):
-        played = out_of_fold_replay(stages, judged, gold, tokens, counts, n_labels, folds) if len(folds) > 1 else None
-        served = cheapest_thresholds(stages, calibrated, gold, tokens, counts, n_labels, INNER_TOLERANCE)
+        n = min(scored[k] for k in stages)
+        folds = cascade_folds(n, seed)
+        played = (out_of_fold_replay(stages, judged[:n], gold[:n], tokens[:n], counts, n_labels, folds)
+                  if len(folds) > 1 else None)
+        served = cheapest_thresholds(stages, calibrated[:n], gold[:n], tokens[:n], counts, n_labels,
+                                     INNER_TOLERANCE)
         if played is not None and served is not None:
             options.append(Option(f"k={stages[0]} then k={stages[1]}", served, played.answers, played.tokens))
     return options

@@ -21,6 +21,7 @@ from controller.choice import Choice, choose, fit_options, out_of_fold_calibrate
 from controller.domain import DomainWords
 from controller.errors import FitError
 from controller.meta import MetaController
+from controller.near_twins import cosine_for, twin_groups, without_near_twins
 from controller.planning import PromptBuilder, renders_empty
 from controller.pool import LabeledPool
 from controller.retrieval import Selection
@@ -35,50 +36,19 @@ from controller.training import (
     calibrated_distributions,
     collect,
     fit_calibration,
+    prompt_costs,
+    scored_per_count,
     split_for_fit,
     validate,
 )
 
 # The share of the progress the held-back pass takes: the fits after it are quick.
 _PASS_SHARE = 0.95
-# Embedding cosine above which two examples are near-twins (the same text copied or re-punctuated, the same
-# story from another wire), measured by bench/near_twins.py on the shared datasets: from 0.95 up, pairs'
-# labels disagree about as often as exact copies'. Inputs of several fields (a premise and a hypothesis) embed
-# as one text that the longest field dominates: there only copies count.
-NEAR_TWIN_COSINE = 0.95
-NEAR_TWIN_COSINE_FIELDS = 0.999
-
-
-def _text_key(query: Mapping[str, str]) -> str:
-    """An input's text lower-cased with all but letters and digits dropped: punctuation alone pushes short
-    copies ("Here she is" ~ "Here she is......") below the cosine threshold."""
-    return "\x1f".join("".join(c for c in value.lower() if c.isalnum()) for value in query.values())
-
-
-def without_near_twins(embeddings: np.ndarray, held: Sequence[int], pool: Sequence[int], keep: int,
-                       cosine: float = NEAR_TWIN_COSINE,
-                       inputs: Sequence[Mapping[str, str]] | None = None) -> tuple[list[int], int]:
-    """The pool rows that are no held-back example's near-twin (cosine above ``cosine``, or, given ``inputs``,
-    the same normalised text), and how many held-back examples had one. kNN would retrieve a held-back
-    example's own copy as its demonstration and flatter the fit's estimate; at least ``keep`` rows stay (the
-    largest count's demonstrations), the least similar first."""
-    if not len(held) or not len(pool):
-        return list(pool), 0
-    similarity = np.asarray(embeddings[list(pool)] @ embeddings[list(held)].T)  # (pool, held)
-    twins = similarity > cosine
-    if inputs is not None:
-        held_keys = [_text_key(inputs[h]) for h in held]
-        for i, row in enumerate(pool):
-            key = _text_key(inputs[row])
-            if key.strip("\x1f"):  # empty (or emoji-only) texts all share a key: no evidence of a copy
-                twins[i] |= np.array([key == other for other in held_keys])
-    nearest = np.where(twins, 2.0, similarity).max(axis=1)
-    kept = [row for row, twin in zip(pool, twins.any(axis=1), strict=True) if not twin]
-    if len(kept) < keep:  # a pool of copies: keep the least similar of them
-        chosen = sorted(np.argsort(nearest, kind="stable")[:keep])
-        kept = [pool[i] for i in chosen]
-        twins[chosen] = False  # kept after all: their held-back twins still draw them
-    return kept, int(twins.any(axis=0).sum())
+def _holdable(n_labeled: int, train_size: int, max_k: int) -> int:
+    """At most how many labeled examples a fit holds back at its cheap counts: the demonstrations keep the
+    larger part of the pool (a quarter of it may be held back, or ``train_size`` where that is more), and
+    the largest count its demonstrations."""
+    return max(train_size, min(n_labeled // 4, n_labeled - max_k))
 
 
 def needed_labeled(candidate_k: Sequence[int]) -> int:
@@ -163,6 +133,7 @@ class FitReport:
 
     candidate_k: list[int]
     train_size: int
+    held_back: dict[str, int]  # per count, the held-back examples it was scored on (``scored_per_count``)
     selection: str
     seed: int
     validation: dict[str, Any]  # fixed counts, controller, cascade, combined: ``training.validate``'s figures
@@ -179,7 +150,8 @@ class FitReport:
     def as_dict(self) -> dict[str, Any]:
         """The report as a JSON document (the fit summary's own keys; the caller adds where it stored it)."""
         return {
-            "candidate_k": self.candidate_k, "train_size": self.train_size, "selection": self.selection,
+            "candidate_k": self.candidate_k, "train_size": self.train_size, "held_back": self.held_back,
+            "selection": self.selection,
             "seed": self.seed, "validation": self.validation, "calibration": self.calibration,
             "cascade": self.cascade, "choice": self.choice, "near_twins": self.near_twins,
             "cost": {"prompt_tokens": self.cost.prompt_tokens, "calibration_tokens": self.cost.calibration_tokens,
@@ -191,17 +163,27 @@ class FitReport:
 
 
 def _split(task: TaskToFit, request: FitRequest, candidate_k: Sequence[int], train_size: int,
-           tokenize: Callable[[str], list[int]]) -> FitSplit:
-    """Which labeled examples are held back. An empty input under a template with no text around it has no
-    prompt at k=0: never held back. CPU work (every labeled example rendered): run in a worker thread."""
+           tokenize: Callable[[str], list[int]]) -> tuple[FitSplit, list[int]]:
+    """Which labeled examples are held back, and how many of them each count is scored on
+    (``scored_per_count``, from the task's prompt lengths). An empty input under a template with no text
+    around it has no prompt at k=0: never held back. CPU work (every labeled example rendered): run in a
+    worker thread."""
     examples = task.examples
     labeled = examples.labeled
-    empty = [i for i, row in enumerate(labeled) if renders_empty(task.template, tokenize, examples.inputs[row])]
-    split = split_for_fit(len(labeled), request.selection, candidate_k, train_size, request.seed, empty)
+    inputs = [examples.inputs[row] for row in labeled]
+    costs = prompt_costs(task.template, task.verbalizers, tokenize, inputs,
+                         [examples.labels[row] for row in labeled], candidate_k, seed=request.seed)  # type: ignore[misc]
+    scored = scored_per_count(costs, candidate_k, request.default_k, train_size,
+                              _holdable(len(labeled), train_size, candidate_k[-1]))
+    empty = [i for i, query in enumerate(inputs) if renders_empty(task.template, tokenize, query)]
+    split = split_for_fit(len(labeled), request.selection, candidate_k, max(scored), request.seed, empty)
     if empty and len(split.held) < MIN_TRAIN_SIZE:
         raise FitError(f"only {len(split.held)} labeled examples can be held back, fewer than {MIN_TRAIN_SIZE}: "
                        f"{len(empty)} have an empty input, which without demonstrations makes an empty prompt")
-    return split
+    if len(split.held) < max(scored):  # fewer could be held back (a shared set, empty inputs): spend on those
+        scored = scored_per_count(costs, candidate_k, request.default_k, min(train_size, len(split.held)),
+                                  len(split.held))
+    return split, scored
 
 
 def _choose(data: TrainingData, calibration: TaskCalibration, calibrated: np.ndarray, candidate_k: Sequence[int],
@@ -229,10 +211,10 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
         raise FitError(f"a fit over counts {candidate_k} needs at least {needed_labeled(candidate_k)} labeled "
                        f"examples; the task has {len(labeled)}")
     train_size = min(request.train_size, len(labeled) - candidate_k[-1])
-    split = await asyncio.to_thread(_split, task, request, candidate_k, train_size, scorer.tokenize)
+    split, scored = await asyncio.to_thread(_split, task, request, candidate_k, train_size, scorer.tokenize)
     held = [labeled[i] for i in split.held]
     pool_rows, with_twins = [labeled[i] for i in split.pool], 0
-    twin_cosine = NEAR_TWIN_COSINE if len(task.template.fields) == 1 else NEAR_TWIN_COSINE_FIELDS
+    twin_cosine = cosine_for(task.template.fields)
     if not split.served:  # per-input sets: no held-back example may draw its own near-twin
         pool_rows, with_twins = without_near_twins(examples.embeddings, held, pool_rows, candidate_k[-1],
                                                    twin_cosine, examples.inputs)
@@ -241,28 +223,34 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
                          [examples.labels[i] for i in held], task.labels,  # type: ignore[misc]
                          candidate_k, request.selection, SERVED_SEED if split.served else request.seed, scorer,
                          lambda f: progress(_PASS_SHARE * f),
-                         words=DomainWords.from_inputs(examples.inputs, task.template.fields))
-    controller = MetaController(candidate_k=tuple(candidate_k)).fit(data.features, data.correct)
+                         words=DomainWords.from_inputs(examples.inputs, task.template.fields), scored=scored)
+    complete = data.complete()  # the examples scored at every count: what compares counts per example
+    controller = MetaController(candidate_k=tuple(candidate_k)).fit(complete.features, complete.correct)
     served = {k: [pool.ids[r] for r in rows] for k, rows in split.served.items()}
     calibration = await asyncio.to_thread(fit_calibration, data, request.selection, candidate_k, len(task.labels),
                                           request.seed, served)
     calibrated = calibrated_distributions(data, calibration, candidate_k)
     choice = await asyncio.to_thread(_choose, data, calibration, calibrated, candidate_k, request, len(task.labels))
     cascade = choice.option.cascade
-    figures = await asyncio.to_thread(validate, data, candidate_k, request.seed, 1.0, calibrated)
+    calibrated_complete = calibrated[:len(complete.gold)]
+    groups = await asyncio.to_thread(twin_groups, examples.embeddings[labeled], [examples.inputs[i] for i in labeled],
+                                     twin_cosine)
+    figures = await asyncio.to_thread(validate, complete, candidate_k, request.seed, 1.0, calibrated_complete)
     fit = TaskFit(controller=controller, calibration=calibration, model=scorer.model_name, cascade=cascade)
     cost = FitCost(prompt_tokens=data.engine_tokens["prompt_tokens"],
                    calibration_tokens=data.engine_tokens["calibration_tokens"],
                    computed_tokens=data.engine_tokens["computed_tokens"],
                    seconds=round(time.perf_counter() - began, 1), dtype=getattr(scorer, "dtype", None))
-    report = FitReport(candidate_k=candidate_k, train_size=train_size, selection=request.selection,
+    report = FitReport(candidate_k=candidate_k, train_size=train_size, held_back={
+                           str(k): data.n_scored(j) for j, k in enumerate(candidate_k)}, selection=request.selection,
                        seed=request.seed, validation=figures, calibration=calibration.describe(),
                        cascade={**cascade.describe(),
-                                "held_back": replay(cascade, calibrated, data.prompt_tokens, candidate_k).figures(
-                                    data.gold, len(task.labels))},
+                                "held_back": replay(cascade, calibrated_complete, complete.prompt_tokens,
+                                                    candidate_k).figures(complete.gold, len(task.labels))},
                        choice=choice.describe(),
                        near_twins={"cosine": twin_cosine, "held_back_with_twins": with_twins,
-                                   "pool_rows_left_out": len(split.pool) - len(pool_rows)},
+                                   "pool_rows_left_out": len(split.pool) - len(pool_rows),
+                                   "pool_groups": groups.describe()},
                        cost=cost, model=scorer.model_name, labels=list(task.labels),
                        n_labeled=len(labeled))
     return fit, report

@@ -23,9 +23,51 @@ from controller.planning import PromptBuilder
 from controller.predictor import Predictor, PredictResult
 from controller.retrieval import Selection, retriever_for
 from controller.scoring import LabelScorer
+from controller.templates import Demo, PromptTemplate
 
 MIN_TRAIN_SIZE = 20
 VALIDATION_SHARE = 0.2
+# The share of ``train_size`` the counts above the task's default count are scored on; what that saves buys
+# more examples at the default count and below.
+DEAR_SHARE = 0.5
+
+
+def scored_per_count(costs: Sequence[float], candidate_k: Sequence[int], default_k: int, train_size: int,
+                     available: int) -> list[int]:
+    """How many held-back examples each count is scored on, at no more engine work than scoring ``train_size``
+    at every count; ``costs``: each count's prompt tokens per example (an estimate).
+
+    Evidence is bought where it is cheap and where the fit's choice needs it. The choice compares the default
+    count with cheaper options and asks a cheaper one to show it loses little: a close comparison that needs
+    many examples, and those counts cost a tenth of the largest. A count above the default must show it is
+    significantly better: a larger difference, seen on fewer examples. So the default count and those below it
+    get every example the budget allows (at most ``available``), the larger ones ``DEAR_SHARE`` of
+    ``train_size``. Each count's examples are the leading ones of the held-back order, so any two counts are
+    compared on the examples both were scored on."""
+    counts = [int(k) for k in candidate_k]
+    budget = train_size * float(sum(costs))
+    cheap = float(sum(c for k, c in zip(counts, costs, strict=True) if k <= default_k))
+    dear = float(sum(costs)) - cheap
+    if cheap <= 0 or dear <= 0:
+        return [min(train_size, available)] * len(counts)
+    n_dear = max(MIN_TRAIN_SIZE, int(train_size * DEAR_SHARE))
+    n_cheap = min(available, max(train_size, int((budget - n_dear * dear) // cheap)))
+    n_dear = min(n_cheap, int((budget - n_cheap * cheap) // dear))  # what a smaller ``available`` leaves goes back
+    return [n_cheap if k <= default_k else n_dear for k in counts]
+
+
+def prompt_costs(template: PromptTemplate, verbalizers: Mapping[str, str], tokenize: Callable[[str], list[int]],
+                 inputs: Sequence[Mapping[str, str]], labels: Sequence[str], candidate_k: Sequence[int],
+                 sample: int = 64, seed: int = 0) -> list[float]:
+    """Each count's prompt tokens per example, estimated from a sample of the labeled examples: the zero-shot
+    prompt plus k demonstrations of the mean demonstration's length."""
+    if not inputs:
+        return [float(k + 1) for k in candidate_k]
+    rows = np.random.default_rng(seed).permutation(len(inputs))[:sample]
+    zero = float(np.mean([len(tokenize(template.build_prompt([], inputs[i]))) for i in rows]))
+    demos = [template.separator + template.render_demo(Demo(inputs[i], verbalizers[labels[i]])) for i in rows]
+    demo = float(np.mean([len(tokenize(text)) for text in demos]))
+    return [max(zero, 1.0) + k * max(demo, 1.0) for k in candidate_k]
 
 
 @dataclass(frozen=True)
@@ -39,6 +81,22 @@ class TrainingData:
     # (a shared demonstration set); else empty
     prompted: dict[str, np.ndarray]
     engine_tokens: dict[str, int]  # what the pass cost: prompt, calibration and computed tokens
+    # Per count, how many of the leading held-back examples it was scored on (``scored_per_count``); the rows
+    # after them hold a uniform distribution and no tokens. Empty: every count scored every example.
+    scored: tuple[int, ...] = ()
+
+    def n_scored(self, j: int) -> int:
+        """How many leading held-back examples the j-th count was scored on."""
+        return self.scored[j] if self.scored else len(self.gold)
+
+    def complete(self) -> TrainingData:
+        """The examples every count was scored on: what compares counts example by example."""
+        if not self.scored or min(self.scored) == len(self.gold):
+            return self
+        n = min(self.scored)
+        return TrainingData(features=self.features[:n], correct=self.correct[:n], prompt_tokens=self.prompt_tokens[:n],
+                            distributions=self.distributions[:n], gold=self.gold[:n],
+                            prompted={m: d[:n] for m, d in self.prompted.items()}, engine_tokens=self.engine_tokens)
 
 
 # The request seed of a default request: where every input shares one set, the fit is made under the set
@@ -96,8 +154,10 @@ class _PassRecord:
         self.labels = list(labels)
         self.correct = np.zeros((n, n_k), dtype=np.int64)
         self.tokens = np.zeros((n, n_k), dtype=np.int64)
-        self.distributions = np.zeros((n, n_k, len(labels)))
-        self.prompted = {method: np.zeros((n, n_k, len(labels))) for method in methods}
+        # Uniform until scored: a count scored on fewer examples leaves the rest a distribution that every
+        # calibration map can read.
+        self.distributions = np.full((n, n_k, len(labels)), 1 / len(labels))
+        self.prompted = {method: np.full((n, n_k, len(labels)), 1 / len(labels)) for method in methods}
         self.cost = {"prompt_tokens": 0, "calibration_tokens": 0, "computed_tokens": 0}
 
     def add(self, part: slice, j: int, results: Mapping[str | None, PredictResult], gold: Sequence[str]) -> None:
@@ -140,6 +200,7 @@ async def collect(
     progress: Callable[[float], None] = lambda _: None,
     chunk: int = 32,
     words: DomainWords | None = None,
+    scored: Sequence[int] | None = None,
 ) -> TrainingData:
     """Run the model at every candidate count on the held-back queries, uncalibrated (as served with
     ``calibration: none``; calibration rarely changes which counts are right), demonstrations retrieved by
@@ -148,20 +209,27 @@ async def collect(
     Where every input shares a set (random), contextual and domain calibration cost once per set at serving
     time, so they are candidates of the task's calibration: the same pass also estimates the set's bias from
     content-free inputs and, with ``words``, from random in-domain strings (the extra prompts count in
-    ``engine_tokens``). Elsewhere no extra prompt is spent."""
+    ``engine_tokens``). Elsewhere no extra prompt is spent.
+
+    ``scored``: per count, how many of the leading queries it is scored on (``scored_per_count``); None:
+    every query at every count."""
+    counts = [len(queries)] * len(candidate_k) if scored is None else [min(int(n), len(queries)) for n in scored]
     calibrators = _prompt_calibrators(selection, words)
     record = _PassRecord(len(queries), len(candidate_k), labels, calibrators)
-    steps, done = len(candidate_k) * ((len(queries) + chunk - 1) // chunk), 0
+    steps, done = sum((n + chunk - 1) // chunk for n in counts), 0
     for j, k in enumerate(candidate_k):
         predictor = Predictor.uncalibrated(builder, labels, selection, k, seed)
-        async for part, results in predictor.calibrated_in_chunks(queries, embeddings, scorer, chunk, calibrators):
+        n = counts[j]
+        async for part, results in predictor.calibrated_in_chunks(queries[:n], embeddings[:n], scorer, chunk,
+                                                                  calibrators):
             record.add(part, j, results, gold[part])
             done += 1
-            progress(done / steps)
+            progress(done / max(1, steps))
     return TrainingData(features=features_for(builder, labels, queries, embeddings), correct=record.correct,
                         prompt_tokens=record.tokens, distributions=record.distributions,
                         gold=np.array([list(labels).index(g) for g in gold]), prompted=record.prompted,
-                        engine_tokens=record.cost)
+                        engine_tokens=record.cost,
+                        scored=() if scored is None else tuple(counts))
 
 
 def fit_calibration(data: TrainingData, selection: str, candidate_k: Sequence[int], n_labels: int,
@@ -169,7 +237,7 @@ def fit_calibration(data: TrainingData, selection: str, candidate_k: Sequence[in
     """The task's calibration for this selection, per candidate count, from the same held-back pass;
     ``served``: the ids of each count's shared set, where the held-back examples were scored under one."""
     return fit_task_calibration(selection, candidate_k, data.distributions, data.gold, n_labels, seed,
-                                data.prompted, served)
+                                data.prompted, served, [data.n_scored(j) for j in range(len(candidate_k))])
 
 
 def calibrated_distributions(data: TrainingData, calibration: TaskCalibration,

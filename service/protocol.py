@@ -153,6 +153,9 @@ class ChoiceCandidate(_Open):
     option: str
     macro_f1: float
     mean_prompt_tokens: float
+    held_back: int | None = Field(default=None, description="The held-back examples it was judged on (null for "
+                                                            "fits made before counts were scored on different "
+                                                            "numbers); two options compare on those both had.")
     significantly_below_best: bool
 
 
@@ -173,14 +176,26 @@ class ChoiceObject(_Open):
     candidates: list[ChoiceCandidate]
 
 
+class TwinGroupsObject(_Open):
+    """Groups of near-twins in the task's labeled pool when it was fitted: two or more examples linked by copies
+    (the same text, case and punctuation aside) or near-copies (embedding cosine above `cosine`)."""
+
+    groups: int
+    examples: int = Field(description="The labeled examples in some group.")
+    by_cosine: bool = Field(description="Whether embeddings were compared too; above 20,000 labeled examples only "
+                                        "the texts are.")
+
+
 class NearTwinsObject(_Open):
     """Held-back examples whose near-twins (embedding cosine above `cosine`: the same text copied, or the same
     story from another source) were left out of the demonstrations they could draw, so that kNN does not
-    flatter the fit's estimates."""
+    flatter the fit's estimates; and how many groups of near-twins the pool holds."""
 
     cosine: float
     held_back_with_twins: int
     pool_rows_left_out: int
+    pool_groups: TwinGroupsObject | None = Field(default=None, description="Null for fits made before fits counted "
+                                                                           "them.")
 
 
 class ControllerMetadata(_Open):
@@ -240,7 +255,9 @@ class ControllerTrainRequest(_Strict):
                            AfterValidator(_distinct)] = Field(
         default=[0, 1, 2, 4, 16], description="The counts the cascade chains and the controller chooses among.")
     train_size: Annotated[StrictInt, Field(ge=20, le=10_000)] = Field(
-        default=110, description="Held-back examples scored at every candidate count.")
+        default=110, description="The fit's budget: it spends the engine work of scoring this many held-back "
+                                 "examples at every candidate count, scoring the task's default count and the "
+                                 "counts below it on more examples and the larger counts on half as many.")
     selection: Literal["knn", "random", "diverse"] = "knn"
     seed: Annotated[StrictInt, Field(ge=0, le=MAX_SEED)] = 0
 
@@ -259,6 +276,9 @@ class ControllerObject(_Open):
 
     candidate_k: list[int]
     train_size: int
+    held_back: dict[str, int] | None = Field(
+        default=None, description="Per count, the held-back examples it was scored on: more at the task's default "
+                                  "count and below, where evidence is cheap (null for fits made before).")
     selection: str
     seed: int
     validation: ControllerValidation

@@ -98,3 +98,14 @@ def test_the_reason_never_prints_a_negative_zero():
     answers = _answers(GOLD, 0.8, seed=1)
     choice = choose([_option(4, answers, 200, default=True), _option(1, answers.copy(), 60)], GOLD, 2)
     assert "at most 0.00 below the default count (k=4" in choice.reason and "-0.00" not in choice.reason
+
+
+def test_options_judged_on_fewer_examples_are_compared_on_the_examples_both_had():
+    default = _option(4, _answers(GOLD, 0.7, seed=1), 200, default=True)
+    # Right on every one of the 40 examples it was scored on: better there, but only by what 40 can show.
+    dear = _option(16, GOLD[:40].copy(), 600)
+    choice = choose([default, dear], GOLD, 2)
+    rows = {c["option"]: c["held_back"] for c in choice.candidates}
+    assert rows == {"k=4": N, "k=16": 40}
+    same = _option(16, default.answers[:40].copy(), 600)  # what the default answered there: no difference
+    assert choose([default, same], GOLD, 2).option is default

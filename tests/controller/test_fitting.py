@@ -12,7 +12,6 @@ from controller.fitting import (
     affordable_counts,
     fit_task,
     needed_labeled,
-    without_near_twins,
 )
 from controller.meta import MetaController
 from controller.templates import PromptTemplate
@@ -102,19 +101,6 @@ def test_the_pool_of_some_rows_keeps_their_order_and_embeddings():
     assert len(examples.pool([])) == 0
 
 
-def test_a_held_back_example_s_near_twins_are_not_its_demonstrations():
-    rng = np.random.default_rng(0)
-    vectors = rng.normal(size=(6, 8))
-    vectors[3] = vectors[0] + 0.01 * rng.normal(size=8)  # row 3: a near-copy of held-back row 0
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    kept, with_twins = without_near_twins(vectors, held=[0, 1], pool=[2, 3, 4, 5], keep=2)
-    assert kept == [2, 4, 5] and with_twins == 1
-    # A pool of copies keeps the largest count's demonstrations, the least similar ones.
-    copies = np.repeat(vectors[:1], 4, axis=0)
-    kept, with_twins = without_near_twins(copies, held=[0], pool=[1, 2, 3], keep=2)
-    assert len(kept) == 2 and with_twins == 1
-
-
 async def test_the_fit_reports_the_near_twins_it_left_out():
     task = _task(60)
     examples = task.examples
@@ -125,14 +111,7 @@ async def test_the_fit_reports_the_near_twins_it_left_out():
     _, report = await fit_task(TaskToFit(task.labels, task.verbalizers, task.template, twinned),
                                FitRequest((0, 1), train_size=30, selection="knn", seed=0, default_k=1), FakeScorer())
     assert report.near_twins["held_back_with_twins"] == 30 and report.near_twins["pool_rows_left_out"] == 30 - 1
-
-
-def test_copies_that_differ_in_punctuation_or_case_are_twins_and_empty_texts_are_not():
-    vectors = np.eye(5, dtype=np.float32)  # no two alike by embedding
-    inputs = [{"text": "Here she is"}, {"text": ""}, {"text": "HERE she  is......"}, {"text": "..."},
-              {"text": "there she is"}]
-    kept, with_twins = without_near_twins(vectors, held=[0, 1], pool=[2, 3, 4], keep=1, inputs=inputs)
-    assert kept == [3, 4] and with_twins == 1
+    assert report.near_twins["pool_groups"] == {"groups": 1, "examples": 60, "by_cosine": True}
 
 
 async def test_a_shared_set_fit_keeps_held_back_examples_out_of_the_default_count_s_set_too():
@@ -141,3 +120,17 @@ async def test_a_shared_set_fit_keeps_held_back_examples_out_of_the_default_coun
     assert report.candidate_k == [0, 1, 2, 8]
     assert fit.calibration is not None and fit.calibration.counts[8].demo_ids is not None
     assert len(fit.calibration.counts[8].demo_ids) == 8
+
+
+async def test_the_default_count_and_those_below_it_are_scored_on_more_examples_at_no_more_cost():
+    task = _task(200)
+    _, spread = await fit_task(task, FitRequest((0, 1, 8), train_size=40, selection="knn", seed=0, default_k=1),
+                               FakeScorer())
+    _, even = await fit_task(task, FitRequest((0, 1, 8), train_size=40, selection="knn", seed=0, default_k=8),
+                             FakeScorer())
+    assert even.held_back == {"0": 40, "1": 40, "8": 40}
+    assert spread.held_back["0"] == spread.held_back["1"] > 40 > spread.held_back["8"] >= MIN_TRAIN_SIZE
+    assert spread.cost.prompt_tokens <= 1.02 * even.cost.prompt_tokens  # the estimate of prompt lengths is close
+    judged = {c["option"]: c["held_back"] for c in spread.choice["candidates"]}
+    assert judged["k=0"] == spread.held_back["0"] and judged["k=8"] == spread.held_back["8"]
+    assert spread.validation["n_train"] + spread.validation["n_validation"] == spread.held_back["8"]

@@ -9,7 +9,15 @@ from controller.pool import LabeledPool
 from controller.predictor import Predictor
 from controller.retrieval import RandomRetriever
 from controller.templates import PromptTemplate
-from controller.training import SERVED_SEED, collect, split_for_fit
+from controller.training import (
+    DEAR_SHARE,
+    MIN_TRAIN_SIZE,
+    SERVED_SEED,
+    collect,
+    prompt_costs,
+    scored_per_count,
+    split_for_fit,
+)
 from tests.fakes import FakeEmbedder, FakeScorer
 
 TEMPLATE = PromptTemplate.parse("Input: {text}\nLabel: {label}")
@@ -83,3 +91,42 @@ def test_examples_that_cannot_be_scored_at_every_count_are_never_held_back():
         assert len(split.held) == 30 and not set(split.held) & set(never)
         assert set(never) <= set(split.pool), selection  # they may still be demonstrations
         assert sorted(split.held + [i for i in split.pool if i not in split.held]) == list(range(50))
+
+
+def test_cheap_counts_get_the_examples_the_dear_ones_leave_at_no_more_cost():
+    counts, costs = [0, 1, 2, 4, 16], [30.0, 60.0, 90.0, 150.0, 510.0]
+    scored = scored_per_count(costs, counts, default_k=4, train_size=110, available=250)
+    assert scored[-1] == int(110 * DEAR_SHARE) and len(set(scored[:4])) == 1 and scored[0] > 110
+    spent = sum(n * c for n, c in zip(scored, costs, strict=True))
+    assert spent <= 110 * sum(costs) and spent > 110 * sum(costs) - sum(costs[:4])  # the budget, spent
+    # Fewer examples to hold back: what the cheap counts cannot use goes back to the dear ones.
+    capped = scored_per_count(costs, counts, default_k=4, train_size=110, available=120)
+    assert capped[0] == 120 and int(110 * DEAR_SHARE) < capped[-1] <= 120
+    assert sum(n * c for n, c in zip(capped, costs, strict=True)) <= 110 * sum(costs)
+    # No count above the default (or none at or below it): every count on the same examples, as before.
+    assert scored_per_count(costs, counts, default_k=16, train_size=110, available=250) == [110] * 5
+    assert scored_per_count(costs[1:], counts[1:], default_k=0, train_size=110, available=250) == [110] * 4
+    assert scored_per_count(costs, counts, default_k=4, train_size=30, available=30)[-1] >= MIN_TRAIN_SIZE
+
+
+def test_prompt_costs_grow_by_a_demonstration_per_count():
+    scorer = FakeScorer()
+    costs = prompt_costs(TEMPLATE, {label: label for label in LABELS}, scorer.tokenize,
+                         [{"text": t} for t in TEXTS], [LABELS[i % 2] for i in range(len(TEXTS))], [0, 1, 4])
+    zero = np.mean([len(scorer.tokenize(TEMPLATE.build_prompt([], {"text": t}))) for t in TEXTS])
+    assert costs[0] == zero and costs[1] > costs[0]
+    assert np.isclose(costs[2] - costs[0], 4 * (costs[1] - costs[0]))
+
+
+async def test_a_count_scored_on_fewer_examples_is_scored_on_the_leading_ones():
+    builder, scorer, queries, vectors, gold = _setup(10)
+    data = await collect(builder, queries, vectors, gold, LABELS, [0, 2], "knn", 0, scorer, scored=[10, 4])
+    assert data.scored == (10, 4) and data.n_scored(0) == 10 and data.n_scored(1) == 4
+    assert (data.prompt_tokens[:, 0] > 0).all() and (data.prompt_tokens[:4, 1] > 0).all()
+    assert (data.prompt_tokens[4:, 1] == 0).all() and np.allclose(data.distributions[4:, 1], 0.5)
+    every = await collect(builder, queries, vectors, gold, LABELS, [0, 2], "knn", 0, scorer)
+    assert data.engine_tokens["prompt_tokens"] == every.prompt_tokens[:, 0].sum() + every.prompt_tokens[:4, 1].sum()
+    assert np.allclose(data.distributions[:4], every.distributions[:4])
+    complete = data.complete()
+    assert len(complete.gold) == 4 and complete.scored == () and np.array_equal(complete.gold, every.gold[:4])
+    assert every.complete() is every
