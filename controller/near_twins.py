@@ -74,10 +74,12 @@ class TwinGroups:
         return {"groups": self.groups, "examples": self.examples, "by_cosine": self.by_cosine}
 
 
-def twin_groups(embeddings: np.ndarray, inputs: Sequence[Mapping[str, str]], cosine: float,
-                max_cosine_rows: int = MAX_COSINE_ROWS) -> TwinGroups:
-    """How many groups of near-twins these examples hold (``without_near_twins``' rule: cosine above
-    ``cosine``, or the same normalised, non-empty text), and how many examples are in them."""
+def twin_components(embeddings: np.ndarray, inputs: Sequence[Mapping[str, str]], cosine: float,
+                    max_cosine_rows: int = MAX_COSINE_ROWS) -> tuple[np.ndarray, bool]:
+    """Per example, the id of its group of near-twins (``without_near_twins``' rule: cosine above ``cosine``,
+    or the same normalised, non-empty text; an example without twins is a group of one), and whether
+    embeddings were compared (not above ``max_cosine_rows`` examples) or only texts. Cross-fitting keeps a
+    group in one fold, so that no example is judged by a model that saw its copy."""
     n = len(inputs)
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
@@ -99,10 +101,16 @@ def twin_groups(embeddings: np.ndarray, inputs: Sequence[Mapping[str, str]], cos
             rows.append(r[keep] + start)
             cols.append(c[keep])
     if not n:
-        return TwinGroups(0, 0, by_cosine)
+        return np.zeros(0, dtype=np.int64), by_cosine
     r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
     c = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
     graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n))
-    _, component = connected_components(graph, directed=False)
-    sizes = np.bincount(component)
+    return connected_components(graph, directed=False)[1].astype(np.int64), by_cosine
+
+
+def twin_groups(embeddings: np.ndarray, inputs: Sequence[Mapping[str, str]], cosine: float,
+                max_cosine_rows: int = MAX_COSINE_ROWS) -> TwinGroups:
+    """How many groups of two or more near-twins these examples hold, and how many examples are in them."""
+    components, by_cosine = twin_components(embeddings, inputs, cosine, max_cosine_rows)
+    sizes = np.bincount(components) if len(components) else np.zeros(0, dtype=np.int64)
     return TwinGroups(int((sizes > 1).sum()), int(sizes[sizes > 1].sum()), by_cosine)
