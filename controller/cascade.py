@@ -20,6 +20,10 @@ from controller.metrics import macro_f1
 
 # An input goes on when its margin is below the threshold: -1 never escalates, 2 always does.
 NEVER = -1.0
+# A stage that is no count: the task's embedding head (``controller.heads``), which answers from the input's
+# retrieval embedding with no prompt at all. It can only be a cascade's first stage; the inputs it is unsure
+# of go on to the counts after it.
+HEAD_STAGE = -1
 # Threshold candidates per stage: these quantiles of the stage's held-back margins.
 QUANTILES = np.linspace(0.0, 1.0, 21)
 MAX_STAGES = 3
@@ -40,7 +44,8 @@ def margins(probs: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Cascade:
-    """Counts tried in order (increasing), and per stage but the last the margin below which an input goes on."""
+    """Counts tried in order (increasing), and per stage but the last the margin below which an input goes on.
+    A first stage of ``HEAD_STAGE`` is the embedding head: no prompt, no tokens."""
 
     stages: tuple[int, ...]
     thresholds: tuple[float, ...]
@@ -57,8 +62,17 @@ class Cascade:
             return np.zeros(len(probs), dtype=bool)
         return margins(probs) < self.thresholds[stage]
 
+    @property
+    def head_first(self) -> bool:
+        return self.stages[0] == HEAD_STAGE
+
     def describe(self) -> dict:
         return {"stages": list(self.stages), "thresholds": [round(t, 6) for t in self.thresholds]}
+
+
+def stage_name(k: int) -> str:
+    """How a stage is named in a fit's options: "head" or "k=2"."""
+    return "head" if k == HEAD_STAGE else f"k={k}"
 
 
 def escalation_order(probs: np.ndarray, goes_on: np.ndarray) -> list[int]:

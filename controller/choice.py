@@ -22,7 +22,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from controller.calibration_fit import TaskCalibration, out_of_fold
-from controller.cascade import INNER_TOLERANCE, Cascade, cascade_folds, cheapest_thresholds, out_of_fold_replay
+from controller.cascade import (
+    HEAD_STAGE,
+    INNER_TOLERANCE,
+    Cascade,
+    cascade_folds,
+    cheapest_thresholds,
+    out_of_fold_replay,
+    stage_name,
+)
 from controller.metrics import (
     Interval,
     bootstrap,
@@ -173,23 +181,53 @@ def out_of_fold_calibrated(data: TrainingData, calibration: TaskCalibration, can
 
 
 def fit_options(data: TrainingData, calibrated: np.ndarray, judged: np.ndarray, candidate_k: Sequence[int],
-                default_k: int, n_labels: int, seed: int) -> list[Option]:
+                default_k: int, n_labels: int, seed: int, head: np.ndarray | None = None) -> list[Option]:
     """The family a fit chooses from: every candidate count, the one the task serves unfitted marked as the
     default, and the two-stage cascades between them, their thresholds judged out of fold on ``judged`` (the
     out-of-fold calibrated distributions) and fitted for serving on ``calibrated`` (every example). Each option
-    is judged on the examples all its counts were scored on."""
+    is judged on the examples all its counts were scored on.
+
+    ``head``: the embedding head's cross-fitted distributions of the held-back examples (n, L), where the task
+    has one: the head alone (no tokens) and the head followed by each count join the family."""
     counts = [int(k) for k in candidate_k]
-    tokens, gold = data.prompt_tokens, data.gold
+    tokens = data.prompt_tokens
     scored = {k: data.n_scored(j) for j, k in enumerate(counts)}
     options = [Option(f"k={k}", Cascade((k,), ()), judged[:scored[k], j].argmax(axis=1), tokens[:scored[k], j],
                       k == default_k) for j, k in enumerate(counts)]
-    for stages in itertools.combinations(counts, 2):
-        n = min(scored[k] for k in stages)
-        folds = cascade_folds(n, seed)
-        played = (out_of_fold_replay(stages, judged[:n], gold[:n], tokens[:n], counts, n_labels, folds)
-                  if len(folds) > 1 else None)
-        served = cheapest_thresholds(stages, calibrated[:n], gold[:n], tokens[:n], counts, n_labels,
-                                     INNER_TOLERANCE)
-        if played is not None and served is not None:
-            options.append(Option(f"k={stages[0]} then k={stages[1]}", served, played.answers, played.tokens))
+    pairs = list(itertools.combinations(counts, 2))
+    if head is not None:
+        options.append(Option("head", Cascade((HEAD_STAGE,), ()), head.argmax(axis=1), np.zeros(len(head))))
+        judged = with_head(head, judged, tokens, counts)[0]
+        calibrated, tokens, counts = with_head(head, calibrated, tokens, counts)
+        scored = {HEAD_STAGE: len(head), **scored}
+        pairs = [(HEAD_STAGE, k) for k in counts[1:]] + pairs
+    for stages in pairs:
+        option = _two_stage(stages, min(scored[k] for k in stages), judged, calibrated, data.gold, tokens, counts,
+                            n_labels, seed)
+        if option is not None:
+            options.append(option)
     return options
+
+
+def _two_stage(stages: tuple[int, int], n: int, judged: np.ndarray, calibrated: np.ndarray, gold: np.ndarray,
+               tokens: np.ndarray, counts: list[int], n_labels: int, seed: int) -> Option | None:
+    """The cascade of ``stages`` judged on the first ``n`` examples; None where some fold admits no thresholds."""
+    folds = cascade_folds(n, seed)
+    played = (out_of_fold_replay(stages, judged[:n], gold[:n], tokens[:n], counts, n_labels, folds)
+              if len(folds) > 1 else None)
+    served = cheapest_thresholds(stages, calibrated[:n], gold[:n], tokens[:n], counts, n_labels, INNER_TOLERANCE)
+    if played is None or served is None:
+        return None
+    return Option(f"{stage_name(stages[0])} then {stage_name(stages[1])}", served, played.answers, played.tokens)
+
+
+def with_head(head: np.ndarray | None, calibrated: np.ndarray, tokens: np.ndarray,
+              candidate_k: Sequence[int]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The held-back arrays with the embedding head as a first column (``HEAD_STAGE``, no tokens), so that a
+    cascade starting with it replays like any other; unchanged without a head."""
+    if head is None:
+        return calibrated, tokens, [int(k) for k in candidate_k]
+    n = len(calibrated)
+    first = np.zeros((n, 1), dtype=tokens.dtype)
+    return (np.concatenate([head[:n, None], calibrated], axis=1), np.concatenate([first, tokens], axis=1),
+            [HEAD_STAGE, *map(int, candidate_k)])

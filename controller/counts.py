@@ -9,7 +9,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from controller.cascade import Cascade
+from controller.cascade import NEVER, Cascade
 from controller.features import features_for
 from controller.meta import MetaController
 from controller.planning import PromptBuilder
@@ -118,8 +118,11 @@ class ChosenCounts:
     and what chose them ("fixed", "default", "cascade" or "controller")."""
 
     counts: CountPolicy
-    cascade: Cascade | None
+    cascade: Cascade | None  # the stages after the first, where the first has counts after it
     name: str
+    # Where the fit's cascade starts with the embedding head: the margin below which the head's answer goes on
+    # to ``counts`` (``cascade.NEVER``: the head answers every input). None: no head.
+    head_threshold: float | None = None
 
 
 def count_policy(demos: int | Literal["auto"], defaults: TaskDefaults, controller: MetaController | None,
@@ -131,6 +134,12 @@ def count_policy(demos: int | Literal["auto"], defaults: TaskDefaults, controlle
         return ChosenCounts(FixedCount(demos), None, "fixed")
     if pool_size:
         if cascade is not None and (defaults.auto_policy == "cascade" or controller is None):
+            if cascade.head_first:
+                rest = Cascade(cascade.stages[1:], cascade.thresholds[1:]) if len(cascade.stages) > 1 else None
+                first = FixedCount(rest.stages[0]) if rest is not None else FixedCount(0)
+                threshold = cascade.thresholds[0] if rest is not None else NEVER
+                return ChosenCounts(first, rest if rest is not None and len(rest.stages) > 1 else None, "cascade",
+                                    threshold)
             if len(cascade.stages) == 1:
                 return ChosenCounts(FixedCount(cascade.stages[0]), None, "cascade")
             return ChosenCounts(FixedCount(cascade.stages[0]), cascade, "cascade")

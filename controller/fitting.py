@@ -17,11 +17,12 @@ import numpy as np
 
 from controller.calibration_fit import TaskCalibration
 from controller.cascade import replay
-from controller.choice import Choice, choose, fit_options, out_of_fold_calibrated
+from controller.choice import Choice, choose, fit_options, out_of_fold_calibrated, with_head
 from controller.domain import DomainWords
 from controller.errors import FitError
+from controller.heads import EmbeddingHead, cross_fitted
 from controller.meta import MetaController
-from controller.near_twins import cosine_for, twin_groups, without_near_twins
+from controller.near_twins import TwinGroups, cosine_for, twin_components, without_near_twins
 from controller.planning import PromptBuilder, renders_empty
 from controller.pool import LabeledPool
 from controller.retrieval import Selection
@@ -187,12 +188,36 @@ def _split(task: TaskToFit, request: FitRequest, candidate_k: Sequence[int], tra
 
 
 def _choose(data: TrainingData, calibration: TaskCalibration, calibrated: np.ndarray, candidate_k: Sequence[int],
-            request: FitRequest, n_labels: int) -> Choice:
+            request: FitRequest, n_labels: int, head: np.ndarray | None) -> Choice:
     """What the default request is served with: the family of options judged out of fold, and the choice rule
     (``controller.choice``)."""
     judged = out_of_fold_calibrated(data, calibration, candidate_k, n_labels, request.seed)
-    options = fit_options(data, calibrated, judged, candidate_k, request.default_k, n_labels, request.seed)
+    options = fit_options(data, calibrated, judged, candidate_k, request.default_k, n_labels, request.seed, head)
     return choose(options, data.gold, n_labels, request.seed)
+
+
+@dataclass(frozen=True)
+class _HeadFit:
+    """The embedding head fitted on every labeled example, its cross-fitted distributions of each, and the
+    pool's near-twin groups (which the cross-fitting keeps in one fold)."""
+
+    head: EmbeddingHead | None  # None: a pool the head cannot be cross-fitted on (one group, one label)
+    cross_fitted: np.ndarray | None  # (n_labeled, L), in the order of ``TaskExamples.labeled``
+    groups: TwinGroups
+
+
+def _fit_head(task: TaskToFit, cosine: float, seed: int) -> _HeadFit:
+    """CPU work (every pair of labeled examples compared, a handful of linear fits): run in a worker thread."""
+    examples = task.examples
+    labeled = examples.labeled
+    embeddings = examples.embeddings[labeled]
+    components, by_cosine = twin_components(embeddings, [examples.inputs[i] for i in labeled], cosine)
+    groups = TwinGroups.of(components, by_cosine)
+    gold = np.array([list(task.labels).index(examples.labels[i]) for i in labeled])  # type: ignore[arg-type]
+    if len(np.unique(components)) < 2 or len(np.unique(gold)) < 2:
+        return _HeadFit(None, None, groups)
+    return _HeadFit(EmbeddingHead.fit(embeddings, gold, len(task.labels)),
+                    cross_fitted(embeddings, gold, len(task.labels), components, seed), groups)
 
 
 async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
@@ -230,13 +255,16 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
     calibration = await asyncio.to_thread(fit_calibration, data, request.selection, candidate_k, len(task.labels),
                                           request.seed, served)
     calibrated = calibrated_distributions(data, calibration, candidate_k)
-    choice = await asyncio.to_thread(_choose, data, calibration, calibrated, candidate_k, request, len(task.labels))
+    heads = await asyncio.to_thread(_fit_head, task, twin_cosine, request.seed)
+    head_held = heads.cross_fitted[split.held] if heads.cross_fitted is not None else None
+    choice = await asyncio.to_thread(_choose, data, calibration, calibrated, candidate_k, request, len(task.labels),
+                                     head_held)
     cascade = choice.option.cascade
     calibrated_complete = calibrated[:len(complete.gold)]
-    groups = await asyncio.to_thread(twin_groups, examples.embeddings[labeled], [examples.inputs[i] for i in labeled],
-                                     twin_cosine)
     figures = await asyncio.to_thread(validate, complete, candidate_k, request.seed, 1.0, calibrated_complete)
-    fit = TaskFit(controller=controller, calibration=calibration, model=scorer.model_name, cascade=cascade)
+    fit = TaskFit(controller=controller, calibration=calibration, model=scorer.model_name, cascade=cascade,
+                  head=heads.head if cascade.head_first else None)
+    replayed = with_head(head_held, calibrated_complete, complete.prompt_tokens, candidate_k)
     cost = FitCost(prompt_tokens=data.engine_tokens["prompt_tokens"],
                    calibration_tokens=data.engine_tokens["calibration_tokens"],
                    computed_tokens=data.engine_tokens["computed_tokens"],
@@ -245,12 +273,11 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
                            str(k): data.n_scored(j) for j, k in enumerate(candidate_k)}, selection=request.selection,
                        seed=request.seed, validation=figures, calibration=calibration.describe(),
                        cascade={**cascade.describe(),
-                                "held_back": replay(cascade, calibrated_complete, complete.prompt_tokens,
-                                                    candidate_k).figures(complete.gold, len(task.labels))},
+                                "held_back": replay(cascade, *replayed).figures(complete.gold, len(task.labels))},
                        choice=choice.describe(),
                        near_twins={"cosine": twin_cosine, "held_back_with_twins": with_twins,
                                    "pool_rows_left_out": len(split.pool) - len(pool_rows),
-                                   "pool_groups": groups.describe()},
+                                   "pool_groups": heads.groups.describe()},
                        cost=cost, model=scorer.model_name, labels=list(task.labels),
                        n_labeled=len(labeled))
     return fit, report

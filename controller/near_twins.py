@@ -70,6 +70,12 @@ class TwinGroups:
     examples: int  # the examples in some group
     by_cosine: bool  # whether embeddings were compared too (else normalised text only)
 
+    @classmethod
+    def of(cls, components: np.ndarray, by_cosine: bool) -> TwinGroups:
+        """From ``twin_components``' output."""
+        sizes = np.bincount(components) if len(components) else np.zeros(0, dtype=np.int64)
+        return cls(int((sizes > 1).sum()), int(sizes[sizes > 1].sum()), by_cosine)
+
     def describe(self) -> dict[str, object]:
         return {"groups": self.groups, "examples": self.examples, "by_cosine": self.by_cosine}
 
@@ -111,6 +117,4 @@ def twin_components(embeddings: np.ndarray, inputs: Sequence[Mapping[str, str]],
 def twin_groups(embeddings: np.ndarray, inputs: Sequence[Mapping[str, str]], cosine: float,
                 max_cosine_rows: int = MAX_COSINE_ROWS) -> TwinGroups:
     """How many groups of two or more near-twins these examples hold, and how many examples are in them."""
-    components, by_cosine = twin_components(embeddings, inputs, cosine, max_cosine_rows)
-    sizes = np.bincount(components) if len(components) else np.zeros(0, dtype=np.int64)
-    return TwinGroups(int((sizes > 1).sum()), int(sizes[sizes > 1].sum()), by_cosine)
+    return TwinGroups.of(*twin_components(embeddings, inputs, cosine, max_cosine_rows))

@@ -22,10 +22,11 @@ from controller.calibration import (
     calibrator_for,
 )
 from controller.calibration_fit import TaskCalibration
-from controller.cascade import Cascade, escalation_order
+from controller.cascade import Cascade, escalation_order, margins
 from controller.counts import CountPolicy, FixedCount, QueryBatch, TaskDefaults, count_policy
 from controller.domain import DEFAULT_DOMAIN, DomainSettings, DomainWords
 from controller.errors import UnplannableInputError
+from controller.heads import EmbeddingHead
 from controller.meta import MetaController
 from controller.planning import Prompt, PromptBuilder, build_prompts
 from controller.retrieval import Retriever, Selection, per_query_seeds, retriever_for, similarities_to_pool
@@ -56,6 +57,7 @@ class Prediction:
     stages: tuple[int, ...] = ()  # the count of each prompt it was scored with; the last one answered
     computed_tokens: int = 0  # what the engine computed for its prompts, prefix-cache hits excluded
     fitted_calibration: bool = False  # whether the task's fit calibrated it (not a method the client named)
+    decision: str = "tokens"  # where the answer came from: "tokens" (the model's label tokens) or "head"
 
     def then(self, later: Prediction) -> Prediction:
         """This input answered again at a later cascade stage: that answer, with both stages counted."""
@@ -88,6 +90,35 @@ class PredictResult:
 
 
 @dataclass(frozen=True)
+class HeadStage:
+    """The embedding head as a cascade's first stage: it answers the inputs whose margin is at least
+    ``threshold`` with no prompt; the rest go on to the model."""
+
+    head: EmbeddingHead
+    threshold: float
+
+    def answer(self, probs: np.ndarray, labels: Sequence[str]) -> Prediction:
+        as_dict = {label: float(p) for label, p in zip(labels, probs, strict=True)}
+        return Prediction(label=labels[int(np.argmax(probs))], probs=as_dict, uncalibrated_probs=as_dict,
+                          demo_rows=[], prompt_tokens=0, prompt="", stages=(), decision="head")
+
+
+@dataclass(frozen=True)
+class HeadAnswers:
+    """What the head answered of a batch of ``n`` inputs: the plan's prompts are those of ``rows`` (the inputs
+    it was unsure of, in order), the others are answered here."""
+
+    n: int
+    rows: list[int]
+    answered: dict[int, Prediction]
+
+    def merged(self, result: PredictResult) -> PredictResult:
+        predictions = dict(self.answered)
+        predictions.update(zip(self.rows, result.predictions, strict=True))
+        return PredictResult([predictions[i] for i in range(self.n)], result.usage)
+
+
+@dataclass(frozen=True)
 class PredictionPlan:
     """Everything the engine is to score for a batch: the inputs' prompts, then the calibration prompts; and
     the queries as planned, which a cascade's later stages plan again with more demonstrations."""
@@ -97,6 +128,7 @@ class PredictionPlan:
     queries: Sequence[Mapping[str, str]] = ()
     embeddings: np.ndarray | None = None
     seeds: Sequence[int] = ()
+    head: HeadAnswers | None = None  # where the embedding head answered some inputs without a prompt
 
     @property
     def n_prompts(self) -> int:
@@ -136,18 +168,20 @@ class Predictor:
     # What chose the counts: "fixed" (asked for), "default" ("auto" without a fit that applies: the task's
     # default count), "cascade" or "controller".
     demos_policy: str = "fixed"
+    head: HeadStage | None = None  # the fit's cascade starts with the embedding head
 
     @classmethod
     def from_options(cls, builder: PromptBuilder, labels: Sequence[str], options: PredictOptions,
                      defaults: TaskDefaults, controller: MetaController | None = None,
                      words: Callable[[], DomainWords] | None = None, biases: BiasCache | None = None,
                      fitted: TaskCalibration | None = None, cascade: Cascade | None = None,
-                     recent_words: Callable[[], DomainWords] | None = None) -> Predictor:
+                     recent_words: Callable[[], DomainWords] | None = None,
+                     head: EmbeddingHead | None = None) -> Predictor:
         """The predictor a request's options describe: the task's ``defaults`` (a count alone: that default, the
         cascade serving a fitted "auto"), the fitted ``cascade`` and ``controller`` serve ``demos: "auto"``;
         ``words`` (from the task's inputs), ``recent_words`` (the same with its recent queries, where the service
         keeps them), ``biases`` (the cache valid for this pool) and the task's ``fitted`` calibration serve
-        calibration."""
+        calibration; the fit's embedding ``head`` answers first where its cascade starts with it."""
         sources = CalibrationSources(selection=options.selection, domain=options.domain,
                                      words=calibration_words(options.calibration, words, recent_words),
                                      cache=biases, fit=fitted)
@@ -162,6 +196,8 @@ class Predictor:
             max_prompt_tokens=options.max_prompt_tokens,
             cascade=chosen.cascade,
             demos_policy=chosen.name,
+            head=HeadStage(head, chosen.head_threshold) if head is not None and chosen.head_threshold is not None
+            else None,
         )
 
     @classmethod
@@ -178,8 +214,8 @@ class Predictor:
         """Whether ``plan`` reads the queries' embeddings (retrieval or the controller's features), at the first
         stage or at a cascade's later one (a zero-shot first stage retrieves nothing, its escalations do)."""
         later = self.cascade.stages[1:] if self.cascade is not None else ()
-        return len(self.builder.pool) > 0 and any(
-            counts.needs_embeddings(self.retriever) for counts in (self.counts, *map(FixedCount, later)))
+        return len(self.builder.pool) > 0 and (self.head is not None or any(
+            counts.needs_embeddings(self.retriever) for counts in (self.counts, *map(FixedCount, later))))
 
     def embedding_texts(self, queries: Sequence[Mapping[str, str]]) -> list[str]:
         """What to embed of each query for retrieval and the controller's features."""
@@ -204,8 +240,30 @@ class Predictor:
     def plan(self, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray | None = None,
              seeds: Sequence[int] | None = None) -> PredictionPlan:
         seeds = per_query_seeds(self.seed if seeds is None else seeds, len(queries))
+        if self.head is not None and embeddings is not None and len(queries):
+            return self._plan_after_head(self.head, queries, embeddings, seeds)
         return replace(self.plan_for(self.prompts_for(queries, embeddings, seeds)), queries=queries,
                        embeddings=embeddings, seeds=seeds)
+
+    def _plan_after_head(self, head: HeadStage, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray,
+                         seeds: Sequence[int]) -> PredictionPlan:
+        """The head answers the inputs it is sure of; the others are planned as the model's first stage. An
+        input the head answers is never planned, so it cannot fail planning."""
+        probs = head.head.predict_proba(embeddings)
+        unsure = margins(probs) < head.threshold
+        rows = [int(i) for i in np.flatnonzero(unsure)]
+        answered = {int(i): head.answer(probs[i], self.labels) for i in np.flatnonzero(~unsure)}
+        sub_queries, sub_embeddings = [queries[i] for i in rows], embeddings[rows]
+        sub_seeds = [seeds[i] for i in rows]
+        try:
+            prompts = self.prompts_for(sub_queries, sub_embeddings, sub_seeds) if rows else []
+        except UnplannableInputError as exc:  # its index into the batch, not into the head's leftovers
+            own = rows[exc.index]
+            exc.args = tuple(str(a).replace(f"inputs[{exc.index}]", f"inputs[{own}]", 1) for a in exc.args)
+            exc.index = own
+            raise
+        return replace(self.plan_for(prompts), queries=sub_queries, embeddings=sub_embeddings, seeds=sub_seeds,
+                       head=HeadAnswers(len(queries), rows, answered))
 
     def continuations(self) -> list[str]:
         """What the engine scores after each prompt: every label's verbalizer as the template continues it."""
@@ -250,11 +308,13 @@ class Predictor:
         return PredictResult(predictions=predictions, usage=usage)
 
     async def run(self, plan: PredictionPlan, scorer: LabelScorer) -> PredictResult:
-        """Score a plan on the engine and calibrate it; with a cascade, escalate the inputs it is unsure of."""
-        result = self.calibrate(plan, await self.score(plan, scorer))
+        """Score a plan on the engine and calibrate it; with a cascade, escalate the inputs it is unsure of; with
+        the embedding head, its answers take their places beside the model's."""
+        result = self.calibrate(plan, await self.score(plan, scorer)) if plan.prompts else PredictResult(
+            [], Usage(0, 0, 0, 0, 0))
         if self.cascade is not None and plan.queries:
             result = await self._escalate(plan, result, scorer, self.cascade)
-        return result
+        return plan.head.merged(result) if plan.head is not None else result
 
     async def _escalate(self, plan: PredictionPlan, first: PredictResult, scorer: LabelScorer,
                         cascade: Cascade) -> PredictResult:

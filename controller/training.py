@@ -17,6 +17,7 @@ from controller.calibration_fit import TaskCalibration, fit_task_calibration
 from controller.cascade import Cascade, fit_cascade, replay
 from controller.domain import DEFAULT_DOMAIN, DomainWords
 from controller.features import features_for
+from controller.heads import EmbeddingHead
 from controller.meta import MetaController
 from controller.metrics import macro_f1
 from controller.planning import PromptBuilder
@@ -145,6 +146,7 @@ class TaskFit:
     calibration: TaskCalibration | None
     model: str
     cascade: Cascade | None = None  # None: fitted before fits had one
+    head: EmbeddingHead | None = None  # the embedding head, where the cascade starts with it
 
 
 class _PassRecord:

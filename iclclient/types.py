@@ -66,6 +66,7 @@ class Prediction(TypedDict):
     prompt: str | None
     calibration: str
     fit_id: NotRequired[str | None]
+    decision: NotRequired[Literal["tokens", "head"]]  # "head": the task's embedding head answered, no prompt
 
 
 class Usage(TypedDict):

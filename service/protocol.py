@@ -493,6 +493,10 @@ class PredictionObject(BaseModel):
     fit_id: str | None = Field(default=None, description="The task's fit that chose this input's count or "
                                "calibrated it (its fitted method under `calibration: \"auto\"`, its held-back "
                                "estimate for `\"batch:fitted\"`); null when no fit took part.")
+    decision: Literal["tokens", "head"] = Field(
+        default="tokens", description='Where the answer came from: "tokens", the model\'s label tokens; "head", the '
+                                      "task's embedding head (fitted on its labeled pool, no prompt: `k` 0, `stages` "
+                                      "empty, no tokens), which answers first where the fit's choice starts with it.")
 
 
 class UsageObject(BaseModel):

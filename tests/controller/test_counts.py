@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from controller.cascade import Cascade
+from controller.cascade import HEAD_STAGE, NEVER, Cascade
 from controller.counts import ChosenCounts, ControllerCount, FixedCount, QueryBatch, TaskDefaults, count_policy
 from controller.errors import BudgetTooSmallError
 from controller.features import features_for
@@ -79,6 +79,17 @@ def test_auto_uses_a_fit_only_when_there_is_one_and_a_pool():
     # A one-stage cascade (no count sends anyone on) is that fixed count.
     assert count_policy("auto", by_cascade, controller, Cascade((2,), ()), LABELS, 16) == ChosenCounts(
         FixedCount(2), None, "cascade")
+
+
+def test_a_cascade_that_starts_with_the_embedding_head_serves_the_counts_after_it():
+    defaults = TaskDefaults(4)
+    assert count_policy("auto", defaults, None, Cascade((HEAD_STAGE,), ()), LABELS, 16) == ChosenCounts(
+        FixedCount(0), None, "cascade", NEVER)  # the head answers every input
+    assert count_policy("auto", defaults, None, Cascade((HEAD_STAGE, 2), (0.4,)), LABELS, 16) == ChosenCounts(
+        FixedCount(2), None, "cascade", 0.4)
+    assert count_policy("auto", defaults, None, Cascade((HEAD_STAGE, 1, 4), (0.4, 0.2)), LABELS, 16) == ChosenCounts(
+        FixedCount(1), Cascade((1, 4), (0.2,)), "cascade", 0.4)
+    assert count_policy(2, defaults, None, Cascade((HEAD_STAGE, 2), (0.4,)), LABELS, 16).head_threshold is None
 
 
 def test_a_task_s_own_default_count_wins_over_the_service_s():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from controller.cascade import Cascade
+from controller.cascade import HEAD_STAGE, Cascade
 from controller.errors import FitError
 from controller.fitting import (
     FitRequest,
@@ -134,3 +134,16 @@ async def test_the_default_count_and_those_below_it_are_scored_on_more_examples_
     judged = {c["option"]: c["held_back"] for c in spread.choice["candidates"]}
     assert judged["k=0"] == spread.held_back["0"] and judged["k=8"] == spread.held_back["8"]
     assert spread.validation["n_train"] + spread.validation["n_validation"] == spread.held_back["8"]
+
+
+async def test_the_embedding_head_is_weighed_and_chosen_where_it_answers_as_well_for_no_tokens():
+    # Each word says the label: the head reads it from the embedding, with no prompt.
+    fit, report = await fit_task(_task(200), FitRequest((0, 1, 2), train_size=40, selection="knn", seed=0,
+                                                        default_k=2), FakeScorer())
+    options = {c["option"]: c for c in report.choice["candidates"]}
+    assert {"head", "head then k=0", "head then k=2"} <= set(options)
+    assert options["head"]["mean_prompt_tokens"] == 0 and options["head"]["held_back"] == report.held_back["0"]
+    assert options["head"]["macro_f1"] >= max(c["macro_f1"] for c in options.values()) - 1e-9
+    assert report.choice["option"] == "head" and report.choice["stages"] == [HEAD_STAGE]
+    assert fit.cascade == Cascade((HEAD_STAGE,), ()) and fit.head is not None
+    assert report.cascade["held_back"]["mean_prompt_tokens"] == 0

@@ -6,9 +6,10 @@ import pytest
 
 from controller.bias import BiasCache
 from controller.calibration import ContextualCalibrator, DomainCalibrator, NoCalibration
-from controller.cascade import Cascade
+from controller.cascade import HEAD_STAGE, Cascade, margins
 from controller.counts import ControllerCount, FixedCount, TaskDefaults
 from controller.domain import DEFAULT_DOMAIN, DomainWords
+from controller.heads import EmbeddingHead
 from controller.meta import MetaController
 from controller.predictor import PredictOptions, Predictor
 from controller.retrieval import KnnRetriever, RandomRetriever
@@ -202,3 +203,64 @@ async def test_a_later_cascade_stage_leaves_out_an_input_it_cannot_plan(monkeypa
     monkeypatch.setattr(Predictor, "prompts_for", refusing)
     result = await predictor.run(plan, scorer)
     assert [p.stages for p in result.predictions] == [(0, 2), (0,), (0, 2)]
+
+
+def _head(builder) -> EmbeddingHead:
+    """The embedding head of the fake pool."""
+    gold = np.array([LABELS.index(label) for label in builder.pool.labels])
+    return EmbeddingHead.fit(builder.pool.embeddings, gold, len(LABELS), C=100.0)
+
+
+async def test_the_embedding_head_answers_the_inputs_it_is_sure_of_and_the_model_the_rest():
+    builder, scorer, embedder = fake_builder(TEXTS, POOL_LABELS)
+    head = _head(builder)
+    texts = ["great fun film", "awful mess", "plain words here", "boring plot"]
+    queries, vectors = _queries(*texts), embedder.embed(texts)
+    margins_ = margins(head.predict_proba(vectors))
+    threshold = float(np.median(margins_))  # half go on
+    options = PredictOptions(demos="auto", selection="knn", calibration="none")
+    predictor = Predictor.from_options(builder, LABELS, options, TaskDefaults(4),
+                                       cascade=Cascade((HEAD_STAGE, 2), (threshold,)), head=head)
+    assert predictor.needs_embeddings and predictor.counts == FixedCount(2) and predictor.cascade is None
+    plan = predictor.plan(queries, vectors)
+    assert plan.head is not None and len(plan.prompts) == len(plan.head.rows) == int((margins_ < threshold).sum())
+    result = await predictor.run(plan, scorer)
+    fixed = Predictor.uncalibrated(builder, LABELS, "knn", 2)
+    at_two = (await fixed.run(fixed.plan(queries, vectors), scorer)).predictions
+    probs = head.predict_proba(vectors)
+    for i, p in enumerate(result.predictions):
+        if margins_[i] >= threshold:
+            assert (p.decision, p.prompt_tokens, p.stages, p.demo_rows) == ("head", 0, (), [])
+            assert p.label == LABELS[int(probs[i].argmax())] and np.isclose(p.probs[LABELS[0]], probs[i, 0])
+        else:
+            assert (p.decision, p.label, p.stages, p.prompt_tokens) == ("tokens", at_two[i].label, (2,),
+                                                                        at_two[i].prompt_tokens)
+    assert result.usage.prompt_tokens == sum(p.prompt_tokens for p in result.predictions)
+    # The head alone answers everything with no engine work; without its head the fit's cascade falls back to
+    # the counts after it.
+    alone = Predictor.from_options(builder, LABELS, options, TaskDefaults(4), cascade=Cascade((HEAD_STAGE,), ()),
+                                   head=head)
+    calls = len(scorer.calls)
+    answered = await alone.run(alone.plan(queries, vectors), scorer)
+    assert {p.decision for p in answered.predictions} == {"head"} and len(scorer.calls) == calls
+    assert answered.usage.prompt_tokens == 0
+    headless = Predictor.from_options(builder, LABELS, options, TaskDefaults(4),
+                                      cascade=Cascade((HEAD_STAGE, 2), (threshold,)))
+    assert headless.head is None and headless.counts == FixedCount(2)
+
+
+def test_an_input_the_model_cannot_plan_after_the_head_is_named_by_its_place_in_the_request():
+    from controller.errors import EmptyPromptError
+
+    builder, _, embedder = fake_builder(TEXTS, POOL_LABELS, template="{text}{label}")
+    head = _head(builder)
+    texts = ["great fun film", "awful mess", ""]
+    vectors = embedder.embed(texts)
+    sure = margins(head.predict_proba(vectors))
+    assert sure[0] > sure[2]
+    # The first input is the head's; the others go on, and the empty one is the model's second prompt.
+    predictor = Predictor.from_options(builder, LABELS, PredictOptions(calibration="none"), TaskDefaults(4),
+                                       cascade=Cascade((HEAD_STAGE, 0), (float(sure[0]),)), head=head)
+    with pytest.raises(EmptyPromptError) as raised:
+        predictor.plan(_queries(*texts), vectors)
+    assert raised.value.index == 2 and "inputs[2]" in str(raised.value)

@@ -312,10 +312,16 @@ def test_a_pool_updated_in_place_is_the_pool_a_whole_load_makes(tmp_path_factory
         store.close()
 
 
-def test_the_approximate_index_follows_the_pool_in_place(store):
+def test_the_approximate_index_follows_the_pool_in_place(store, monkeypatch):
+    import threading
     import time
 
+    from controller.ann import NeighbourIndex
     from controller.predictor import PredictOptions
+
+    # The build waits for the test: a pool this small is indexed before a check could see it building.
+    gate, build = threading.Event(), NeighbourIndex._build
+    monkeypatch.setattr(NeighbourIndex, "_build", lambda self, *snapshot: (gate.wait(30), build(self, *snapshot)))
 
     task, scorer = _task(store), FakeScorer()
     texts = [f"film {i} " + " ".join(f"w{(i * j) % 97}" for j in range(6)) for i in range(150)]
@@ -326,6 +332,7 @@ def test_the_approximate_index_follows_the_pool_in_place(store):
     index = pool.labeled.index
     assert index is not None and index.similarities(pool.labeled.embeddings[:1], pool.labeled.keys,
                                                     pool.labeled.embeddings) is None  # building: exact meanwhile
+    gate.set()
     deadline = time.monotonic() + 60
     while not index.ready and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from controller.cascade import Cascade
+from controller.cascade import HEAD_STAGE, Cascade
 from service.app import create_app
 from service.config import Settings
 from service.state import Runtime
@@ -156,11 +156,14 @@ def _after_training() -> list[tuple[str, dict[str, Any]]]:
     return grid
 
 
+def _entailment_inputs() -> list[dict[str, str]]:
+    return [{"premise": " ".join(_words(40, 6)), "hypothesis": " ".join(_words(40, 3))},
+            {"premise": " ".join(_words(41, 5)), "hypothesis": "no music"}]
+
+
 def _entailment_grid() -> list[tuple[str, dict[str, Any]]]:
-    inputs = [{"premise": " ".join(_words(40, 6)), "hypothesis": " ".join(_words(40, 3))},
-              {"premise": " ".join(_words(41, 5)), "hypothesis": "no music"}]
     return [(f"entailment/{selection}/{calibration}",
-             {"inputs": inputs, "selection": selection, "calibration": calibration})
+             {"inputs": _entailment_inputs(), "selection": selection, "calibration": calibration})
             for selection in ("knn", "random") for calibration in ("none", "contextual", "domain")]
 
 
@@ -208,7 +211,8 @@ class Recorder:
         self.records[label] = {
             "demos_policy": answer["demos_policy"],
             "predictions": [{**{key: p[key] for key in ("label", "probs", "uncalibrated_probs", "k", "demo_ids",
-                                                        "prompt_tokens", "stages", "prompt", "calibration")},
+                                                        "prompt_tokens", "stages", "prompt", "calibration",
+                                                        "decision")},
                              "answered_by_fit": p["fit_id"] is not None}  # the id is a time: whether it is set
                             for p in answer["predictions"]],
             "usage": answer["usage"],
@@ -270,6 +274,12 @@ def record_everything(tmp_path: Path) -> dict[str, Any]:
             rec.predict(ENTAILMENT["name"], label, body)
         rec.job("training/entailment", f"/v1/tasks/{ENTAILMENT['name']}/controller",
                 {"candidate_k": [0, 1, 2], "train_size": 20, "selection": "random", "seed": 1})
+        # The fit chose its embedding head (no prompt); then the head with a threshold that sends one input on.
+        rec.predict(ENTAILMENT["name"], "trained/head/default", {"inputs": _entailment_inputs()})
+        _serve_cascade(client, ENTAILMENT["name"], Cascade((HEAD_STAGE, 1), (0.6,)))
+        rec.predict(ENTAILMENT["name"], "trained/head_then_k1/default", {"inputs": _entailment_inputs()})
+        # The count it chose before it had a head keeps the calibration paths of a fitted shared set covered.
+        _serve_cascade(client, ENTAILMENT["name"], Cascade((0,), ()))
         for label, body in _entailment_grid():
             rec.predict(ENTAILMENT["name"], f"trained/{label}", body)
         openapi = client.get("/openapi.json").json()
@@ -346,3 +356,7 @@ def test_the_grid_covers_what_it_claims():
     assert records["budget/too_small"]["code"] == "budget_too_small"
     assert records["trained/auto/budget_too_small"]["code"] == "budget_too_small"
     assert records["annotation/votek_two_stage"]["result"]["ids"]
+    # The embedding head answers without a prompt, alone or before the model.
+    assert {p["decision"] for p in ok["trained/head/default"]["predictions"]} == {"head"}
+    assert not ok["trained/head/default"]["prompts"] and ok["trained/head/default"]["usage"]["prompt_tokens"] == 0
+    assert {p["decision"] for p in ok["trained/head_then_k1/default"]["predictions"]} == {"head", "tokens"}
