@@ -68,7 +68,7 @@ def options_of(config: str) -> dict[str, Any]:
 
 def item_of(prediction: Prediction) -> dict[str, Any]:
     return {key: prediction.get(key) for key in
-            ("label", "k", "stages", "prompt_tokens", "computed_tokens", "calibration", "fit_id")}
+            ("label", "k", "stages", "prompt_tokens", "computed_tokens", "calibration", "fit_id", "decision")}
 
 
 def classify(client: Client, task: str, inputs: list, gold: list[str], labels: list[str], batch: int,
@@ -84,6 +84,7 @@ def classify(client: Client, task: str, inputs: list, gold: list[str], labels: l
         policies.add(body.get("demos_policy"))
     n = len(items)
     return {"request": options, "n": n, "demos_policy": sorted(str(p) for p in policies),
+            "head_share": sum(i.get("decision") == "head" for i in items) / n,
             "fit_ids": sorted({str(i["fit_id"]) for i in items if i["fit_id"]}), "usage": dict(usage),
             **label_figures(gold, [i["label"] for i in items], labels),
             "prompt_tokens_per_input": usage["prompt_tokens"] / n,
@@ -107,8 +108,20 @@ def unfitted(client: Client, task: str) -> None:
     client.delete_controller(task)
 
 
+def reusable_runs(path: Path | None, name: str, gold: list[str], model: str) -> dict[str, dict[str, Any]]:
+    """The runs that do not depend on the fit (fixed counts, the unfitted default) from an earlier results file,
+    for the same dataset, items and model: a rerun after a change to the fit need not score them again."""
+    if path is None:
+        return {}
+    earlier = read_json(path)
+    record = earlier["datasets"].get(name)
+    if record is None or record.get("gold") != gold or earlier.get("model") != model:
+        return {}
+    return {config: {**run, "copied_from": str(path)} for config, run in record["runs"].items() if config != DEFAULT}
+
+
 def measure_dataset(args: argparse.Namespace, client: Client, data: Dataset,
-                    save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+                    save: Callable[[dict[str, Any]], None], model: str = "") -> dict[str, Any]:
     """Upload and fit as a user does, then every configuration on the same items; ``save`` after each step."""
     train, test = data.train[:args.n_train], data.test[:args.n_test]
     inputs, gold = data.inputs(test), [row["label"] for row in test]
@@ -117,7 +130,11 @@ def measure_dataset(args: argparse.Namespace, client: Client, data: Dataset,
                               "gold": gold, "fit": fitted(client, task), "runs": {}}
     print(json.dumps({"dataset": data.name, "fit": fit_line(record["fit"])}), flush=True)
     save(record)
+    copied = reusable_runs(getattr(args, "fixed_from", None), data.name, gold, model)
     for config in [DEFAULT, *(f"k={k}" for k in args.k), UNFITTED]:
+        if config in copied:
+            record["runs"][config] = copied[config]
+            continue
         if config == UNFITTED:
             unfitted(client, task)
         record["runs"][config] = got = classify(client, task, inputs, gold, data.labels, args.batch, config)
@@ -242,6 +259,7 @@ def summarise(record: dict[str, Any], seed: int) -> dict[str, Any]:
     return {"n": len(record["gold"]), **quality(record, seed), **cost(runs),
             **fit_figures(record["fit"], runs[DEFAULT]["macro_f1"]),
             "unfitted_prompt_tokens": runs[UNFITTED]["prompt_tokens_per_input"] if UNFITTED in runs else None,
+            "default_head_share": runs[DEFAULT].get("head_share"),
             "policies": {config: run["demos_policy"] for config, run in runs.items() if config in (DEFAULT, UNFITTED)},
             "fixed": curve}
 
@@ -439,6 +457,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_server_arguments(parser)
     add_out_argument(parser)
     parser.add_argument("--table", type=Path, nargs="+", help="only print the tables of earlier results files")
+    parser.add_argument("--fixed-from", type=Path, help="an earlier results file: copy its fixed-count and unfitted "
+                                                        "runs where its dataset, items and model are the same "
+                                                        "(after a change to the fit only)")
     args = parser.parse_args(argv)
     args.datasets = args.datasets or (QUICK if args.quick else dataset_names())
     args.n_test = args.n_test or (QUICK_N_TEST if args.quick else 1000)
@@ -468,7 +489,7 @@ def run(args: argparse.Namespace, path: Path) -> dict[str, Any]:
     with served_from(args, model=args.model, auto_fit=True) as service, service.client() as client:
         doc["model"] = client.models()[0]["id"]
         for name in args.datasets:
-            measure_dataset(args, client, load_dataset(name, args.seed), saver(doc, name, path))
+            measure_dataset(args, client, load_dataset(name, args.seed), saver(doc, name, path), doc["model"])
     summaries = {name: record["summary"] for name, record in doc["datasets"].items()}
     doc["mean"] = mean_summary(summaries.values())
     doc["targets"] = [{"target": what, "passed": passed, "figures": figures}

@@ -167,3 +167,15 @@ def test_saved_results_print_as_tables_with_the_targets(tmp_path: Path, capsys):
     assert "- miss: mean |held-back estimate − test| ≤ 0.03 (0.110)" in printed
     assert "cut-short" not in printed  # a dataset the run did not finish
     assert "tiny-model; bfloat16, 2 cores" in printed
+
+
+def test_runs_that_do_not_depend_on_the_fit_are_copied_only_for_the_same_items_and_model(tmp_path):
+    earlier = {"model": "m", "datasets": {"sst2": {"gold": GOLD, "runs": {
+        "default": run(GOLD, 10), "k=1": run(GOLD, 50), "unfitted": run(flipped(10), 90)}}}}
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(earlier))
+    copied = dvf.reusable_runs(path, "sst2", GOLD, "m")
+    assert set(copied) == {"k=1", "unfitted"} and copied["k=1"]["copied_from"] == str(path)
+    assert dvf.reusable_runs(path, "sst2", flipped(1), "m") == {}
+    assert dvf.reusable_runs(path, "sst2", GOLD, "other model") == {}
+    assert dvf.reusable_runs(path, "trec", GOLD, "m") == {} and dvf.reusable_runs(None, "sst2", GOLD, "m") == {}
