@@ -37,7 +37,7 @@ from bench.harness.host import describe_host, host_line
 from bench.harness.results import add_out_argument, read_json, results_path, write_json
 from bench.harness.server import Service, add_server_arguments, dataset_task, served_from
 from bench.harness.tables import print_table
-from controller.cascade import Cascade, replay
+from controller.cascade import HEAD_STAGE, Cascade, replay
 from iclclient import APIError, Client
 
 Task = tuple[str, list, list[str], list[str]]  # the task's name, the test inputs, their gold labels, the labels
@@ -104,7 +104,10 @@ def reference_count(fixed: dict[int, dict]) -> int:
 
 
 def replayed(cascade: dict, fixed: dict[int, dict], labels: list[str], gold: list[str]) -> dict:
-    """The fitted cascade replayed on the fixed-count answers of the same items."""
+    """The fitted cascade replayed on the fixed-count answers of the same items (a cascade that starts with the
+    embedding head has no fixed-count answers to replay: empty)."""
+    if cascade["stages"] and cascade["stages"][0] == HEAD_STAGE:
+        return {}
     counts = sorted(fixed)
     probs = np.array([[item["probs"] for item in fixed[k]["items"]] for k in counts]).transpose(1, 0, 2)
     tokens = np.array([[item["prompt_tokens"] for item in fixed[k]["items"]] for k in counts]).T
@@ -218,7 +221,8 @@ def measure_dataset(args: argparse.Namespace, client: Client, name: str) -> tupl
     service_answers = [item["label"] for item in record["auto"]["cascade"]["items"]]
     record["replay"] = {**{k: v for k, v in played.items() if k != "answers"},
                         "same_answers_as_service": float(np.mean(
-                            [a == b for a, b in zip(played["answers"], service_answers, strict=True)]))}
+                            [a == b for a, b in zip(played["answers"], service_answers, strict=True)]))
+                        if played else None}
     few = inputs[:args.latency_n]
     record["latency_ms_p50"] = {"auto": one_input_latency(client, task, few, "auto"),
                                 f"k={ref}": one_input_latency(client, task, few, ref)}

@@ -108,14 +108,16 @@ def unfitted(client: Client, task: str) -> None:
     client.delete_controller(task)
 
 
-def reusable_runs(path: Path | None, name: str, gold: list[str], model: str) -> dict[str, dict[str, Any]]:
+def reusable_runs(path: Path | None, name: str, gold: list[str], model: str, n_train: int) -> dict[str, dict[str, Any]]:
     """The runs that do not depend on the fit (fixed counts, the unfitted default) from an earlier results file,
-    for the same dataset, items and model: a rerun after a change to the fit need not score them again."""
+    for the same dataset, pool (its size: the shuffle is the seed's, which the gold labels check), items and
+    model: a rerun after a change to the fit need not score them again."""
     if path is None:
         return {}
     earlier = read_json(path)
     record = earlier["datasets"].get(name)
-    if record is None or record.get("gold") != gold or earlier.get("model") != model:
+    if (record is None or record.get("gold") != gold or earlier.get("model") != model
+            or record.get("n_train") != n_train):
         return {}
     return {config: {**run, "copied_from": str(path)} for config, run in record["runs"].items() if config != DEFAULT}
 
@@ -130,7 +132,7 @@ def measure_dataset(args: argparse.Namespace, client: Client, data: Dataset,
                               "gold": gold, "fit": fitted(client, task), "runs": {}}
     print(json.dumps({"dataset": data.name, "fit": fit_line(record["fit"])}), flush=True)
     save(record)
-    copied = reusable_runs(getattr(args, "fixed_from", None), data.name, gold, model)
+    copied = reusable_runs(getattr(args, "fixed_from", None), data.name, gold, model, len(train))
     for config in [DEFAULT, *(f"k={k}" for k in args.k), UNFITTED]:
         if config in copied:
             record["runs"][config] = copied[config]

@@ -144,6 +144,8 @@ def choose(options: Sequence[Option], gold: np.ndarray, n_labels: int, seed: int
         if option is default:
             chosen, reason = default, "the cheapest option not significantly below the best"
             break
+        if min(len(option.answers), len(default.answers)) < MIN_PER_LABEL * n_labels:
+            continue  # judged on too few examples to overrule the default count
         against_default = differences(option, default)
         if option.mean_tokens < default.mean_tokens and as_good(against_default):
             low = float(np.percentile(against_default, 100 * ALPHA))
@@ -202,20 +204,25 @@ def fit_options(data: TrainingData, calibrated: np.ndarray, judged: np.ndarray, 
         scored = {HEAD_STAGE: len(head), **scored}
         pairs = [(HEAD_STAGE, k) for k in counts[1:]] + pairs
     for stages in pairs:
-        option = _two_stage(stages, min(scored[k] for k in stages), judged, calibrated, data.gold, tokens, counts,
-                            n_labels, seed)
+        option = _two_stage(stages, scored, judged, calibrated, data.gold, tokens, counts, n_labels, seed)
         if option is not None:
             options.append(option)
     return options
 
 
-def _two_stage(stages: tuple[int, int], n: int, judged: np.ndarray, calibrated: np.ndarray, gold: np.ndarray,
-               tokens: np.ndarray, counts: list[int], n_labels: int, seed: int) -> Option | None:
-    """The cascade of ``stages`` judged on the first ``n`` examples; None where some fold admits no thresholds."""
+def _two_stage(stages: tuple[int, int], scored: dict[int, int], judged: np.ndarray, calibrated: np.ndarray,
+               gold: np.ndarray, tokens: np.ndarray, counts: list[int], n_labels: int, seed: int) -> Option | None:
+    """The cascade of ``stages`` judged on the examples both were scored on; None where some fold admits no
+    thresholds. Its thresholds keep the best fixed count's figures among the counts scored on those examples
+    too: a count scored on fewer has only placeholders past them, which would lower the bar."""
+    n = min(scored[k] for k in stages)
+    columns = [j for j, k in enumerate(counts) if scored[k] >= n]
+    judged, calibrated, tokens = judged[:n, columns], calibrated[:n, columns], tokens[:n, columns]
+    counts = [counts[j] for j in columns]
     folds = cascade_folds(n, seed)
-    played = (out_of_fold_replay(stages, judged[:n], gold[:n], tokens[:n], counts, n_labels, folds)
+    played = (out_of_fold_replay(stages, judged, gold[:n], tokens, counts, n_labels, folds)
               if len(folds) > 1 else None)
-    served = cheapest_thresholds(stages, calibrated[:n], gold[:n], tokens[:n], counts, n_labels, INNER_TOLERANCE)
+    served = cheapest_thresholds(stages, calibrated, gold[:n], tokens, counts, n_labels, INNER_TOLERANCE)
     if played is None or served is None:
         return None
     return Option(f"{stage_name(stages[0])} then {stage_name(stages[1])}", served, played.answers, played.tokens)

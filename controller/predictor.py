@@ -186,6 +186,8 @@ class Predictor:
                                      words=calibration_words(options.calibration, words, recent_words),
                                      cache=biases, fit=fitted)
         chosen = count_policy(options.demos, defaults, controller, cascade, labels, len(builder.pool))
+        if chosen.head_threshold is not None and head is None:  # a head-first choice without its head: unfitted
+            chosen = count_policy(options.demos, defaults, None, None, labels, len(builder.pool))
         return cls(
             builder=builder,
             labels=labels,
@@ -376,8 +378,8 @@ class Predictor:
         per chunk, this predictor's result (key None) and each calibrator's (its usage: its calibration prompts,
         scored after the inputs so that they find the demonstrations in the prefix cache). One stage per input:
         the fit and selective annotation score fixed counts, and a cascade's later stages run in ``run``."""
-        if self.cascade is not None:
-            raise ValueError("chunked scoring scores one stage; run a cascade with run()")
+        if self.cascade is not None or self.head is not None:
+            raise ValueError("chunked scoring scores one stage; run a cascade (or the head before it) with run()")
         others = {method: self.with_calibrator(calibrator) for method, calibrator in calibrators.items()}
         for start in range(0, len(queries), chunk):
             part = slice(start, min(start + chunk, len(queries)))

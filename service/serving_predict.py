@@ -57,7 +57,8 @@ def prediction_objects(context: TaskContext, predictor: Predictor, result: Predi
             label=p.label, probs=p.probs, uncalibrated_probs=p.uncalibrated_probs, k=len(p.demo_rows),
             demo_ids=[ids[r] for r in p.demo_rows], prompt_tokens=p.prompt_tokens,
             computed_tokens=p.computed_tokens, stages=list(p.stages),
-            prompt=p.prompt if include_prompt else None, calibration=p.calibration, decision=p.decision,
+            prompt=p.prompt if include_prompt and p.decision != "head" else None, calibration=p.calibration,
+            decision=p.decision,
             fit_id=context.fit_id if chose_counts or p.fitted_calibration else None,
         )
         for p in result.predictions

@@ -170,12 +170,14 @@ def test_saved_results_print_as_tables_with_the_targets(tmp_path: Path, capsys):
 
 
 def test_runs_that_do_not_depend_on_the_fit_are_copied_only_for_the_same_items_and_model(tmp_path):
-    earlier = {"model": "m", "datasets": {"sst2": {"gold": GOLD, "runs": {
+    earlier = {"model": "m", "datasets": {"sst2": {"gold": GOLD, "n_train": 100, "runs": {
         "default": run(GOLD, 10), "k=1": run(GOLD, 50), "unfitted": run(flipped(10), 90)}}}}
     path = tmp_path / "earlier.json"
     path.write_text(json.dumps(earlier))
-    copied = dvf.reusable_runs(path, "sst2", GOLD, "m")
+    copied = dvf.reusable_runs(path, "sst2", GOLD, "m", 100)
     assert set(copied) == {"k=1", "unfitted"} and copied["k=1"]["copied_from"] == str(path)
-    assert dvf.reusable_runs(path, "sst2", flipped(1), "m") == {}
-    assert dvf.reusable_runs(path, "sst2", GOLD, "other model") == {}
-    assert dvf.reusable_runs(path, "trec", GOLD, "m") == {} and dvf.reusable_runs(None, "sst2", GOLD, "m") == {}
+    assert dvf.reusable_runs(path, "sst2", flipped(1), "m", 100) == {}
+    assert dvf.reusable_runs(path, "sst2", GOLD, "other model", 100) == {}
+    assert dvf.reusable_runs(path, "sst2", GOLD, "m", 50) == {}
+    assert dvf.reusable_runs(path, "trec", GOLD, "m", 100) == {}
+    assert dvf.reusable_runs(None, "sst2", GOLD, "m", 100) == {}

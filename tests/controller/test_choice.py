@@ -4,7 +4,8 @@ default, and the default kept where the evidence is thin."""
 import numpy as np
 
 from controller.cascade import Cascade
-from controller.choice import MIN_PER_LABEL, Option, choose
+from controller.choice import MIN_PER_LABEL, Option, choose, fit_options
+from controller.training import TrainingData
 
 N = 200
 
@@ -109,3 +110,40 @@ def test_options_judged_on_fewer_examples_are_compared_on_the_examples_both_had(
     assert rows == {"k=4": N, "k=16": 40}
     same = _option(16, default.answers[:40].copy(), 600)  # what the default answered there: no difference
     assert choose([default, same], GOLD, 2).option is default
+
+
+def test_no_option_reads_the_rows_a_count_was_not_scored_on():
+    """What sits past a count's scored rows (placeholders) must not change any option or its thresholds."""
+    rng = np.random.default_rng(0)
+    n, n_dear = 120, 40
+    gold = rng.integers(0, 2, n)
+
+    def distributions(accuracy: float, seed: int) -> np.ndarray:
+        r = np.random.default_rng(seed)
+        answers = np.where(r.random(n) < accuracy, gold, 1 - gold)
+        confidence = 0.55 + 0.4 * r.random(n)
+        out = np.zeros((n, 2))
+        out[np.arange(n), answers], out[np.arange(n), 1 - answers] = confidence, 1 - confidence
+        return out
+
+    tokens = np.array([[20, 100, 400]] * n)
+    tokens[n_dear:, 2] = 0
+
+    def options(past: np.ndarray) -> list[tuple[str, tuple, list, list]]:
+        probs = np.stack([distributions(0.7, 1), distributions(0.8, 2), distributions(0.98, 3)], axis=1)
+        probs[n_dear:, 2] = past
+        data = TrainingData(features=np.zeros((n, 3)), correct=np.zeros((n, 3), dtype=int), prompt_tokens=tokens,
+                            distributions=probs, gold=gold, prompted={}, engine_tokens={}, scored=(n, n, n_dear))
+        return [(o.name, o.cascade.thresholds, o.answers.tolist(), o.tokens.tolist())
+                for o in fit_options(data, probs, probs, [0, 4, 16], 4, 2, 0)]
+
+    perfect = np.eye(2)[gold[n_dear:]]  # what a leak would read as a perfect count
+    assert options(np.full((n - n_dear, 2), 0.5)) == options(perfect)
+
+
+def test_an_option_judged_on_too_few_examples_per_label_does_not_overrule_the_default():
+    gold = np.arange(N) % 10  # ten labels
+    default = Option("k=4", Cascade((4,), ()), np.where(np.arange(N) % 3 == 0, (gold + 1) % 10, gold),
+                     np.full(N, 200.0), True)
+    few = Option("k=16", Cascade((16,), ()), gold[:60].copy(), np.full(60, 600.0))  # right on all of its 60
+    assert choose([default, few], gold, 10).option is default

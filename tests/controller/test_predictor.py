@@ -236,8 +236,8 @@ async def test_the_embedding_head_answers_the_inputs_it_is_sure_of_and_the_model
             assert (p.decision, p.label, p.stages, p.prompt_tokens) == ("tokens", at_two[i].label, (2,),
                                                                         at_two[i].prompt_tokens)
     assert result.usage.prompt_tokens == sum(p.prompt_tokens for p in result.predictions)
-    # The head alone answers everything with no engine work; without its head the fit's cascade falls back to
-    # the counts after it.
+    # The head alone answers everything with no engine work; a head-first choice without its head (a fit from
+    # a newer server) serves the unfitted default.
     alone = Predictor.from_options(builder, LABELS, options, TaskDefaults(4), cascade=Cascade((HEAD_STAGE,), ()),
                                    head=head)
     calls = len(scorer.calls)
@@ -246,7 +246,8 @@ async def test_the_embedding_head_answers_the_inputs_it_is_sure_of_and_the_model
     assert answered.usage.prompt_tokens == 0
     headless = Predictor.from_options(builder, LABELS, options, TaskDefaults(4),
                                       cascade=Cascade((HEAD_STAGE, 2), (threshold,)))
-    assert headless.head is None and headless.counts == FixedCount(2)
+    assert (headless.head, headless.counts, headless.cascade, headless.demos_policy) == (
+        None, FixedCount(4), None, "default")
 
 
 def test_an_input_the_model_cannot_plan_after_the_head_is_named_by_its_place_in_the_request():
