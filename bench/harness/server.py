@@ -7,10 +7,12 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,10 +111,21 @@ def served(url: str | None = None, *, engine: str | None = None, data_dir: Path 
     settings = {"ICL_ADMIN_KEYS": secrets.token_hex(16), "ICL_AUTO_FIT": str(auto_fit).lower(),
                 **({"ICL_ENGINE": engine} if engine else {}), **({"ICL_MODEL": model} if model else {}), **(env or {})}
     service = start(data_dir or Path(tempfile.mkdtemp(prefix="iclbench-")), settings)
+    # A benchmark stopped with SIGTERM (kill, a job runner's timeout) unwinds as on Ctrl-C, so that its service
+    # and engine are stopped too rather than left running.
+    terminate = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_term)
     try:
         yield service
     finally:
         stop(service)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, terminate)
+
+
+def _exit_on_term(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def add_server_arguments(parser: argparse.ArgumentParser, url: bool = True, engine: bool = True) -> None:

@@ -181,3 +181,39 @@ def test_a_fake_engine_service_starts_takes_a_task_predicts_and_stops(tmp_path: 
         httpx.get(f"{service.url}/health", timeout=2)
     assert (tmp_path / "server.log").is_file()
     assert time.monotonic() - began < 20
+
+
+def test_a_benchmark_stopped_with_sigterm_stops_the_service_it_started(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    script = ("import sys, time\n"
+              "from pathlib import Path\n"
+              "from bench.harness.server import served\n"
+              "with served(engine='fake', data_dir=Path(sys.argv[1])) as service:\n"
+              "    print(service.process.pid, flush=True)\n"
+              "    time.sleep(120)\n")
+    runner = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    server = None
+    try:
+        server = int(runner.stdout.readline())
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 30
+        while alive(server) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not alive(server), "the service outlived its benchmark"
+    finally:
+        runner.kill()
+        if server is not None and alive(server):
+            os.kill(server, signal.SIGKILL)
