@@ -31,15 +31,7 @@ from controller.cascade import (
     out_of_fold_replay,
     stage_name,
 )
-from controller.metrics import (
-    Interval,
-    bootstrap,
-    bootstrap_rows,
-    macro_f1,
-    paired_differences,
-    significantly_above,
-    significantly_below,
-)
+from controller.metrics import Interval, macro_f1, macro_f1_rows, significantly_above, significantly_below
 from controller.training import TrainingData
 
 RESAMPLES = 2000
@@ -62,6 +54,9 @@ class Option:
     answers: np.ndarray  # (n,) label indices
     tokens: np.ndarray  # (n,) prompt tokens
     is_default: bool = False
+    # Its answers past the examples another option was judged on are evidence of its own (the embedding head,
+    # cross-fitted on every labeled example), used when the two are compared.
+    extends: bool = False
 
     @property
     def mean_tokens(self) -> float:
@@ -102,23 +97,19 @@ def choose(options: Sequence[Option], gold: np.ndarray, n_labels: int, seed: int
     significantly below the best serves.
 
     An option may have been judged on only the leading examples of ``gold`` (a count scored on fewer, where
-    evidence is dear): each option's figure is on its own examples, and two options are compared on the
-    examples both were judged on."""
+    evidence is dear; the embedding head on every labeled example): each option's figure is on its own
+    examples, and two options are compared on the examples both were judged on, the head with its further
+    examples too (``_Resampled``)."""
     gold = np.asarray(gold)
-    resamples: dict[int, np.ndarray] = {}
-
-    def rows(n: int) -> np.ndarray:  # one set of resamples per length, the same for every pair of that length
-        if n not in resamples:
-            resamples[n] = bootstrap_rows(n, RESAMPLES, np.random.default_rng(seed))
-        return resamples[n]
+    resampled = _Resampled(gold, n_labels, seed)
 
     def interval(option: Option) -> Interval:
-        n = len(option.answers)
-        return bootstrap(gold[:n], option.answers, n_labels, rows(n))
+        low, high = np.percentile(resampled.values(option, len(option.answers)), [2.5, 97.5])
+        return Interval(scores[option.name], float(low), float(high))
 
     def differences(a: Option, b: Option) -> np.ndarray:
         n = min(len(a.answers), len(b.answers))
-        return paired_differences(gold[:n], a.answers[:n], b.answers[:n], n_labels, rows(n))
+        return resampled.values(a, n) - resampled.values(b, n)
 
     scores = {o.name: macro_f1(gold[:len(o.answers)], o.answers, n_labels) for o in options}
     # Ties go to the cheaper option, then to the default.
@@ -161,6 +152,38 @@ def choose(options: Sequence[Option], gold: np.ndarray, n_labels: int, seed: int
     return Choice(chosen, interval(chosen), line, candidates)
 
 
+class _Resampled:
+    """Options' macro-F1 on bootstrap resamples, for comparing two of them. Two options are paired on the
+    leading examples both were judged on, the same draws for both. An option that ``extends`` (the embedding
+    head, judged on every labeled example) adds its own further examples, resampled on their own, to its side
+    of the comparison: a stratified bootstrap of the difference, which its extra evidence tightens. Counts
+    judged on more examples than another do not: they are compared on the shared ones, where pairing two
+    answers of the same model removes most of the noise."""
+
+    def __init__(self, gold: np.ndarray, n_labels: int, seed: int) -> None:
+        self.gold, self.n_labels, self.seed = gold, n_labels, seed
+        self._draws: dict[tuple[int, int], np.ndarray] = {}
+        self._values: dict[tuple[str, int], np.ndarray] = {}
+
+    def _rows(self, start: int, end: int) -> np.ndarray:
+        """(RESAMPLES, end - start) draws from examples start..end-1, the same for every option."""
+        if (start, end) not in self._draws:
+            rng = np.random.default_rng([self.seed, start, end])
+            self._draws[start, end] = start + rng.integers(0, end - start, (RESAMPLES, end - start))
+        return self._draws[start, end]
+
+    def values(self, option: Option, n: int) -> np.ndarray:
+        """``option``'s macro-F1 on each resample of the first ``n`` examples (and, where it extends, of its
+        own further ones)."""
+        key = (option.name, n)
+        if key not in self._values:
+            rows = self._rows(0, n)
+            if option.extends and len(option.answers) > n:
+                rows = np.concatenate([rows, self._rows(n, len(option.answers))], axis=1)
+            self._values[key] = macro_f1_rows(self.gold[rows], option.answers[rows], self.n_labels)
+        return self._values[key]
+
+
 def as_good(differences: np.ndarray) -> bool:
     """Non-inferiority: the one-sided 95% lower bound of the difference (option minus default) is above
     ``-MARGIN``. Not being significantly worse is weak evidence on a hundred examples; a cheaper option must
@@ -189,8 +212,9 @@ def fit_options(data: TrainingData, calibrated: np.ndarray, judged: np.ndarray, 
     out-of-fold calibrated distributions) and fitted for serving on ``calibrated`` (every example). Each option
     is judged on the examples all its counts were scored on.
 
-    ``head``: the embedding head's cross-fitted distributions of the held-back examples (n, L), where the task
-    has one: the head alone (no tokens) and the head followed by each count join the family."""
+    ``head``: the embedding head's cross-fitted distributions (n_labeled, L) of every labeled example, the
+    held-back ones first in their order, where the task has one: the head alone (no tokens, judged on every
+    labeled example) and the head followed by each count (on the held-back ones) join the family."""
     counts = [int(k) for k in candidate_k]
     tokens = data.prompt_tokens
     scored = {k: data.n_scored(j) for j, k in enumerate(counts)}
@@ -198,10 +222,11 @@ def fit_options(data: TrainingData, calibrated: np.ndarray, judged: np.ndarray, 
                       k == default_k) for j, k in enumerate(counts)]
     pairs = list(itertools.combinations(counts, 2))
     if head is not None:
-        options.append(Option("head", Cascade((HEAD_STAGE,), ()), head.argmax(axis=1), np.zeros(len(head))))
+        options.append(Option("head", Cascade((HEAD_STAGE,), ()), head.argmax(axis=1), np.zeros(len(head)),
+                              extends=True))
         judged = with_head(head, judged, tokens, counts)[0]
         calibrated, tokens, counts = with_head(head, calibrated, tokens, counts)
-        scored = {HEAD_STAGE: len(head), **scored}
+        scored = {HEAD_STAGE: len(data.gold), **scored}
         pairs = [(HEAD_STAGE, k) for k in counts[1:]] + pairs
     for stages in pairs:
         option = _two_stage(stages, scored, judged, calibrated, data.gold, tokens, counts, n_labels, seed)

@@ -188,12 +188,18 @@ def _split(task: TaskToFit, request: FitRequest, candidate_k: Sequence[int], tra
 
 
 def _choose(data: TrainingData, calibration: TaskCalibration, calibrated: np.ndarray, candidate_k: Sequence[int],
-            request: FitRequest, n_labels: int, head: np.ndarray | None) -> Choice:
+            request: FitRequest, n_labels: int, head: _HeadFit, held: Sequence[int]) -> Choice:
     """What the default request is served with: the family of options judged out of fold, and the choice rule
-    (``controller.choice``)."""
+    (``controller.choice``). The head is judged on every labeled example (cross-fitted), the held-back ones
+    (``held``, indices into the labeled examples) first, so that it pairs with the counts on those."""
     judged = out_of_fold_calibrated(data, calibration, candidate_k, n_labels, request.seed)
-    options = fit_options(data, calibrated, judged, candidate_k, request.default_k, n_labels, request.seed, head)
-    return choose(options, data.gold, n_labels, request.seed)
+    gold, probs = data.gold, None
+    if head.cross_fitted is not None:
+        chosen = set(held)
+        order = [*held, *(i for i in range(len(head.gold)) if i not in chosen)]
+        gold, probs = head.gold[order], head.cross_fitted[order]
+    options = fit_options(data, calibrated, judged, candidate_k, request.default_k, n_labels, request.seed, probs)
+    return choose(options, gold, n_labels, request.seed)
 
 
 @dataclass(frozen=True)
@@ -203,6 +209,7 @@ class _HeadFit:
 
     head: EmbeddingHead | None  # None: a pool the head cannot be cross-fitted on (one group, one label)
     cross_fitted: np.ndarray | None  # (n_labeled, L), in the order of ``TaskExamples.labeled``
+    gold: np.ndarray  # (n_labeled,) label indices, in that order
     groups: TwinGroups
 
 
@@ -215,9 +222,9 @@ def _fit_head(task: TaskToFit, cosine: float, seed: int) -> _HeadFit:
     groups = TwinGroups.of(components, by_cosine)
     gold = np.array([list(task.labels).index(examples.labels[i]) for i in labeled])  # type: ignore[arg-type]
     if len(np.unique(components)) < 2 or len(np.unique(gold)) < 2:
-        return _HeadFit(None, None, groups)
+        return _HeadFit(None, None, gold, groups)
     return _HeadFit(EmbeddingHead.fit(embeddings, gold, len(task.labels)),
-                    cross_fitted(embeddings, gold, len(task.labels), components, seed), groups)
+                    cross_fitted(embeddings, gold, len(task.labels), components, seed), gold, groups)
 
 
 async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
@@ -258,7 +265,7 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
     heads = await asyncio.to_thread(_fit_head, task, twin_cosine, request.seed)
     head_held = heads.cross_fitted[split.held] if heads.cross_fitted is not None else None
     choice = await asyncio.to_thread(_choose, data, calibration, calibrated, candidate_k, request, len(task.labels),
-                                     head_held)
+                                     heads, split.held)
     cascade = choice.option.cascade
     calibrated_complete = calibrated[:len(complete.gold)]
     figures = await asyncio.to_thread(validate, complete, candidate_k, request.seed, 1.0, calibrated_complete)
