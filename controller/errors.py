@@ -45,5 +45,13 @@ class BudgetTooSmallError(ValueError):
         self.needed, self.budget = needed, budget
 
 
+class NoHeadError(ValueError):
+    """``decision: "head"`` asked of a task whose fit has no embedding head."""
+
+    def __init__(self) -> None:
+        super().__init__('decision "head" needs the task\'s embedding head, which its fit makes: fit the task (with at '
+                         'least two labels among its labeled examples) or leave decision "auto"')
+
+
 class FitError(ValueError):
     """A task cannot be fitted as asked: too few labeled examples to hold back and to demonstrate with."""

@@ -270,7 +270,7 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
     calibrated_complete = calibrated[:len(complete.gold)]
     figures = await asyncio.to_thread(validate, complete, candidate_k, request.seed, 1.0, calibrated_complete)
     fit = TaskFit(controller=controller, calibration=calibration, model=scorer.model_name, cascade=cascade,
-                  head=heads.head if cascade.head_first else None)
+                  head=heads.head)
     replayed = with_head(head_held, calibrated_complete, complete.prompt_tokens, candidate_k)
     cost = FitCost(prompt_tokens=data.engine_tokens["prompt_tokens"],
                    calibration_tokens=data.engine_tokens["calibration_tokens"],

@@ -22,15 +22,17 @@ from controller.calibration import (
     calibrator_for,
 )
 from controller.calibration_fit import TaskCalibration
-from controller.cascade import Cascade, escalation_order, margins
-from controller.counts import CountPolicy, FixedCount, QueryBatch, TaskDefaults, count_policy
+from controller.cascade import NEVER, Cascade, escalation_order, margins
+from controller.counts import ChosenCounts, CountPolicy, FixedCount, QueryBatch, TaskDefaults, count_policy
 from controller.domain import DEFAULT_DOMAIN, DomainSettings, DomainWords
-from controller.errors import UnplannableInputError
+from controller.errors import NoHeadError, UnplannableInputError
 from controller.heads import EmbeddingHead
 from controller.meta import MetaController
 from controller.planning import Prompt, PromptBuilder, build_prompts
 from controller.retrieval import Retriever, Selection, per_query_seeds, retriever_for, similarities_to_pool
 from controller.scoring import LabelScorer, ScoredPrompt, normalise_label_logprobs
+
+Decision = Literal["auto", "tokens", "head"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class PredictOptions:
     domain: DomainSettings = DEFAULT_DOMAIN
     seed: int = 0
     max_prompt_tokens: int | None = None
+    # Who decides each label: "auto" (the fit's choice), "tokens" (the model's label tokens only, no embedding
+    # head), "head" (the embedding head alone, no prompt).
+    decision: Decision = "auto"
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,26 @@ class Scores:
     calibration: list[ScoredPrompt]
 
 
+def decided(options: PredictOptions, defaults: TaskDefaults, controller: MetaController | None,
+            cascade: Cascade | None, labels: Sequence[str], pool_size: int, has_head: bool) -> ChosenCounts:
+    """The counts ``count_policy`` chooses, as ``options.decision`` asks: "auto" serves the fit's choice, the
+    embedding head first where it starts with it (and where the head is missing, as a fit from a newer server
+    may be read, the unfitted default); "tokens" drops the head (a head alone gives way to the unfitted
+    default); "head" answers every input from the head. Raises NoHeadError for "head" without one."""
+    if options.decision == "head":
+        if not has_head:
+            raise NoHeadError()
+        return ChosenCounts(FixedCount(0), None, "head", NEVER)
+    chosen = count_policy(options.demos, defaults, controller, cascade, labels, pool_size)
+    if chosen.head_threshold is None:
+        return chosen
+    if options.decision == "tokens" and cascade is not None and len(cascade.stages) > 1:
+        return replace(chosen, head_threshold=None)
+    if options.decision == "tokens" or not has_head:
+        return count_policy(options.demos, defaults, None, None, labels, pool_size)
+    return chosen
+
+
 def calibration_words(method: Calibration, words: Callable[[], DomainWords] | None,
                       recent_words: Callable[[], DomainWords] | None) -> Callable[[], DomainWords] | None:
     """The words domain calibration draws from. "auto", the default, takes the task's inputs alone: what it
@@ -185,9 +210,7 @@ class Predictor:
         sources = CalibrationSources(selection=options.selection, domain=options.domain,
                                      words=calibration_words(options.calibration, words, recent_words),
                                      cache=biases, fit=fitted)
-        chosen = count_policy(options.demos, defaults, controller, cascade, labels, len(builder.pool))
-        if chosen.head_threshold is not None and head is None:  # a head-first choice without its head: unfitted
-            chosen = count_policy(options.demos, defaults, None, None, labels, len(builder.pool))
+        chosen = decided(options, defaults, controller, cascade, labels, len(builder.pool), head is not None)
         return cls(
             builder=builder,
             labels=labels,

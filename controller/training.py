@@ -146,7 +146,7 @@ class TaskFit:
     calibration: TaskCalibration | None
     model: str
     cascade: Cascade | None = None  # None: fitted before fits had one
-    head: EmbeddingHead | None = None  # the embedding head, where the cascade starts with it
+    head: EmbeddingHead | None = None  # the embedding head (None: fitted before fits had one, or a pool of one label)
 
 
 class _PassRecord:

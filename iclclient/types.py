@@ -80,7 +80,7 @@ class Usage(TypedDict):
 
 class PredictResponse(TypedDict):
     model: str
-    demos_policy: NotRequired[Literal["fixed", "default", "cascade", "controller"]]
+    demos_policy: NotRequired[Literal["fixed", "default", "cascade", "controller", "head"]]
     fit: NotRequired[Literal["none", "fitted", "other_model", "unreadable"]]
     predictions: list[Prediction]
     usage: Usage

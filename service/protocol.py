@@ -419,6 +419,11 @@ class PredictOptionsBody(_Strict):
     include_prompt: bool = False
     seed: Annotated[StrictInt, Field(ge=0, le=MAX_SEED)] = Field(
         default=0, description="Seed of random selection and of domain-context sampling.")
+    decision: Literal["auto", "tokens", "head"] = Field(
+        default="auto",
+        description='Who decides each label: "auto", what the task\'s fit chose (its embedding head first where the '
+                    'fit chose it); "tokens", the model\'s label tokens only (no head); "head", the embedding head '
+                    "alone: no prompt, no tokens (409 `no_head` before a fit; not with a fixed `demos`).")
 
     @model_validator(mode="after")
     def _domain_options_ask_for_domain(self) -> PredictOptionsBody:
@@ -439,7 +444,8 @@ class PredictOptionsBody(_Strict):
         """The predictor's options for this request."""
         return PredictOptions(demos=self.demos, selection=self.selection, calibration=self.calibration,
                               domain=self.domain_settings(), seed=self.seed,
-                              max_prompt_tokens=self.budget.max_prompt_tokens if self.budget else None)
+                              max_prompt_tokens=self.budget.max_prompt_tokens if self.budget else None,
+                              decision=self.decision)
 
 
 class PredictRequest(PredictOptionsBody):
@@ -512,10 +518,10 @@ class UsageObject(BaseModel):
 
 class PredictResponse(BaseModel):
     model: str
-    demos_policy: Literal["fixed", "default", "cascade", "controller"] = Field(
+    demos_policy: Literal["fixed", "default", "cascade", "controller", "head"] = Field(
         default="fixed", description='What chose the counts: "fixed" (`demos` was a number), "cascade" or '
         '"controller" (the task\'s fit), "default" (`demos: "auto"` without a fit for this model: the task\'s '
-        '`default_k`; `fit` says why).')
+        '`default_k`; `fit` says why), "head" (`decision: "head"`: the embedding head answered every input).')
     fit: Literal["none", "fitted", "other_model", "unreadable"] = Field(
         default="none", description='The task\'s fit as this request found it: "other_model" means it was '
         'fitted with another model and is not applied.')

@@ -164,7 +164,7 @@ async def patch_example(name: str, example_id: str, body: ExamplePatch, request:
     return example
 
 
-@v1.post("/tasks/{name}/predict", response_model=PredictResponse, responses=errors(400, 404, 413, 415, 429, 503))
+@v1.post("/tasks/{name}/predict", response_model=PredictResponse, responses=errors(400, 404, 409, 413, 415, 429, 503))
 async def predict(name: str, body: PredictRequest, request: Request) -> PredictResponse:
     return await serving(request).predict.create_predictions(name, body)
 

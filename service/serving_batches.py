@@ -18,7 +18,7 @@ from typing import Any
 
 from anyio import to_thread
 
-from controller.errors import BudgetTooSmallError, UnplannableInputError
+from controller.errors import BudgetTooSmallError, NoHeadError, UnplannableInputError
 from controller.predictor import PredictOptions
 from service.background import BackgroundScorer, TokenWindow
 from service.batch_uploads import BatchSchemas, checked_items, failed_item, parse_upload
@@ -89,7 +89,7 @@ class BatchServing:
         task = await to_thread.run_sync(self.tasks.get_record, name)
         schemas = BatchSchemas.of(components)
         options, items = await to_thread.run_sync(parse_upload, body, content_type, query, schemas)
-        check_demos(options.demos, self.state.settings.max_demos)
+        check_demos(options.demos, self.state.settings.max_demos, options.decision)
         items = await to_thread.run_sync(checked_items, items, task_template(task), self.state.settings.max_input_chars)
         stored = options.model_dump(mode="json")  # every option, defaults too: a resumption answers the same
         job = await to_thread.run_sync(self.state.store.create_batch, name, task.id, stored, self.owner, items)
@@ -323,6 +323,11 @@ class BatchServing:
                 error = planning_error(exc)
                 for position in positions:
                     outcomes[position] = failed_item(error, f"this input's share of the job's budget: {error.message}")
+                return outcomes
+            except NoHeadError as exc:  # the task's fit was deleted or replaced since the job was submitted
+                error = planning_error(exc)
+                for position in positions:
+                    outcomes[position] = failed_item(error)
                 return outcomes
         if not queries:
             return outcomes

@@ -6,7 +6,13 @@ import logging
 
 from anyio import to_thread
 
-from controller.errors import BudgetTooSmallError, EmptyPromptError, InputTooLongError, UnplannableInputError
+from controller.errors import (
+    BudgetTooSmallError,
+    EmptyPromptError,
+    InputTooLongError,
+    NoHeadError,
+    UnplannableInputError,
+)
 from controller.predictor import PredictionPlan, PredictOptions, Predictor, PredictResult
 from controller.templates import PromptTemplate
 from service.contexts import TaskContext
@@ -18,14 +24,18 @@ from service.state import AppState, Runtime, TextEmbedder
 logger = logging.getLogger(__name__)
 
 
-def check_demos(demos: int | str, max_demos: int) -> None:
-    """A fixed count over the service's limit is 400 (the schema states the limit)."""
+def check_demos(demos: int | str, max_demos: int, decision: str = "auto") -> None:
+    """A fixed count over the service's limit is 400 (the schema states the limit), and so is one beside
+    ``decision: "head"``, which answers without demonstrations."""
     if isinstance(demos, int) and demos > max_demos:
         raise APIError(400, f'demos: {demos} is not accepted: demos is "auto" or an integer from 0 to {max_demos}',
                        "invalid_value", "demos")
+    if isinstance(demos, int) and decision == "head":
+        raise APIError(400, f'decision "head" answers without demonstrations, so demos: {demos} cannot go with it; '
+                       'leave demos out (or "auto")', "invalid_value", "decision")
 
 
-def planning_error(exc: UnplannableInputError | BudgetTooSmallError) -> APIError:
+def planning_error(exc: UnplannableInputError | BudgetTooSmallError | NoHeadError) -> APIError:
     """What the client is told when its inputs cannot be planned: the input, or the budget, at fault."""
     if isinstance(exc, InputTooLongError):
         return APIError(413, str(exc), "context_length_exceeded", f"inputs[{exc.index}]")
@@ -33,6 +43,8 @@ def planning_error(exc: UnplannableInputError | BudgetTooSmallError) -> APIError
         return APIError(400, str(exc), "empty_prompt", f"inputs[{exc.index}]")
     if isinstance(exc, BudgetTooSmallError):
         return APIError(400, str(exc), "budget_too_small", "budget.max_prompt_tokens")
+    if isinstance(exc, NoHeadError):
+        return APIError(409, str(exc), "no_head", "decision")
     return APIError(400, str(exc), "invalid_input", f"inputs[{exc.index}]")
 
 
@@ -92,7 +104,7 @@ class PredictServing:
         queries = self._queries(request, context.template)
         try:
             predictor, plan = plan_predictions(context, request.to_options(), queries, runtime.embedder)
-        except (UnplannableInputError, BudgetTooSmallError) as exc:
+        except (UnplannableInputError, BudgetTooSmallError, NoHeadError) as exc:
             raise planning_error(exc) from exc
         context.pool.remember(queries)  # bounded; nothing unless ICL_DOMAIN_RECENT_QUERIES is set
         return context, predictor, plan
@@ -103,7 +115,7 @@ class PredictServing:
         if len(request.inputs) > settings.max_inputs:
             raise APIError(413, f"{len(request.inputs)} inputs in one request; at most {settings.max_inputs} are "
                            "allowed, split the batch", "too_many_inputs", "inputs")
-        check_demos(request.demos, settings.max_demos)
+        check_demos(request.demos, settings.max_demos, request.decision)
         return [template_input(value, template, settings.max_input_chars, f"inputs[{index}]")
                 for index, value in enumerate(request.inputs)]
 

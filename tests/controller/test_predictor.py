@@ -265,3 +265,24 @@ def test_an_input_the_model_cannot_plan_after_the_head_is_named_by_its_place_in_
     with pytest.raises(EmptyPromptError) as raised:
         predictor.plan(_queries(*texts), vectors)
     assert raised.value.index == 2 and "inputs[2]" in str(raised.value)
+
+
+def test_decision_serves_the_fit_s_choice_the_label_tokens_or_the_head_alone():
+    from controller.errors import NoHeadError
+
+    builder, _, _ = fake_builder(TEXTS, POOL_LABELS)
+    head = _head(builder)
+    then_two = Cascade((HEAD_STAGE, 2), (0.5,))
+
+    def served(decision, cascade, with_head=True):
+        p = Predictor.from_options(builder, LABELS, PredictOptions(decision=decision), TaskDefaults(4),
+                                   cascade=cascade, head=head if with_head else None)
+        return p.counts, p.head is not None, p.demos_policy
+
+    assert served("auto", then_two) == (FixedCount(2), True, "cascade")
+    assert served("tokens", then_two) == (FixedCount(2), False, "cascade")
+    assert served("tokens", Cascade((HEAD_STAGE,), ())) == (FixedCount(4), False, "default")
+    assert served("head", Cascade((1,), ())) == (FixedCount(0), True, "head")
+    assert served("auto", Cascade((1,), ())) == (FixedCount(1), False, "cascade")
+    with pytest.raises(NoHeadError):
+        served("head", Cascade((1,), ()), with_head=False)

@@ -150,6 +150,6 @@ def test_the_parser_sees_what_the_page_says(documented):
     operations, objects = documented
     predict = operations[("post", "/v1/tasks/{name}/predict")]
     assert predict == {"body": "PredictRequest", "query": [], "answers": {"200": "PredictResponse"},
-                       "errors": ["400", "401", "404", "413", "415", "429", "503"]}
+                       "errors": ["400", "401", "404", "409", "413", "415", "429", "503"]}
     assert objects["PredictRequest"]["inputs"]["required"] and not objects["PredictRequest"]["demos"]["required"]
     assert len(objects["PredictionObject"]) == 12

@@ -344,3 +344,25 @@ def test_a_fit_of_a_deleted_task_is_not_saved_onto_the_task_created_again(tmp_pa
         assert fit["state"] == "running"
         assert _wait(c, fit["job_id"])["status"] == "succeeded"
         assert c.get("/v1/tasks/sent").json()["controller"]["metadata"]["n_labeled"] == 50
+
+
+def test_decision_forces_the_embedding_head_or_the_label_tokens(tmp_path):
+    inputs = ["positive film here", "film plain words", "negative film there"]
+    with _client(tmp_path, FakeScorer()) as c:
+        c.post("/v1/tasks", json=TASK)
+        c.post("/v1/tasks/sent/examples", json={"examples": _examples(80)})
+        assert_error(c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "decision": "head"}), 409, "no_head")
+        assert_error(c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "decision": "head", "demos": 2}),
+                     400, "invalid_value")
+        assert c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "decision": "sideways"}).status_code == 400
+        started = c.post("/v1/tasks/sent/controller", json={"candidate_k": [0, 1, 2], "train_size": 40})
+        assert _wait(c, started.json()["job_id"])["status"] == "succeeded"
+        head = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "decision": "head", "include_prompt": True})
+        assert head.status_code == 200, head.text
+        body = head.json()
+        assert body["demos_policy"] == "head" and body["usage"]["prompt_tokens"] == 0
+        assert all((p["decision"], p["k"], p["stages"], p["prompt"]) == ("head", 0, [], None)
+                   for p in body["predictions"])
+        tokens = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "decision": "tokens"}).json()
+        assert {p["decision"] for p in tokens["predictions"]} == {"tokens"}
+        assert all(p["prompt_tokens"] > 0 for p in tokens["predictions"])
