@@ -48,7 +48,7 @@ def message(response, status=400, code="invalid_value", param=None) -> str:
     ("include_prompt", "maybe", "include_prompt",
      'include_prompt: "maybe" is not accepted: include_prompt is true or false'),
     ("colour", "red", "colour", "colour: unknown field; the body's fields are inputs, demos, selection, budget, "
-                                "calibration, domain_calibration, include_prompt, seed"),
+                                "calibration, domain_calibration, include_prompt, seed, decision"),
 ])
 def test_a_field_s_error_says_what_it_accepts(client, field, value, param, expected):
     assert message(post_json(client, PREDICT, {"inputs": ["x"], field: value}), param=param) == expected
@@ -83,7 +83,7 @@ def test_the_limit_of_demos_is_this_server_s(client):
 def test_a_body_that_is_not_an_object_is_named_body(client):
     assert message(post_json(client, PREDICT, [1, 2]), param="body") == (
         "body: [1, 2] is not accepted: the body is a JSON object with the fields inputs (required), demos, "
-        "selection, budget, calibration, domain_calibration, include_prompt, seed")
+        "selection, budget, calibration, domain_calibration, include_prompt, seed, decision")
     assert "the body is a JSON object" in message(post_json(client, PREDICT, None), param="body")
 
 
@@ -129,7 +129,7 @@ def test_every_json_route_says_an_empty_body_is_empty_and_what_it_must_be(client
         assert "(required)" in text, (path, text)
     assert message(client.post(PREDICT, content=b"", headers={"content-type": "application/json"}), param="body") == (
         "the request body is empty: send a JSON object with the fields inputs (required), demos, selection, "
-        "budget, calibration, domain_calibration, include_prompt, seed")
+        "budget, calibration, domain_calibration, include_prompt, seed, decision")
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
