@@ -191,9 +191,9 @@ class Predictor:
     max_prompt_tokens: int | None = None
     cascade: Cascade | None = None
     # What chose the counts: "fixed" (asked for), "default" ("auto" without a fit that applies: the task's
-    # default count), "cascade" or "controller".
+    # default count), "cascade", "controller" or "head" (``decision: "head"``).
     demos_policy: str = "fixed"
-    head: HeadStage | None = None  # the fit's cascade starts with the embedding head
+    head: HeadStage | None = None  # the embedding head answers first (the fit's cascade starts with it, or asked)
 
     @classmethod
     def from_options(cls, builder: PromptBuilder, labels: Sequence[str], options: PredictOptions,
@@ -236,11 +236,12 @@ class Predictor:
 
     @property
     def needs_embeddings(self) -> bool:
-        """Whether ``plan`` reads the queries' embeddings (retrieval or the controller's features), at the first
-        stage or at a cascade's later one (a zero-shot first stage retrieves nothing, its escalations do)."""
+        """Whether ``plan`` reads the queries' embeddings (the embedding head, retrieval or the controller's
+        features), at the first stage or at a cascade's later one (a zero-shot first stage retrieves nothing, its
+        escalations do)."""
         later = self.cascade.stages[1:] if self.cascade is not None else ()
-        return len(self.builder.pool) > 0 and (self.head is not None or any(
-            counts.needs_embeddings(self.retriever) for counts in (self.counts, *map(FixedCount, later))))
+        return self.head is not None or len(self.builder.pool) > 0 and any(
+            counts.needs_embeddings(self.retriever) for counts in (self.counts, *map(FixedCount, later)))
 
     def embedding_texts(self, queries: Sequence[Mapping[str, str]]) -> list[str]:
         """What to embed of each query for retrieval and the controller's features."""
