@@ -4,7 +4,7 @@ within the token budget by its allocator when there is one)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 import numpy as np
@@ -134,12 +134,12 @@ def count_policy(demos: int | Literal["auto"], defaults: TaskDefaults, controlle
         return ChosenCounts(FixedCount(demos), None, "fixed")
     if pool_size:
         if cascade is not None and (defaults.auto_policy == "cascade" or controller is None):
-            if cascade.head_first:
-                rest = Cascade(cascade.stages[1:], cascade.thresholds[1:]) if len(cascade.stages) > 1 else None
-                first = FixedCount(rest.stages[0]) if rest is not None else FixedCount(0)
-                threshold = cascade.thresholds[0] if rest is not None else NEVER
-                return ChosenCounts(first, rest if rest is not None and len(rest.stages) > 1 else None, "cascade",
-                                    threshold)
+            if cascade.head_first:  # the head first, then the counts after it as a cascade of their own
+                if len(cascade.stages) == 1:
+                    return ChosenCounts(FixedCount(0), None, "cascade", NEVER)
+                rest = Cascade(cascade.stages[1:], cascade.thresholds[1:])
+                after = count_policy(demos, defaults, controller, rest, labels, pool_size)
+                return replace(after, head_threshold=cascade.thresholds[0])
             if len(cascade.stages) == 1:
                 return ChosenCounts(FixedCount(cascade.stages[0]), None, "cascade")
             return ChosenCounts(FixedCount(cascade.stages[0]), cascade, "cascade")

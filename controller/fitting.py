@@ -188,18 +188,13 @@ def _split(task: TaskToFit, request: FitRequest, candidate_k: Sequence[int], tra
 
 
 def _choose(data: TrainingData, calibration: TaskCalibration, calibrated: np.ndarray, candidate_k: Sequence[int],
-            request: FitRequest, n_labels: int, head: _HeadFit, held: Sequence[int]) -> Choice:
+            request: FitRequest, n_labels: int, head: np.ndarray | None, head_gold: np.ndarray | None) -> Choice:
     """What the default request is served with: the family of options judged out of fold, and the choice rule
-    (``controller.choice``). The head is judged on every labeled example (cross-fitted), the held-back ones
-    (``held``, indices into the labeled examples) first, so that it pairs with the counts on those."""
+    (``controller.choice``). The head is judged on every labeled example (cross-fitted; ``head`` and
+    ``head_gold``, the held-back ones first), so that it pairs with the counts on those."""
     judged = out_of_fold_calibrated(data, calibration, candidate_k, n_labels, request.seed)
-    gold, probs = data.gold, None
-    if head.cross_fitted is not None:
-        chosen = set(held)
-        order = [*held, *(i for i in range(len(head.gold)) if i not in chosen)]
-        gold, probs = head.gold[order], head.cross_fitted[order]
-    options = fit_options(data, calibrated, judged, candidate_k, request.default_k, n_labels, request.seed, probs)
-    return choose(options, gold, n_labels, request.seed)
+    options = fit_options(data, calibrated, judged, candidate_k, request.default_k, n_labels, request.seed, head)
+    return choose(options, data.gold if head_gold is None else head_gold, n_labels, request.seed)
 
 
 @dataclass(frozen=True)
@@ -211,6 +206,15 @@ class _HeadFit:
     cross_fitted: np.ndarray | None  # (n_labeled, L), in the order of ``TaskExamples.labeled``
     gold: np.ndarray  # (n_labeled,) label indices, in that order
     groups: TwinGroups
+
+    def held_first(self, held: Sequence[int]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The cross-fitted distributions and gold labels of every labeled example, the held-back ones
+        (``held``, indices into the labeled examples) first in their order; (None, None) without a head."""
+        if self.cross_fitted is None:
+            return None, None
+        chosen = set(held)
+        order = [*held, *(i for i in range(len(self.gold)) if i not in chosen)]
+        return self.cross_fitted[order], self.gold[order]
 
 
 def _fit_head(task: TaskToFit, cosine: float, seed: int) -> _HeadFit:
@@ -263,9 +267,10 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
                                           request.seed, served)
     calibrated = calibrated_distributions(data, calibration, candidate_k)
     heads = await asyncio.to_thread(_fit_head, task, twin_cosine, request.seed)
-    head_held = heads.cross_fitted[split.held] if heads.cross_fitted is not None else None
+    head_probs, head_gold = heads.held_first(split.held)
+    head_held = head_probs[:len(split.held)] if head_probs is not None else None
     choice = await asyncio.to_thread(_choose, data, calibration, calibrated, candidate_k, request, len(task.labels),
-                                     heads, split.held)
+                                     head_probs, head_gold)
     cascade = choice.option.cascade
     calibrated_complete = calibrated[:len(complete.gold)]
     figures = await asyncio.to_thread(validate, complete, candidate_k, request.seed, 1.0, calibrated_complete)

@@ -25,7 +25,7 @@ FOLDS = 5
 
 def _model(C: float) -> LogisticRegression:
     # Balanced class weights: macro-F1 counts every label alike, and an unweighted fit on a skewed pool
-    # (CR: two positives to a negative) answers the majority label too often.
+    # (CR: four positives to a negative) answers the majority label too often.
     return LogisticRegression(C=C, class_weight="balanced", max_iter=2000)
 
 

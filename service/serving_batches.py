@@ -319,15 +319,12 @@ class BatchServing:
                 error = planning_error(exc)
                 outcomes[position] = failed_item(
                     error, error.message.replace(f"inputs[{exc.index}]", f"inputs[{position}]", 1))
-            except BudgetTooSmallError as exc:
+            except (BudgetTooSmallError, NoHeadError) as exc:  # every input's (a head: the fit was deleted since)
                 error = planning_error(exc)
+                message = (f"this input's share of the job's budget: {error.message}"
+                           if isinstance(exc, BudgetTooSmallError) else None)
                 for position in positions:
-                    outcomes[position] = failed_item(error, f"this input's share of the job's budget: {error.message}")
-                return outcomes
-            except NoHeadError as exc:  # the task's fit was deleted or replaced since the job was submitted
-                error = planning_error(exc)
-                for position in positions:
-                    outcomes[position] = failed_item(error)
+                    outcomes[position] = failed_item(error, message)
                 return outcomes
         if not queries:
             return outcomes
