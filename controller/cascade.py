@@ -24,6 +24,9 @@ NEVER = -1.0
 # retrieval embedding with no prompt at all. It can only be a cascade's first stage; the inputs it is unsure
 # of go on to the counts after it.
 HEAD_STAGE = -1
+# The hidden-state head (``controller.hidden_fit``): a prompt at the head's own count, read through the model's
+# last hidden state instead of its label tokens. It serves alone, a cascade of that one stage.
+HIDDEN_STAGE = -2
 # Threshold candidates per stage: these quantiles of the stage's held-back margins.
 QUANTILES = np.linspace(0.0, 1.0, 21)
 MAX_STAGES = 3
@@ -66,13 +69,17 @@ class Cascade:
     def head_first(self) -> bool:
         return self.stages[0] == HEAD_STAGE
 
+    @property
+    def hidden(self) -> bool:
+        return self.stages == (HIDDEN_STAGE,)
+
     def describe(self) -> dict:
         return {"stages": list(self.stages), "thresholds": [round(t, 6) for t in self.thresholds]}
 
 
 def stage_name(k: int) -> str:
-    """How a stage is named in a fit's options: "head" or "k=2"."""
-    return "head" if k == HEAD_STAGE else f"k={k}"
+    """How a stage is named in a fit's options: "head", "hidden" or "k=2"."""
+    return {HEAD_STAGE: "head", HIDDEN_STAGE: "hidden"}.get(k, f"k={k}")
 
 
 def escalation_order(probs: np.ndarray, goes_on: np.ndarray) -> list[int]:

@@ -123,6 +123,8 @@ class ChosenCounts:
     # Where the fit's cascade starts with the embedding head: the margin below which the head's answer goes on
     # to ``counts`` (``cascade.NEVER``: the head answers every input). None: no head.
     head_threshold: float | None = None
+    # Whether the hidden-state head answers (at its own count, which the caller knows) instead of label tokens.
+    hidden: bool = False
 
 
 def count_policy(demos: int | Literal["auto"], defaults: TaskDefaults, controller: MetaController | None,
@@ -134,6 +136,8 @@ def count_policy(demos: int | Literal["auto"], defaults: TaskDefaults, controlle
         return ChosenCounts(FixedCount(demos), None, "fixed")
     if pool_size:
         if cascade is not None and (defaults.auto_policy == "cascade" or controller is None):
+            if cascade.hidden:
+                return ChosenCounts(FixedCount(0), None, "cascade", hidden=True)
             if cascade.head_first:  # the head first, then the counts after it as a cascade of their own
                 if len(cascade.stages) == 1:
                     return ChosenCounts(FixedCount(0), None, "cascade", NEVER)

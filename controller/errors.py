@@ -46,11 +46,16 @@ class BudgetTooSmallError(ValueError):
 
 
 class NoHeadError(ValueError):
-    """``decision: "head"`` asked of a task whose fit has no embedding head."""
+    """``decision: "head"`` or ``"hidden"`` asked of a task whose fit has no such head."""
 
-    def __init__(self) -> None:
-        super().__init__('decision "head" needs the task\'s embedding head, which its fit makes: fit the task (with at '
-                         'least two labels among its labeled examples) or leave decision "auto"')
+    def __init__(self, decision: str = "head") -> None:
+        if decision == "hidden":
+            super().__init__('decision "hidden" needs the task\'s hidden-state head, which its fit makes on an engine '
+                             'that reads hidden states: fit the task (with at least two labels among its labeled '
+                             'examples) or leave decision "auto"')
+        else:
+            super().__init__('decision "head" needs the task\'s embedding head, which its fit makes: fit the task '
+                             '(with at least two labels among its labeled examples) or leave decision "auto"')
 
 
 class FitError(ValueError):

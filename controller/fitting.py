@@ -21,6 +21,7 @@ from controller.choice import Choice, choose, fit_options, out_of_fold_calibrate
 from controller.domain import DomainWords
 from controller.errors import FitError
 from controller.heads import EmbeddingHead, cross_fitted
+from controller.hidden_fit import MAX_EXAMPLES, HiddenFit, HiddenStateReader, fit_hidden_head
 from controller.meta import MetaController
 from controller.near_twins import TwinGroups, cosine_for, twin_components, without_near_twins
 from controller.planning import PromptBuilder, renders_empty
@@ -43,8 +44,11 @@ from controller.training import (
     validate,
 )
 
-# The share of the progress the held-back pass takes: the fits after it are quick.
-_PASS_SHARE = 0.95
+# The shares of the progress the held-back pass and the hidden-state head's pass take: the fits after are quick.
+_PASS_SHARE = 0.8
+_HIDDEN_SHARE = 0.15
+
+
 def _holdable(n_labeled: int, train_size: int, max_k: int) -> int:
     """At most how many labeled examples a fit holds back at its cheap counts: the demonstrations keep the
     larger part of the pool (a quarter of it may be held back, or ``train_size`` where that is more), and
@@ -140,6 +144,7 @@ class FitReport:
     validation: dict[str, Any]  # fixed counts, controller, cascade, combined: ``training.validate``'s figures
     choice: dict[str, Any]  # what the default request is served with, its held-back estimate, and why
     near_twins: dict[str, Any]  # held-back examples whose near-twins were left out of their demonstrations
+    hidden_head: dict[str, Any] | None  # the hidden-state head's cross-fitted figures; None: not fitted
     calibration: dict[str, Any]  # the method chosen per count and every candidate's held-back figures
     cascade: dict[str, Any]  # its stages and thresholds, with its held-back figures
     cost: FitCost
@@ -155,6 +160,7 @@ class FitReport:
             "selection": self.selection,
             "seed": self.seed, "validation": self.validation, "calibration": self.calibration,
             "cascade": self.cascade, "choice": self.choice, "near_twins": self.near_twins,
+            "hidden_head": self.hidden_head,
             "cost": {"prompt_tokens": self.cost.prompt_tokens, "calibration_tokens": self.cost.calibration_tokens,
                      "computed_tokens": self.cost.computed_tokens, "seconds": self.cost.seconds,
                      "dtype": self.cost.dtype},
@@ -188,12 +194,15 @@ def _split(task: TaskToFit, request: FitRequest, candidate_k: Sequence[int], tra
 
 
 def _choose(data: TrainingData, calibration: TaskCalibration, calibrated: np.ndarray, candidate_k: Sequence[int],
-            request: FitRequest, n_labels: int, head: np.ndarray | None, head_gold: np.ndarray | None) -> Choice:
+            request: FitRequest, n_labels: int, head: np.ndarray | None, head_gold: np.ndarray | None,
+            hidden: HiddenFit | None) -> Choice:
     """What the default request is served with: the family of options judged out of fold, and the choice rule
-    (``controller.choice``). The head is judged on every labeled example (cross-fitted; ``head`` and
-    ``head_gold``, the held-back ones first), so that it pairs with the counts on those."""
+    (``controller.choice``). The heads are judged on every labeled example they read (cross-fitted; ``head``
+    and ``head_gold``, the held-back ones first, and the hidden-state head's leading part of that order), so
+    that they pair with the counts on those."""
     judged = out_of_fold_calibrated(data, calibration, candidate_k, n_labels, request.seed)
-    options = fit_options(data, calibrated, judged, candidate_k, request.default_k, n_labels, request.seed, head)
+    options = fit_options(data, calibrated, judged, candidate_k, request.default_k, n_labels, request.seed, head,
+                          (hidden.cross_fitted, hidden.prompt_tokens) if hidden is not None else None)
     return choose(options, data.gold if head_gold is None else head_gold, n_labels, request.seed)
 
 
@@ -206,14 +215,19 @@ class _HeadFit:
     cross_fitted: np.ndarray | None  # (n_labeled, L), in the order of ``TaskExamples.labeled``
     gold: np.ndarray  # (n_labeled,) label indices, in that order
     groups: TwinGroups
+    components: np.ndarray  # (n_labeled,) each example's near-twin group
+
+    def order(self, held: Sequence[int]) -> list[int]:
+        """Every labeled example, the held-back ones (``held``, indices into the labeled examples) first."""
+        chosen = set(held)
+        return [*held, *(i for i in range(len(self.gold)) if i not in chosen)]
 
     def held_first(self, held: Sequence[int]) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The cross-fitted distributions and gold labels of every labeled example, the held-back ones
-        (``held``, indices into the labeled examples) first in their order; (None, None) without a head."""
+        """The cross-fitted distributions and gold labels of every labeled example in ``order``; (None, None)
+        without a head."""
         if self.cross_fitted is None:
             return None, None
-        chosen = set(held)
-        order = [*held, *(i for i in range(len(self.gold)) if i not in chosen)]
+        order = self.order(held)
         return self.cross_fitted[order], self.gold[order]
 
 
@@ -226,9 +240,27 @@ def _fit_head(task: TaskToFit, cosine: float, seed: int) -> _HeadFit:
     groups = TwinGroups.of(components, by_cosine)
     gold = np.array([list(task.labels).index(examples.labels[i]) for i in labeled])  # type: ignore[arg-type]
     if len(np.unique(components)) < 2 or len(np.unique(gold)) < 2:
-        return _HeadFit(None, None, gold, groups)
+        return _HeadFit(None, None, gold, groups, components)
     return _HeadFit(EmbeddingHead.fit(embeddings, gold, len(task.labels)),
-                    cross_fitted(embeddings, gold, len(task.labels), components, seed), gold, groups)
+                    cross_fitted(embeddings, gold, len(task.labels), components, seed), gold, groups, components)
+
+
+async def _fit_hidden(task: TaskToFit, heads: _HeadFit, held: Sequence[int], scorer: Any, seed: int,
+                      progress: Callable[[float], None]) -> HiddenFit | None:
+    """The hidden-state head on up to ``MAX_EXAMPLES`` labeled examples, the held-back ones first (the order
+    its evidence pairs with the counts' in); None where the embedding head could not be cross-fitted either,
+    or where what it reads cannot be cross-fitted (one near-twin group)."""
+    if heads.head is None:
+        return None
+    order = heads.order(held)[:MAX_EXAMPLES]
+    examples = task.examples
+    rows = [examples.labeled[i] for i in order]
+    components = heads.components[order]
+    if len(np.unique(components)) < 2:
+        return None
+    builder = task.builder(examples.pool(rows), scorer)
+    return await fit_hidden_head(builder, [examples.inputs[r] for r in rows], examples.embeddings[rows],
+                                 heads.gold[order], components, len(task.labels), scorer, seed, progress=progress)
 
 
 async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
@@ -269,13 +301,16 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
     heads = await asyncio.to_thread(_fit_head, task, twin_cosine, request.seed)
     head_probs, head_gold = heads.held_first(split.held)
     head_held = head_probs[:len(split.held)] if head_probs is not None else None
+    hidden = (await _fit_hidden(task, heads, split.held, scorer, request.seed,
+                                lambda f: progress(_PASS_SHARE + _HIDDEN_SHARE * f))
+              if isinstance(scorer, HiddenStateReader) else None)  # an engine that reads hidden states
     choice = await asyncio.to_thread(_choose, data, calibration, calibrated, candidate_k, request, len(task.labels),
-                                     head_probs, head_gold)
+                                     head_probs, head_gold, hidden)
     cascade = choice.option.cascade
     calibrated_complete = calibrated[:len(complete.gold)]
     figures = await asyncio.to_thread(validate, complete, candidate_k, request.seed, 1.0, calibrated_complete)
     fit = TaskFit(controller=controller, calibration=calibration, model=scorer.model_name, cascade=cascade,
-                  head=heads.head)
+                  head=heads.head, hidden=hidden.head if hidden is not None else None)
     replayed = with_head(head_held, calibrated_complete, complete.prompt_tokens, candidate_k)
     cost = FitCost(prompt_tokens=data.engine_tokens["prompt_tokens"],
                    calibration_tokens=data.engine_tokens["calibration_tokens"],
@@ -290,6 +325,7 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
                        near_twins={"cosine": twin_cosine, "held_back_with_twins": with_twins,
                                    "pool_rows_left_out": len(split.pool) - len(pool_rows),
                                    "pool_groups": heads.groups.describe()},
+                       hidden_head=hidden.describe(len(task.labels)) if hidden is not None else None,
                        cost=cost, model=scorer.model_name, labels=list(task.labels),
                        n_labeled=len(labeled))
     return fit, report

@@ -27,12 +27,13 @@ from controller.counts import ChosenCounts, CountPolicy, FixedCount, QueryBatch,
 from controller.domain import DEFAULT_DOMAIN, DomainSettings, DomainWords
 from controller.errors import NoHeadError, UnplannableInputError
 from controller.heads import EmbeddingHead
+from controller.hidden_fit import HiddenHead, HiddenStateReader
 from controller.meta import MetaController
 from controller.planning import Prompt, PromptBuilder, build_prompts
 from controller.retrieval import Retriever, Selection, per_query_seeds, retriever_for, similarities_to_pool
 from controller.scoring import LabelScorer, ScoredPrompt, normalise_label_logprobs
 
-Decision = Literal["auto", "tokens", "head"]
+Decision = Literal["auto", "tokens", "head", "hidden"]
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ class PredictOptions:
     domain: DomainSettings = DEFAULT_DOMAIN
     seed: int = 0
     max_prompt_tokens: int | None = None
-    # Who decides each label: "auto" (the fit's choice), "tokens" (the model's label tokens only, no embedding
-    # head), "head" (the embedding head alone, no prompt).
+    # Who decides each label: "auto" (the fit's choice), "tokens" (the model's label tokens only, no head),
+    # "head" (the embedding head alone, no prompt), "hidden" (the hidden-state head at its count).
     decision: Decision = "auto"
 
 
@@ -62,7 +63,9 @@ class Prediction:
     stages: tuple[int, ...] = ()  # the count of each prompt it was scored with; the last one answered
     computed_tokens: int = 0  # what the engine computed for its prompts, prefix-cache hits excluded
     fitted_calibration: bool = False  # whether the task's fit calibrated it (not a method the client named)
-    decision: str = "tokens"  # where the answer came from: "tokens" (the model's label tokens) or "head"
+    # Where the answer came from: "tokens" (the model's label tokens), "head" (the embedding head) or "hidden"
+    # (the hidden-state head on the prompt's last hidden state).
+    decision: str = "tokens"
 
     def then(self, later: Prediction) -> Prediction:
         """This input answered again at a later cascade stage: that answer, with both stages counted."""
@@ -147,16 +150,26 @@ class Scores:
 
 
 def decided(options: PredictOptions, defaults: TaskDefaults, controller: MetaController | None,
-            cascade: Cascade | None, labels: Sequence[str], pool_size: int, has_head: bool) -> ChosenCounts:
+            cascade: Cascade | None, labels: Sequence[str], pool_size: int, has_head: bool,
+            hidden_count: int | None = None) -> ChosenCounts:
     """The counts ``count_policy`` chooses, as ``options.decision`` asks: "auto" serves the fit's choice, the
     embedding head first where it starts with it (and where the head is missing, as a fit from a newer server
-    may be read, the unfitted default); "tokens" drops the head (a head alone gives way to the unfitted
-    default); "head" answers every input from the head. Raises NoHeadError for "head" without one."""
+    may be read, the unfitted default); "tokens" drops the heads (a head alone gives way to the unfitted
+    default); "head" answers every input from the embedding head; "hidden" from the hidden-state head, at its
+    count ``hidden_count``. Raises NoHeadError for "head" or "hidden" without that head."""
     if options.decision == "head":
         if not has_head:
             raise NoHeadError()
         return ChosenCounts(FixedCount(0), None, "head", NEVER)
+    if options.decision == "hidden":
+        if hidden_count is None or not pool_size:
+            raise NoHeadError("hidden")
+        return ChosenCounts(FixedCount(hidden_count), None, "hidden", hidden=True)
     chosen = count_policy(options.demos, defaults, controller, cascade, labels, pool_size)
+    if chosen.hidden:
+        if options.decision == "tokens" or hidden_count is None:
+            return count_policy(options.demos, defaults, None, None, labels, pool_size)
+        return replace(chosen, counts=FixedCount(hidden_count))
     if chosen.head_threshold is None:
         return chosen
     if options.decision == "tokens" and cascade is not None and len(cascade.stages) > 1:
@@ -194,6 +207,8 @@ class Predictor:
     # default count), "cascade", "controller" or "head" (``decision: "head"``).
     demos_policy: str = "fixed"
     head: HeadStage | None = None  # the embedding head answers first (the fit's cascade starts with it, or asked)
+    # The hidden-state head answers from each prompt's last hidden state instead of its label tokens.
+    hidden: HiddenHead | None = None
 
     @classmethod
     def from_options(cls, builder: PromptBuilder, labels: Sequence[str], options: PredictOptions,
@@ -201,16 +216,23 @@ class Predictor:
                      words: Callable[[], DomainWords] | None = None, biases: BiasCache | None = None,
                      fitted: TaskCalibration | None = None, cascade: Cascade | None = None,
                      recent_words: Callable[[], DomainWords] | None = None,
-                     head: EmbeddingHead | None = None) -> Predictor:
+                     head: EmbeddingHead | None = None, hidden: HiddenHead | None = None) -> Predictor:
         """The predictor a request's options describe: the task's ``defaults`` (a count alone: that default, the
         cascade serving a fitted "auto"), the fitted ``cascade`` and ``controller`` serve ``demos: "auto"``;
         ``words`` (from the task's inputs), ``recent_words`` (the same with its recent queries, where the service
         keeps them), ``biases`` (the cache valid for this pool) and the task's ``fitted`` calibration serve
-        calibration; the fit's embedding ``head`` answers first where its cascade starts with it."""
+        calibration; the fit's embedding ``head`` answers first where its cascade starts with it, and its
+        ``hidden`` head answers where the fit chose it (or the request asks), with the kNN demonstrations and no
+        calibration prompts: its probabilities are tempered on its own evidence."""
         sources = CalibrationSources(selection=options.selection, domain=options.domain,
                                      words=calibration_words(options.calibration, words, recent_words),
                                      cache=biases, fit=fitted)
-        chosen = decided(options, defaults, controller, cascade, labels, len(builder.pool), head is not None)
+        chosen = decided(options, defaults, controller, cascade, labels, len(builder.pool), head is not None,
+                         hidden.count if hidden is not None else None)
+        if chosen.hidden:
+            return cls(builder=builder, labels=labels, retriever=retriever_for("knn"), counts=chosen.counts,
+                       calibrator=NoCalibration(), seed=options.seed, max_prompt_tokens=options.max_prompt_tokens,
+                       demos_policy=chosen.name, hidden=hidden)
         return cls(
             builder=builder,
             labels=labels,
@@ -240,7 +262,7 @@ class Predictor:
         features), at the first stage or at a cascade's later one (a zero-shot first stage retrieves nothing, its
         escalations do)."""
         later = self.cascade.stages[1:] if self.cascade is not None else ()
-        return self.head is not None or len(self.builder.pool) > 0 and any(
+        return self.head is not None or self.hidden is not None or len(self.builder.pool) > 0 and any(
             counts.needs_embeddings(self.retriever) for counts in (self.counts, *map(FixedCount, later)))
 
     def embedding_texts(self, queries: Sequence[Mapping[str, str]]) -> list[str]:
@@ -333,9 +355,30 @@ class Predictor:
         )
         return PredictResult(predictions=predictions, usage=usage)
 
+    async def read_hidden(self, plan: PredictionPlan, scorer: LabelScorer) -> PredictResult:
+        """The hidden-state head's answers: each prompt's last hidden state, read by the engine, through the head.
+        The pooling engine reports no prefix-cache hits: every prompt token counts as computed."""
+        assert self.hidden is not None and plan.embeddings is not None
+        if not isinstance(scorer, HiddenStateReader):
+            raise TypeError("this engine reads no hidden states")
+        states = await scorer.hidden_states([p.token_ids for p in plan.prompts]) if plan.prompts else None
+        probs = self.hidden.predict_proba(states, plan.embeddings) if states is not None else np.zeros((0, 0))
+        predictions = []
+        for prompt, row in zip(plan.prompts, probs, strict=True):
+            as_dict = {label: float(p) for label, p in zip(self.labels, row, strict=True)}
+            predictions.append(Prediction(
+                label=self.labels[int(np.argmax(row))], probs=as_dict, uncalibrated_probs=as_dict,
+                demo_rows=list(prompt.demo_rows), prompt_tokens=len(prompt.token_ids), prompt=prompt.text,
+                stages=(len(prompt.demo_rows),), computed_tokens=len(prompt.token_ids), decision="hidden"))
+        tokens = sum(len(p.token_ids) for p in plan.prompts)
+        return PredictResult(predictions, Usage(tokens, 0, 0, tokens, 0))
+
     async def run(self, plan: PredictionPlan, scorer: LabelScorer) -> PredictResult:
         """Score a plan on the engine and calibrate it; with a cascade, escalate the inputs it is unsure of; with
-        the embedding head, its answers take their places beside the model's."""
+        the embedding head, its answers take their places beside the model's; with the hidden-state head, it
+        answers them all."""
+        if self.hidden is not None:
+            return await self.read_hidden(plan, scorer)
         result = self.calibrate(plan, await self.score(plan, scorer)) if plan.prompts else PredictResult(
             [], Usage(0, 0, 0, 0, 0))
         if self.cascade is not None and plan.queries:
@@ -402,8 +445,8 @@ class Predictor:
         per chunk, this predictor's result (key None) and each calibrator's (its usage: its calibration prompts,
         scored after the inputs so that they find the demonstrations in the prefix cache). One stage per input:
         the fit and selective annotation score fixed counts, and a cascade's later stages run in ``run``."""
-        if self.cascade is not None or self.head is not None:
-            raise ValueError("chunked scoring scores one stage; run a cascade (or the head before it) with run()")
+        if self.cascade is not None or self.head is not None or self.hidden is not None:
+            raise ValueError("chunked scoring scores label tokens at one stage; run a cascade or a head with run()")
         others = {method: self.with_calibrator(calibrator) for method, calibrator in calibrators.items()}
         for start in range(0, len(queries), chunk):
             part = slice(start, min(start + chunk, len(queries)))

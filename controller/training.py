@@ -18,6 +18,7 @@ from controller.cascade import Cascade, fit_cascade, replay
 from controller.domain import DEFAULT_DOMAIN, DomainWords
 from controller.features import features_for
 from controller.heads import EmbeddingHead
+from controller.hidden_fit import HiddenHead
 from controller.meta import MetaController
 from controller.metrics import macro_f1
 from controller.planning import PromptBuilder
@@ -147,6 +148,8 @@ class TaskFit:
     model: str
     cascade: Cascade | None = None  # None: fitted before fits had one
     head: EmbeddingHead | None = None  # the embedding head (None: fitted before fits had one, or a pool of one label)
+    # The hidden-state head (None: fitted before fits had one, or by an engine that reads no hidden states).
+    hidden: HiddenHead | None = None
 
 
 class _PassRecord:

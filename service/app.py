@@ -42,14 +42,17 @@ def start_runtime(settings: Settings) -> Runtime:
         return Runtime(scorer=scorer, embedder=FakeEmbedder())
     from service.embedder import SentenceEmbedder
     from service.engine import VllmScorer
+    from service.hidden_states import VllmHiddenScorer
     from service.model_files import resolve_model
 
     model_dir = resolve_model(settings.model, settings.model_cache)
     others = children()  # not the engine's: the guard leaves them alone
-    scorer = VllmScorer.start(model_dir, settings)
+    scorer = (VllmHiddenScorer if settings.hidden_head else VllmScorer).start(model_dir, settings)
     guard: OrphanGuard | None = None
     try:
         guard = OrphanGuard.watch_children(started_before=others)
+        if isinstance(scorer, VllmHiddenScorer):
+            scorer.guard_with(guard.watch_new)
         return Runtime(scorer=scorer, embedder=SentenceEmbedder(), guard=guard)
     except Exception:  # the engine must not outlive a start that failed after it
         scorer.shutdown()

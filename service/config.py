@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # bench/README.md, "throughput.py", has what other values measured.
     max_num_batched_tokens: int | None = Field(default=None, ge=1)
     max_num_seqs: int | None = Field(default=None, ge=1)
+    # The fit also reads hidden states (the hidden-state head), on a second vLLM engine of the same weights that
+    # starts when first needed; off: label tokens and the embedding head only, one engine.
+    hidden_head: bool = True
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
 

@@ -61,7 +61,8 @@ class TaskContext:
         cascade = getattr(self.fit, "cascade", None)  # fits pickled before cascades lack it
         return Predictor.from_options(self.pool.builder, self.task.labels, options, self.defaults, self.controller,
                                       lambda: self.pool.domain_words, self.pool.biases, calibration, cascade,
-                                      recent_words=self.pool.words, head=getattr(self.fit, "head", None))
+                                      recent_words=self.pool.words, head=getattr(self.fit, "head", None),
+                                      hidden=getattr(self.fit, "hidden", None))
 
 
 class ContextCache:

@@ -110,6 +110,29 @@ class FakeScorer:
         self.resets += 1
 
 
+class FakeHiddenScorer(FakeScorer):
+    """The fake scorer with hidden states: each prompt's query words (after its last blank line), hashed into
+    ``HIDDEN_SIZE`` dimensions and counted, the same for the same query whatever its demonstrations."""
+
+    HIDDEN_SIZE = 32
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.hidden_calls: list[list[int]] = []
+
+    async def hidden_states(self, prompts: Sequence[list[int]]) -> np.ndarray:
+        if any(not prompt for prompt in prompts):
+            raise ValueError("The decoder prompt cannot be empty")
+        out = np.zeros((len(prompts), self.HIDDEN_SIZE), dtype=np.float32)
+        for row, prompt in enumerate(prompts):
+            self.hidden_calls.append(list(prompt))
+            words = self.decode(prompt)
+            for word in words[self._query_start(words):]:
+                digest = hashlib.blake2b(word.encode(), digest_size=4).digest()
+                out[row, int.from_bytes(digest, "little") % self.HIDDEN_SIZE] += 1.0
+        return out
+
+
 class FakeEmbedder:
     dim = 64
 

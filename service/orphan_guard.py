@@ -7,8 +7,9 @@ child processes to a small guard process and keeps the write end of a pipe to it
 closes the pipe; the guard then kills the listed processes that still run (and their children) and exits.
 On a normal shutdown the engine has already stopped and the guard finds nothing to kill.
 
-Run as ``python -m service.orphan_guard``: the first line on stdin is the JSON list of ``[pid, start_ticks]``
-to guard; the guard then waits for end of input."""
+Run as ``python -m service.orphan_guard``: each line on stdin is a JSON list of ``[pid, start_ticks]`` to
+guard (the first at start; more when an engine starts later, as the hidden-state engine does on first use);
+the guard then waits for end of input."""
 
 from __future__ import annotations
 
@@ -47,8 +48,7 @@ class OrphanGuard:
     def watch_children(cls, started_before: set[int] | None = None) -> OrphanGuard:
         """Guard this process's children (recursively), except those in ``started_before`` (pids taken before
         the engine started, which are not the engine's)."""
-        guarded = [[pid, ticks] for pid in sorted(children() - (started_before or set()))
-                   if (ticks := start_ticks(pid)) is not None]
+        guarded = _listed(children() - (started_before or set()))
         # Its own session: a terminal's Ctrl-C, or a kill of the service's process group, must not stop the
         # guard before it has done its job.
         process = subprocess.Popen([sys.executable, "-m", "service.orphan_guard"], stdin=subprocess.PIPE,
@@ -57,6 +57,13 @@ class OrphanGuard:
         process.stdin.write(json.dumps(guarded).encode() + b"\n")
         process.stdin.flush()
         return cls(process)
+
+    def watch_new(self, started_before: set[int]) -> None:
+        """Also guard the children started since ``started_before`` was taken (an engine started later)."""
+        if self._process.stdin is None or self._process.stdin.closed:
+            return
+        self._process.stdin.write(json.dumps(_listed(children() - started_before)).encode() + b"\n")
+        self._process.stdin.flush()
 
     @property
     def pid(self) -> int:
@@ -70,6 +77,10 @@ class OrphanGuard:
             self._process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self._process.kill()
+
+
+def _listed(pids: set[int]) -> list[list[int]]:
+    return [[pid, ticks] for pid in sorted(pids) if (ticks := start_ticks(pid)) is not None]
 
 
 def kill_guarded(guarded: list[list[int]], timeout_s: float = 5.0) -> list[int]:
@@ -95,9 +106,10 @@ def kill_guarded(guarded: list[list[int]], timeout_s: float = 5.0) -> list[int]:
 
 def main(stdin: IO[bytes] | None = None) -> None:
     stream = stdin if stdin is not None else sys.stdin.buffer
-    guarded = json.loads(stream.readline() or b"[]")
-    while stream.read(65536):  # until the service's end of the pipe closes, however the service ended
-        pass
+    guarded: list[list[int]] = []
+    for line in stream:  # until the service's end of the pipe closes, however the service ended
+        if line.strip():
+            guarded += json.loads(line)
     kill_guarded(guarded)
 
 

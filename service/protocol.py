@@ -198,6 +198,19 @@ class NearTwinsObject(_Open):
                                                                            "them.")
 
 
+class HiddenHeadObject(_Open):
+    """The hidden-state head: a logistic regression on the model's last hidden state of each labeled example's
+    prompt at `count` kNN demonstrations, joined with its retrieval embedding; its figures are cross-fitted over
+    the `examples` it read (near-twin groups in one fold), its probabilities tempered on them."""
+
+    count: int
+    examples: int
+    temperature: float
+    macro_f1: float
+    ece: float = Field(description="Expected calibration error of the tempered cross-fitted probabilities, 15 bins.")
+    mean_prompt_tokens: float
+
+
 class ControllerMetadata(_Open):
     model: str
     labels: list[str]
@@ -292,6 +305,9 @@ class ControllerObject(_Open):
     near_twins: NearTwinsObject | None = Field(
         default=None, description="The near-twins the fit left out of held-back examples' demonstrations (null for "
                                   "a fit made before it did; zeros for a shared demonstration set).")
+    hidden_head: HiddenHeadObject | None = Field(
+        default=None, description="The hidden-state head the fit made, with its cross-fitted figures (null where it "
+                                  "made none: an engine that reads no hidden states, or a fit made before).")
     cost: FitCost | None = None
     request: StoredTrainRequest | None = Field(
         default=None, description="What the fit was asked (an automatic refit asks the same; null for older fits).")
@@ -419,11 +435,13 @@ class PredictOptionsBody(_Strict):
     include_prompt: bool = False
     seed: Annotated[StrictInt, Field(ge=0, le=MAX_SEED)] = Field(
         default=0, description="Seed of random selection and of domain-context sampling.")
-    decision: Literal["auto", "tokens", "head"] = Field(
+    decision: Literal["auto", "tokens", "head", "hidden"] = Field(
         default="auto",
         description='Who decides each label: "auto", what the task\'s fit chose (its embedding head first where the '
                     'fit chose it); "tokens", the model\'s label tokens only (no head); "head", the embedding head '
-                    "alone: no prompt, no tokens (409 `no_head` before a fit; not with a fixed `demos`).")
+                    'alone: no prompt, no tokens; "hidden", the hidden-state head: a prompt at its fitted count, '
+                    "read through the model's last hidden state (409 `no_head` for either before a fit; not with a "
+                    "fixed `demos`).")
 
     @model_validator(mode="after")
     def _domain_options_ask_for_domain(self) -> PredictOptionsBody:
@@ -499,10 +517,11 @@ class PredictionObject(BaseModel):
     fit_id: str | None = Field(default=None, description="The task's fit that chose this input's count or "
                                "calibrated it (its fitted method under `calibration: \"auto\"`, its held-back "
                                "estimate for `\"batch:fitted\"`); null when no fit took part.")
-    decision: Literal["tokens", "head"] = Field(
+    decision: Literal["tokens", "head", "hidden"] = Field(
         default="tokens", description='Where the answer came from: "tokens", the model\'s label tokens; "head", the '
                                       "task's embedding head (fitted on its labeled pool, no prompt: `k` 0, `stages` "
-                                      "empty, no tokens), which answers first where the fit's choice starts with it.")
+                                      "empty, no tokens), which answers first where the fit's choice starts with it; "
+                                      '"hidden", the task\'s hidden-state head on its prompt\'s last hidden state.')
 
 
 class UsageObject(BaseModel):
@@ -518,10 +537,11 @@ class UsageObject(BaseModel):
 
 class PredictResponse(BaseModel):
     model: str
-    demos_policy: Literal["fixed", "default", "cascade", "controller", "head"] = Field(
+    demos_policy: Literal["fixed", "default", "cascade", "controller", "head", "hidden"] = Field(
         default="fixed", description='What chose the counts: "fixed" (`demos` was a number), "cascade" or '
         '"controller" (the task\'s fit), "default" (`demos: "auto"` without a fit for this model: the task\'s '
-        '`default_k`; `fit` says why), "head" (`decision: "head"`: the embedding head answered every input).')
+        '`default_k`; `fit` says why), "head" (`decision: "head"`: the embedding head answered every input), '
+        '"hidden" (`decision: "hidden"`: the hidden-state head at its fitted count).')
     fit: Literal["none", "fitted", "other_model", "unreadable"] = Field(
         default="none", description='The task\'s fit as this request found it: "other_model" means it was '
         'fitted with another model and is not applied.')

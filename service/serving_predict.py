@@ -26,13 +26,17 @@ logger = logging.getLogger(__name__)
 
 def check_demos(demos: int | str, max_demos: int, decision: str = "auto") -> None:
     """A fixed count over the service's limit is 400 (the schema states the limit), and so is one beside
-    ``decision: "head"``, which answers without demonstrations."""
+    ``decision: "head"``, which answers without demonstrations, or ``"hidden"``, which reads prompts at the count
+    its head was fitted at."""
     if isinstance(demos, int) and demos > max_demos:
         raise APIError(400, f'demos: {demos} is not accepted: demos is "auto" or an integer from 0 to {max_demos}',
                        "invalid_value", "demos")
     if isinstance(demos, int) and decision == "head":
         raise APIError(400, f'decision "head" answers without demonstrations, so demos: {demos} cannot go with it; '
                        'leave demos out (or "auto")', "invalid_value", "decision")
+    if isinstance(demos, int) and decision == "hidden":
+        raise APIError(400, f'decision "hidden" reads prompts at the count its head was fitted at, so demos: {demos} '
+                       'cannot go with it; leave demos out (or "auto")', "invalid_value", "decision")
 
 
 def planning_error(exc: UnplannableInputError | BudgetTooSmallError | NoHeadError) -> APIError:

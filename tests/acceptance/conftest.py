@@ -19,11 +19,14 @@ from service.state import Runtime
 async def runtime() -> AsyncIterator[Runtime]:
     from service.embedder import SentenceEmbedder
     from service.engine import VllmScorer
+    from service.hidden_states import VllmHiddenScorer
     from service.model_files import resolve_model
 
     settings = Settings()
     model_dir = await to_thread.run_sync(resolve_model, settings.model, settings.model_cache)
-    scorer = await to_thread.run_sync(VllmScorer.start, model_dir, settings)
+    # As the service starts it: with the hidden-state engine (started on first use) unless switched off.
+    scorer = await to_thread.run_sync((VllmHiddenScorer if settings.hidden_head else VllmScorer).start, model_dir,
+                                      settings)
     embedder = await to_thread.run_sync(SentenceEmbedder)
     yield Runtime(scorer=scorer, embedder=embedder)
     scorer.shutdown()

@@ -3,7 +3,7 @@ default, and the default kept where the evidence is thin."""
 
 import numpy as np
 
-from controller.cascade import HEAD_STAGE, Cascade
+from controller.cascade import HEAD_STAGE, HIDDEN_STAGE, Cascade
 from controller.choice import MIN_PER_LABEL, Option, choose, fit_options
 from controller.training import TrainingData
 
@@ -164,3 +164,19 @@ def test_the_head_s_evidence_on_every_labeled_example_counts_when_it_is_compared
     chosen = choose([default, head(True)], gold, 2)
     assert chosen.option.name == "head" and chosen.macro_f1.high - chosen.macro_f1.low < 0.06
     assert {c["option"]: c["held_back"] for c in chosen.candidates} == {"head": 1000, "k=4": N}
+
+
+def test_the_hidden_state_head_joins_the_family_alone_judged_on_every_example_it_read():
+    rng = np.random.default_rng(0)
+    n = 60
+    gold = rng.integers(0, 2, 200)
+    probs = np.stack([np.eye(2)[gold[:n]] * 0.6 + 0.2] * 2, axis=1)
+    data = TrainingData(features=np.zeros((n, 2)), correct=np.ones((n, 2), dtype=int),
+                        prompt_tokens=np.array([[20, 100]] * n), distributions=probs, gold=gold[:n], prompted={},
+                        engine_tokens={})
+    hidden = np.eye(2)[gold] * 0.8 + 0.1
+    options = {o.name: o for o in fit_options(data, probs, probs, [0, 4], 4, 2, 0, None,
+                                              (hidden, np.full(200, 50)))}
+    option = options["hidden"]
+    assert option.cascade == Cascade((HIDDEN_STAGE,), ()) and option.extends and option.mean_tokens == 50
+    assert len(option.answers) == 200 and (option.answers == gold).all()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from controller.cascade import HEAD_STAGE, NEVER, Cascade
+from controller.cascade import HEAD_STAGE, HIDDEN_STAGE, NEVER, Cascade
 from controller.counts import ChosenCounts, ControllerCount, FixedCount, QueryBatch, TaskDefaults, count_policy
 from controller.errors import BudgetTooSmallError
 from controller.features import features_for
@@ -90,6 +90,14 @@ def test_a_cascade_that_starts_with_the_embedding_head_serves_the_counts_after_i
     assert count_policy("auto", defaults, None, Cascade((HEAD_STAGE, 1, 4), (0.4, 0.2)), LABELS, 16) == ChosenCounts(
         FixedCount(1), Cascade((1, 4), (0.2,)), "cascade", 0.4)
     assert count_policy(2, defaults, None, Cascade((HEAD_STAGE, 2), (0.4,)), LABELS, 16).head_threshold is None
+
+
+def test_a_cascade_of_the_hidden_state_head_alone_says_so():
+    chosen = count_policy("auto", TaskDefaults(4), None, Cascade((HIDDEN_STAGE,), ()), LABELS, 16)
+    assert chosen.hidden and chosen.head_threshold is None and chosen.name == "cascade"
+    assert not count_policy(2, TaskDefaults(4), None, Cascade((HIDDEN_STAGE,), ()), LABELS, 16).hidden
+    assert count_policy("auto", TaskDefaults(4), None, Cascade((HIDDEN_STAGE,), ()), LABELS, 0) == ChosenCounts(
+        FixedCount(4), None, "default")  # no pool: nothing to read demonstrations from
 
 
 def test_a_task_s_own_default_count_wins_over_the_service_s():

@@ -149,3 +149,31 @@ async def test_the_embedding_head_is_weighed_and_chosen_where_it_answers_as_well
     assert report.choice["option"] == "head" and report.choice["stages"] == [HEAD_STAGE]
     assert fit.cascade == Cascade((HEAD_STAGE,), ()) and fit.head is not None
     assert report.cascade["held_back"]["mean_prompt_tokens"] == 0
+
+
+async def test_an_engine_that_reads_hidden_states_adds_the_hidden_state_head_to_the_options(monkeypatch):
+    from controller import fitting
+    from service.fake_engine import FakeHiddenScorer
+
+    scorer = FakeHiddenScorer()
+    fit, report = await fit_task(_task(120), FitRequest((0, 1, 2), train_size=40, selection="knn", seed=0,
+                                                        default_k=2), scorer)
+    options = {c["option"]: c for c in report.choice["candidates"]}
+    assert options["hidden"]["held_back"] == report.hidden_head["examples"] == 120 == len(scorer.hidden_calls)
+    assert options["hidden"]["mean_prompt_tokens"] == report.hidden_head["mean_prompt_tokens"] > 0
+    assert fit.hidden is not None and fit.hidden.count == report.hidden_head["count"] == 1
+    assert report.as_dict()["hidden_head"] == report.hidden_head
+    # Past its cap it reads that many distinct examples (the held-back ones among them: they come first).
+    monkeypatch.setattr(fitting, "MAX_EXAMPLES", 50)
+    capped = FakeHiddenScorer()
+    _, report = await fit_task(_task(120), FitRequest((0, 1, 2), train_size=40, selection="knn", seed=0,
+                                                      default_k=2), capped)
+    assert report.hidden_head["examples"] == 50 == len(capped.hidden_calls)
+    held = max(report.held_back.values())
+    queries = {" ".join(capped.decode(call)).rsplit("\n \n", 1)[-1] for call in capped.hidden_calls}
+    assert held <= 50 and len(queries) == 50
+    # An engine without hidden states makes no hidden-state head.
+    fit, report = await fit_task(_task(120), FitRequest((0, 1, 2), train_size=40, selection="knn", seed=0,
+                                                        default_k=2), FakeScorer())
+    assert fit.hidden is None and report.hidden_head is None
+    assert "hidden" not in {c["option"] for c in report.choice["candidates"]}

@@ -6,7 +6,7 @@ import pytest
 
 from controller.bias import BiasCache
 from controller.calibration import ContextualCalibrator, DomainCalibrator, NoCalibration
-from controller.cascade import HEAD_STAGE, Cascade, margins
+from controller.cascade import HEAD_STAGE, HIDDEN_STAGE, Cascade, margins
 from controller.counts import ControllerCount, FixedCount, TaskDefaults
 from controller.domain import DEFAULT_DOMAIN, DomainWords
 from controller.heads import EmbeddingHead
@@ -286,3 +286,41 @@ def test_decision_serves_the_fit_s_choice_the_label_tokens_or_the_head_alone():
     assert served("auto", Cascade((1,), ())) == (FixedCount(1), False, "cascade")
     with pytest.raises(NoHeadError):
         served("head", Cascade((1,), ()), with_head=False)
+
+
+async def test_the_hidden_state_head_answers_from_each_prompt_s_hidden_state_at_its_count():
+    from controller.errors import NoHeadError
+    from controller.hidden_fit import fit_hidden_head
+
+    builder, scorer, embedder = fake_builder(TEXTS, POOL_LABELS, hidden=True)
+    gold = np.array([LABELS.index(label) for label in builder.pool.labels])
+    fitted = await fit_hidden_head(builder, builder.pool.inputs, builder.pool.embeddings, gold,
+                                   np.arange(len(gold)), len(LABELS), scorer, seed=0, count=1)
+    options = PredictOptions(calibration="none")
+    texts = ["great fun film", "awful mess", "plain words here"]
+    queries, vectors = _queries(*texts), embedder.embed(texts)
+    served = Predictor.from_options(builder, LABELS, options, TaskDefaults(4), cascade=Cascade((HIDDEN_STAGE,), ()),
+                                    hidden=fitted.head)
+    assert (served.counts, served.hidden, served.demos_policy) == (FixedCount(1), fitted.head, "cascade")
+    assert served.needs_embeddings and isinstance(served.calibrator, NoCalibration)
+    plan = served.plan(queries, vectors)
+    read, scored = len(scorer.hidden_calls), len(scorer.calls)
+    result = await served.run(plan, scorer)
+    assert len(scorer.hidden_calls) == read + 3 and len(scorer.calls) == scored  # no label tokens scored
+    states = await scorer.hidden_states([p.token_ids for p in plan.prompts])
+    probs = fitted.head.predict_proba(states, vectors)
+    for p, prompt, row in zip(result.predictions, plan.prompts, probs, strict=True):
+        assert (p.decision, p.stages, len(p.demo_rows), p.prompt_tokens) == ("hidden", (1,), 1, len(prompt.token_ids))
+        assert p.label == LABELS[int(row.argmax())] and np.allclose([p.probs[label] for label in LABELS], row)
+    assert result.usage.prompt_tokens == result.usage.computed_tokens == sum(len(p.token_ids) for p in plan.prompts)
+    # Forced, refused, or missing.
+    forced = Predictor.from_options(builder, LABELS, PredictOptions(decision="hidden"), TaskDefaults(4),
+                                    cascade=Cascade((2,), ()), hidden=fitted.head)
+    assert (forced.counts, forced.demos_policy) == (FixedCount(1), "hidden")
+    tokens = Predictor.from_options(builder, LABELS, PredictOptions(decision="tokens"), TaskDefaults(4),
+                                    cascade=Cascade((HIDDEN_STAGE,), ()), hidden=fitted.head)
+    assert (tokens.hidden, tokens.counts, tokens.demos_policy) == (None, FixedCount(4), "default")
+    missing = Predictor.from_options(builder, LABELS, options, TaskDefaults(4), cascade=Cascade((HIDDEN_STAGE,), ()))
+    assert (missing.hidden, missing.counts, missing.demos_policy) == (None, FixedCount(4), "default")
+    with pytest.raises(NoHeadError, match="hidden"):
+        Predictor.from_options(builder, LABELS, PredictOptions(decision="hidden"), TaskDefaults(4))

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from service.state import Runtime
-from tests.fakes import FakeEmbedder, FakeScorer
+from tests.fakes import FakeEmbedder, FakeHiddenScorer, FakeScorer
 from tests.service.support import TASK, assert_error
 
 NOT_FITTED = {"state": "none", "pool_version": None, "job_id": None, "model": None, "fit_id": None, "expected": None}
@@ -366,3 +366,35 @@ def test_decision_forces_the_embedding_head_or_the_label_tokens(tmp_path):
         tokens = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "decision": "tokens"}).json()
         assert {p["decision"] for p in tokens["predictions"]} == {"tokens"}
         assert all(p["prompt_tokens"] > 0 for p in tokens["predictions"])
+
+
+def test_decision_hidden_serves_the_fits_hidden_state_head(tmp_path):
+    inputs = ["positive film here", "film plain words", "negative film there"]
+    scorer = FakeHiddenScorer()
+    with _client(tmp_path, scorer) as c:
+        c.post("/v1/tasks", json=TASK)
+        c.post("/v1/tasks/sent/examples", json={"examples": _examples(80)})
+        assert_error(c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "decision": "hidden"}), 409, "no_head")
+        assert_error(c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "decision": "hidden", "demos": 1}),
+                     400, "invalid_value")
+        started = c.post("/v1/tasks/sent/controller", json={"candidate_k": [0, 1, 2], "train_size": 40})
+        assert _wait(c, started.json()["job_id"])["status"] == "succeeded"
+        report = c.get("/v1/tasks/sent/controller").json()
+        assert report["hidden_head"]["count"] == 1 and report["hidden_head"]["examples"] == 80
+        assert "hidden" in {o["option"] for o in report["choice"]["candidates"]}
+        read = len(scorer.hidden_calls)
+        hidden = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "decision": "hidden", "include_prompt": True})
+        assert hidden.status_code == 200, hidden.text
+        body = hidden.json()
+        assert body["demos_policy"] == "hidden" and len(scorer.hidden_calls) == read + len(inputs)
+        for p in body["predictions"]:
+            assert (p["decision"], p["k"], len(p["demo_ids"])) == ("hidden", 1, 1) and p["prompt"]
+            assert p["prompt_tokens"] == p["computed_tokens"] > 0 and abs(sum(p["probs"].values()) - 1) < 1e-6
+        # The label tokens and the embedding head stay a request away.
+        tokens = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "decision": "tokens"}).json()
+        assert {p["decision"] for p in tokens["predictions"]} == {"tokens"}
+        batch = c.post("/v1/tasks/sent/batches", json={"inputs": inputs, "decision": "hidden"})
+        assert batch.status_code == 202, batch.text
+        assert _wait(c, batch.json()["job_id"])["status"] == "succeeded"
+        results = c.get(f"/v1/jobs/{batch.json()['job_id']}/results").json()["results"]
+        assert [r["prediction"]["decision"] for r in results] == ["hidden"] * len(inputs), results

@@ -1,0 +1,105 @@
+"""The hidden-state head: a logistic regression on the model's last hidden state of an ICL prompt joined with
+the retrieval embedding, in place of the label tokens' probabilities.
+
+Few-shot prompting reads its k demonstrations through a handful of label-token probabilities; the prompt's
+last hidden state carries far more, and a linear read-out fitted on every labeled example's state uses the
+whole pool (FADS-ICL; Hidden Calibration reads the same state with label centroids). Joined with the
+retrieval embedding it beat both the embedding head and each alone on the shared datasets
+(``bench/hidden_heads.py``).
+
+The fit job reads each labeled example's prompt at the head's count (its demonstrations never from its own
+near-twin group, as a new input's never are its own), up to ``MAX_EXAMPLES`` of them, the held-back ones first.
+Its evidence is cross-fitted like the embedding head's, and its probabilities are tempered on that evidence."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from controller.calibration_fit import fit_temperature, with_temperature
+from controller.heads import HiddenLinearHead, cross_fitted_with
+from controller.metrics import expected_calibration_error, macro_f1
+from controller.planning import PromptBuilder, build_prompts
+from controller.retrieval import KnnRetriever, cosine_similarities
+
+# The count the head reads prompts at: one nearest demonstration. On the shared datasets k = 1 gained most of
+# what 2 and 4 did over k = 0, at half their tokens (bench/README.md, "hidden_heads.py").
+HIDDEN_COUNT = 1
+# Labeled examples read at most: 1,000 prompts at k = 1 cost about 60,000 tokens.
+MAX_EXAMPLES = 2000
+_CHUNK = 64  # prompts per engine call, for progress
+
+
+@runtime_checkable
+class HiddenStateReader(Protocol):
+    async def hidden_states(self, prompts: Sequence[list[int]]) -> np.ndarray:
+        """(n, hidden size): the model's last hidden state at each prompt's last token."""
+        ...
+
+
+def joined(states: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    return np.hstack([np.asarray(states, dtype=np.float64), np.asarray(embeddings, dtype=np.float64)])
+
+
+@dataclass(frozen=True)
+class HiddenHead:
+    """What serves: the linear head on [hidden state, embedding] at ``count`` kNN demonstrations, tempered."""
+
+    linear: HiddenLinearHead
+    count: int
+    temperature: float
+
+    def predict_proba(self, states: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        return with_temperature(self.linear.predict_proba(joined(states, embeddings)), self.temperature)
+
+
+@dataclass(frozen=True)
+class HiddenFit:
+    """The head, and its cross-fitted, tempered distributions and prompt tokens of the ``rows`` it read
+    (positions in the order the caller gave: the held-back examples first)."""
+
+    head: HiddenHead
+    cross_fitted: np.ndarray  # (len(rows), L)
+    prompt_tokens: np.ndarray  # (len(rows),)
+    gold: np.ndarray
+
+    def describe(self, n_labels: int) -> dict[str, object]:
+        return {"count": self.head.count, "examples": len(self.gold), "temperature": round(self.head.temperature, 4),
+                "macro_f1": round(macro_f1(self.gold, self.cross_fitted.argmax(axis=1), n_labels), 4),
+                "ece": round(expected_calibration_error(self.cross_fitted, self.gold), 4),
+                "mean_prompt_tokens": round(float(np.mean(self.prompt_tokens)), 1)}
+
+
+def demonstrations(embeddings: np.ndarray, groups: np.ndarray, k: int) -> list[list[int]]:
+    """Each example's ``k`` nearest among the others, in prompt order, none from its own near-twin group."""
+    if k <= 0:
+        return [[] for _ in range(len(embeddings))]
+    retriever = KnnRetriever()
+    similarities = cosine_similarities(embeddings, embeddings)
+    out = []
+    for i, row in enumerate(similarities):
+        row = np.where(groups == groups[i], -np.inf, row)
+        out.append(retriever.select(row, embeddings, min(k, int(np.isfinite(row).sum()))))
+    return out
+
+
+async def fit_hidden_head(builder: PromptBuilder, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray,
+                          gold: np.ndarray, groups: np.ndarray, n_labels: int, reader: HiddenStateReader,
+                          seed: int, count: int = HIDDEN_COUNT,
+                          progress: Callable[[float], None] = lambda _: None) -> HiddenFit:
+    """Read, fit and cross-fit the head on these labeled examples (``builder``'s pool holds them in the same
+    order). Raises ValueError where it cannot be cross-fitted (one near-twin group)."""
+    rows = demonstrations(embeddings, groups, count)
+    prompts = build_prompts(builder, queries, rows, KnnRetriever().trim)
+    states = []
+    for start in range(0, len(prompts), _CHUNK):
+        states.append(await reader.hidden_states([p.token_ids for p in prompts[start:start + _CHUNK]]))
+        progress(min(1.0, (start + _CHUNK) / len(prompts)))
+    features = joined(np.concatenate(states), embeddings)
+    raw = cross_fitted_with(HiddenLinearHead, features, gold, n_labels, groups, seed)
+    temperature = fit_temperature(raw, gold)
+    head = HiddenHead(HiddenLinearHead.fit(features, gold, n_labels), count, temperature)
+    return HiddenFit(head, with_temperature(raw, temperature), np.array([len(p.token_ids) for p in prompts]), gold)
