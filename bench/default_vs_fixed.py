@@ -41,13 +41,16 @@ from bench.harness.host import describe_host, host_line
 from bench.harness.results import add_out_argument, read_json, results_path, write_json
 from bench.harness.server import add_server_arguments, automatic_fit, dataset_task, served_from
 from bench.harness.tables import cell, print_table
-from controller.metrics import bootstrap_rows, paired_bootstrap
+from controller.metrics import bootstrap_rows, expected_calibration_error, paired_bootstrap
 from iclclient import Client
+from iclclient.client import APIError
 from iclclient.types import Prediction
 
 QUICK = ["sst2", "trec", "subj"]
 QUICK_N_TEST = 300
 DEFAULT, UNFITTED = "default", "unfitted"
+# Each of the fit's heads forced for every input (`decision`): the embedding head, the hidden-state head.
+HEADS = ("head", "hidden")
 FIXED_OPTIONS = {"selection": "knn", "calibration": "none"}
 DRAWS = 2000
 NEAR_BEST = 0.01  # the reference count: within this much macro-F1 of the best fixed count
@@ -63,12 +66,15 @@ def options_of(config: str) -> dict[str, Any]:
     """A configuration's predict options: the default request sends the inputs alone."""
     if config in (DEFAULT, UNFITTED):
         return {}
+    if config in HEADS:
+        return {"decision": config}
     return {"demos": int(config.removeprefix("k=")), **FIXED_OPTIONS}
 
 
-def item_of(prediction: Prediction) -> dict[str, Any]:
-    return {key: prediction.get(key) for key in
-            ("label", "k", "stages", "prompt_tokens", "computed_tokens", "calibration", "fit_id", "decision")}
+def item_of(prediction: Prediction, labels: list[str]) -> dict[str, Any]:
+    return {**{key: prediction.get(key) for key in
+               ("label", "k", "stages", "prompt_tokens", "computed_tokens", "calibration", "fit_id", "decision")},
+            "probs": [round(prediction["probs"][label], 5) for label in labels]}
 
 
 def classify(client: Client, task: str, inputs: list, gold: list[str], labels: list[str], batch: int,
@@ -79,12 +85,15 @@ def classify(client: Client, task: str, inputs: list, gold: list[str], labels: l
     began = time.perf_counter()
     for start in range(0, len(inputs), batch):
         body = client.predict(task, inputs[start:start + batch], **options)
-        items += [item_of(p) for p in body["predictions"]]
+        items += [item_of(p, labels) for p in body["predictions"]]
         usage.update({key: value for key, value in body["usage"].items() if isinstance(value, int)})
         policies.add(body.get("demos_policy"))
     n = len(items)
     return {"request": options, "n": n, "demos_policy": sorted(str(p) for p in policies),
             "head_share": sum(i.get("decision") == "head" for i in items) / n,
+            "hidden_share": sum(i.get("decision") == "hidden" for i in items) / n,
+            "ece": expected_calibration_error(np.array([i["probs"] for i in items]),
+                                              indices(gold, labels)),
             "fit_ids": sorted({str(i["fit_id"]) for i in items if i["fit_id"]}), "usage": dict(usage),
             **label_figures(gold, [i["label"] for i in items], labels),
             "prompt_tokens_per_input": usage["prompt_tokens"] / n,
@@ -119,7 +128,8 @@ def reusable_runs(path: Path | None, name: str, gold: list[str], model: str, n_t
     if (record is None or record.get("gold") != gold or earlier.get("model") != model
             or record.get("n_train") != n_train):
         return {}
-    return {config: {**run, "copied_from": str(path)} for config, run in record["runs"].items() if config != DEFAULT}
+    return {config: {**run, "copied_from": str(path)} for config, run in record["runs"].items()
+            if config != DEFAULT and config not in HEADS}
 
 
 def measure_dataset(args: argparse.Namespace, client: Client, data: Dataset,
@@ -132,20 +142,40 @@ def measure_dataset(args: argparse.Namespace, client: Client, data: Dataset,
                               "gold": gold, "fit": fitted(client, task), "runs": {}}
     print(json.dumps({"dataset": data.name, "fit": fit_line(record["fit"])}), flush=True)
     save(record)
+    if args.baseline:
+        record["baseline"] = linear_baseline(data.name, len(train), len(test), gold, data.labels, args)
+        save(record)
     copied = reusable_runs(getattr(args, "fixed_from", None), data.name, gold, model, len(train))
-    for config in [DEFAULT, *(f"k={k}" for k in args.k), UNFITTED]:
+    for config in [DEFAULT, *(HEADS if args.heads else ()), *(f"k={k}" for k in args.k), UNFITTED]:
         if config in copied:
             record["runs"][config] = copied[config]
             continue
         if config == UNFITTED:
             unfitted(client, task)
-        record["runs"][config] = got = classify(client, task, inputs, gold, data.labels, args.batch, config)
+        try:
+            record["runs"][config] = got = classify(client, task, inputs, gold, data.labels, args.batch, config)
+        except APIError as exc:  # a head the fit did not make (one label, or an engine without hidden states)
+            if exc.code != "no_head":
+                raise
+            print(json.dumps({"dataset": data.name, "config": config, "skipped": exc.message}), flush=True)
+            continue
         print(json.dumps({"dataset": data.name, "config": config, **{key: got[key] for key in (
             "macro_f1", "prompt_tokens_per_input", "computed_tokens_per_input", "demos_policy")}}), flush=True)
         save(record)
     record["summary"] = summarise(record, args.seed)
     save(record)
     return record
+
+
+def linear_baseline(name: str, n_train: int, n_test: int, gold: list[str], labels: list[str],
+                    args: argparse.Namespace) -> dict[str, Any]:
+    """What a user could build in ten lines on the same pool and items (``bench/embedding_baseline.py``)."""
+    from bench.embedding_baseline import baseline_answers
+    from bench.harness.inprocess import CACHE, Embeddings
+
+    found = baseline_answers(name, n_train, n_test, labels, Embeddings(CACHE, "compute"), args.seed)
+    return {"items": [{"label": label} for label in found["labels"]], "C": found["C"],
+            **label_figures(gold, found["labels"], labels)}
 
 
 def fit_line(fit: dict[str, Any]) -> dict[str, Any]:
@@ -253,6 +283,32 @@ def fit_figures(fit: dict[str, Any], test_macro_f1: float) -> dict[str, Any]:
             "dtype": spent.get("dtype")}
 
 
+def heads_figures(record: dict[str, Any], seed: int) -> dict[str, dict[str, Any]]:
+    """Each forced head's macro-F1, ECE and tokens, and its difference from the best fixed count."""
+    runs = record["runs"]
+    best = f"k={best_count(fixed_counts(runs))}"
+    rows = bootstrap_rows(len(record["gold"]), DRAWS, np.random.default_rng(seed))
+    return {name: {"macro_f1": runs[name]["macro_f1"], "ece": runs[name].get("ece"),
+                   "prompt_tokens_per_input": runs[name]["prompt_tokens_per_input"],
+                   "vs_best": compared(record, rows, name, best)}
+            for name in HEADS if name in runs}
+
+
+def against_the_better(record: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The default against the better of the best fixed count and the linear baseline, paired on the items."""
+    baseline = record.get("baseline")
+    if baseline is None:
+        return {"linear_baseline": None}
+    runs, labels = record["runs"], record["labels"]
+    best = fixed_counts(runs)[best_count(fixed_counts(runs))]
+    better_name, better = max([("best fixed", best), ("baseline", baseline)], key=lambda pair: pair[1]["macro_f1"])
+    gold = indices(record["gold"], labels)
+    rows = bootstrap_rows(len(gold), DRAWS, np.random.default_rng(seed))
+    return {"linear_baseline": baseline["macro_f1"], "better": better_name, "better_macro_f1": better["macro_f1"],
+            "default_vs_better": paired_bootstrap(gold, answers(runs[DEFAULT], labels), answers(better, labels),
+                                                  len(labels), rows).as_dict()}
+
+
 def summarise(record: dict[str, Any], seed: int) -> dict[str, Any]:
     """A dataset's figures, all that the tables, the targets and the plot read."""
     runs = record["runs"]
@@ -262,6 +318,10 @@ def summarise(record: dict[str, Any], seed: int) -> dict[str, Any]:
             **fit_figures(record["fit"], runs[DEFAULT]["macro_f1"]),
             "unfitted_prompt_tokens": runs[UNFITTED]["prompt_tokens_per_input"] if UNFITTED in runs else None,
             "default_head_share": runs[DEFAULT].get("head_share"),
+            "default_hidden_share": runs[DEFAULT].get("hidden_share"),
+            "default_ece": runs[DEFAULT].get("ece"),
+            "heads": heads_figures(record, seed),
+            **against_the_better(record, seed),
             "policies": {config: run["demos_policy"] for config, run in runs.items() if config in (DEFAULT, UNFITTED)},
             "fixed": curve}
 
@@ -323,7 +383,33 @@ def estimate_holds(summaries: dict[str, dict[str, Any]], mean: dict[str, float])
             "no estimates" if error is None else f"{error:.3f}")
 
 
-TARGETS = (near_best, never_clearly_below, fit_never_hurts, cheaper, estimate_holds)
+def beats_the_better(summaries: dict[str, dict[str, Any]], mean: dict[str, float]) -> Target:
+    what = "mean default ≥ mean of the better of best fixed and the linear baseline + 0.03"
+    if "better_macro_f1" not in mean:
+        return what, None, "no baseline"
+    default, better = mean["default_macro_f1"], mean["better_macro_f1"]
+    return what, default >= better + 0.03 - EPS, f"{default:.3f} vs {better:.3f} ({default - better:+.3f})"
+
+
+def never_clearly_below_the_better(summaries: dict[str, dict[str, Any]], mean: dict[str, float]) -> Target:
+    what = "no dataset's interval of default − the better one wholly below −0.02"
+    judged = {name: s for name, s in summaries.items() if s.get("default_vs_better") is not None}
+    if not judged:
+        return what, None, "no baseline"
+    below = named(judged, lambda s: s["default_vs_better"]["high"] < -0.02)
+    lowest = min(judged, key=lambda name: judged[name]["default_vs_better"]["high"])
+    return what, not below, (f"below: {', '.join(below)}" if below else
+                             f"lowest upper bound {judged[lowest]['default_vs_better']['high']:+.3f} ({lowest})")
+
+
+def calibrated(summaries: dict[str, dict[str, Any]], mean: dict[str, float]) -> Target:
+    ece = mean.get("default_ece")
+    return ("mean ECE of the default's probabilities ≤ 0.05 (15 bins)", None if ece is None else ece <= 0.05 + EPS,
+            "no probabilities" if ece is None else f"{ece:.3f}")
+
+
+TARGETS = (near_best, never_clearly_below, fit_never_hurts, cheaper, estimate_holds, beats_the_better,
+           never_clearly_below_the_better, calibrated)
 
 
 def targets(summaries: dict[str, dict[str, Any]]) -> list[Target]:
@@ -396,6 +482,20 @@ def fit_table(summaries: dict[str, dict[str, Any]], mean: dict[str, float]) -> N
                 "The fit: its estimate of the default against the test, and its cost")
 
 
+def heads_table(summaries: dict[str, dict[str, Any]]) -> None:
+    rows = []
+    for name, s in summaries.items():
+        heads = s.get("heads") or {}
+        rows.append([name, cell(s.get("default_ece")), cell(s.get("default_head_share"), ".2f"),
+                     cell(s.get("default_hidden_share"), ".2f"),
+                     *(f"{heads[h]['macro_f1']:.3f} / {heads[h]['prompt_tokens_per_input']:.0f} / "
+                       f"{cell(heads[h]['ece'])}" if h in heads else "-" for h in HEADS),
+                     *(interval(heads[h]["vs_best"]) if h in heads else "-" for h in HEADS)])
+    print_table(["dataset", "default ECE", "answered by head", "by hidden", "head (macro-F1 / tok / ECE)",
+                 "hidden (macro-F1 / tok / ECE)", "head − best fixed", "hidden − best fixed"], rows,
+                "The default's calibration and where its answers came from; each head forced")
+
+
 def print_tables(doc: dict[str, Any]) -> None:
     summaries = {name: record["summary"] for name, record in doc["datasets"].items() if "summary" in record}
     if not summaries:
@@ -406,6 +506,7 @@ def print_tables(doc: dict[str, Any]) -> None:
     quality_table(summaries, mean)
     token_table(summaries, mean)
     fit_table(summaries, mean)
+    heads_table(summaries)
     print_targets(summaries)
     print(f"\n{doc.get('model', '?')}; {host_line(doc['host'])}")
 
@@ -432,6 +533,12 @@ def plot(summaries: dict[str, dict[str, Any]], path: Path) -> None:
         ax.plot(s["default_prompt_tokens"], s["default_macro_f1"], "*", markersize=11, label="default (fitted)")
         if s["unfitted_macro_f1"] is not None:
             ax.plot(s["unfitted_prompt_tokens"], s["unfitted_macro_f1"], "s", label="default (unfitted)")
+        for head, marker in zip(HEADS, ("^", "v"), strict=True):
+            if head in s.get("heads", {}):
+                figures = s["heads"][head]
+                ax.plot(figures["prompt_tokens_per_input"], figures["macro_f1"], marker, label=f"{head} (forced)")
+        if s.get("linear_baseline") is not None:
+            ax.plot(0, s["linear_baseline"], "x", color="black", label="embeddings + LogisticRegressionCV")
         ax.set_xscale("symlog", linthresh=10)  # a default answered by the embedding head spends 0 tokens
         ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow log range labels its minor ticks over each other
         ax.set(title=name, xlabel="prompt tokens per input", ylabel="macro-F1")
@@ -455,6 +562,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=100, help="inputs per request")
     parser.add_argument("--k", type=int, nargs="+", default=[0, 1, 2, 4, 8, 16], help="the fixed counts")
     parser.add_argument("--seed", type=int, default=0, help="the shuffles' and the bootstrap's")
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="leave out the embeddings + LogisticRegressionCV baseline on the same pool and items")
+    parser.add_argument("--no-heads", dest="heads", action="store_false",
+                        help="leave out the runs that force each of the fit's heads (decision head, hidden)")
     parser.add_argument("--model", help="a local model folder (default: the service's default model)")
     add_server_arguments(parser)
     add_out_argument(parser)

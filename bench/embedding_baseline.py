@@ -54,6 +54,23 @@ def classifiers(pool: np.ndarray, gold: np.ndarray, test: np.ndarray, n_labels: 
             "linear_cv_C": float(plain.C_[0])}
 
 
+def baseline_answers(name: str, n_train: int, n_test: int, labels: list[str], embeddings: Embeddings,
+                     seed: int) -> dict[str, Any]:
+    """The plain baseline's test answers (label names) on a default-against-fixed run's pool and items:
+    all-MiniLM-L6-v2 embeddings and ``LogisticRegressionCV`` with its defaults."""
+    data = task_data(name, n_train, n_test, seed)
+    rows = data.pool_rows + data.test_rows
+    vectors = embeddings.get(name, [data.template.embedding_text(data.query(r)) for r in rows])
+    pool, test = vectors[:len(data.pool_rows)], vectors[len(data.pool_rows):]
+    gold_pool = indices([r["label"] for r in data.pool_rows], labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        plain = LogisticRegressionCV(max_iter=2000).fit(pool, gold_pool)
+    return {"labels": [labels[int(i)] for i in plain.classes_[plain.predict_proba(test).argmax(axis=1)]],
+            "C": float(plain.C_[0])}
+
+
 def measure(name: str, record: dict[str, Any], embeddings: Embeddings, seed: int) -> dict[str, Any]:
     data = task_data(name, record["n_train"], record["n_test"], seed)
     if [row["label"] for row in data.test_rows] != record["gold"]:

@@ -2,6 +2,7 @@
 
     python -m bench.hidden_heads bench/results/default-vs-fixed-YYYYmmdd-HHMMSS.json
     python -m bench.hidden_heads RESULTS.json --datasets sst2 trec --counts 0 1
+    python -m bench.hidden_heads --table bench/results/hidden-heads-YYYYmmdd-HHMMSS.json   # the tables again
 
 For every dataset of a `bench/default_vs_fixed.py` results file (the same `n_train` pool rows and `n_test` test
 items, checked against its gold labels), each example's ICL prompt at each count k (kNN demonstrations from the
@@ -20,8 +21,10 @@ those states, fitted on the pool and scored on the test items:
 Per head and count: test macro-F1 and ECE (15 bins), the head's cross-fitted estimate on the pool (near-twin
 groups in one fold), paired 95% bootstrap intervals against the embedding head (`controller.heads`, 0 tokens)
 and the file's best fixed count, the test prompts' tokens per input, and the pooling engine's seconds per
-1,000 prompt tokens. Hidden states are cached per model and dataset in .benchcache/. Results go to
-bench/results/hidden-heads-*.json.
+1,000 prompt tokens. The tables add the cascade of the embedding head then `joint-linear` at each count: its
+threshold chosen on the pool's cross-fitted answers (the cheapest that keeps the better of the two there), then
+replayed on the test items, its tokens the share sent on times the count's mean prompt tokens. Hidden states
+are cached per model and dataset in .benchcache/. Results go to bench/results/hidden-heads-*.json.
 """
 
 from __future__ import annotations
@@ -173,6 +176,7 @@ def measure(name: str, record: dict[str, Any], embeddings: Embeddings, hidden: H
     out["embedding_head"] |= kept_probabilities(
         embedding_probs, cross_fitted(pool_vectors, gold_pool, n_labels, groups, seed))
     out["gold_pool"] = gold_pool.tolist()
+    out["gold"] = gold.tolist()
     own_group = [np.flatnonzero(groups == groups[i]) for i in range(n_pool)]
     test_sims = cosine_similarities(test_vectors, pool_vectors)
     pool_sims = cosine_similarities(pool_vectors, pool_vectors)
@@ -211,6 +215,84 @@ def measure(name: str, record: dict[str, Any], embeddings: Embeddings, hidden: H
     return out
 
 
+def head_cascade(record: dict[str, Any], k: str, head: str = "joint-linear") -> dict[str, float] | None:
+    """The embedding head first, then ``head`` at count ``k``, for the inputs the embedding head is unsure of."""
+    from controller.cascade import HEAD_STAGE, cheapest_thresholds, replay
+
+    count = record["counts"][k]
+    gold_pool = np.asarray(record["gold_pool"])
+    n_labels = len(record["embedding_head"]["probs"][0])
+    pool = np.stack([np.asarray(record["embedding_head"]["cross_fitted"]),
+                     np.asarray(count["heads"][head]["cross_fitted"])], axis=1)
+    tokens = count["prompt_tokens_per_input"]
+    stages = [HEAD_STAGE, int(k)]
+    cascade = cheapest_thresholds((HEAD_STAGE, int(k)), pool, gold_pool,
+                                  np.tile([0.0, tokens], (len(pool), 1)), stages, n_labels, 0.0)
+    if cascade is None:
+        return None
+    test = np.stack([np.asarray(record["embedding_head"]["probs"]), np.asarray(count["heads"][head]["probs"])],
+                    axis=1)
+    played = replay(cascade, test, np.tile([0.0, tokens], (len(test), 1)), stages)
+    return {"threshold": cascade.thresholds[0], "tokens": float(played.tokens.mean()),
+            "share_on": float((played.k != HEAD_STAGE).mean()),
+            "macro_f1": macro_f1(np.asarray(record["gold"]), played.answers, n_labels)}
+
+
+HEADS = ("joint-linear", "hidden-linear", "centroid", "knn-prompting-top64")
+
+
+def with_gold(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The datasets' records, each with its test items' gold label indices (runs made before records kept them
+    take them from the source file, or from the dataset)."""
+    source = None
+    out = {}
+    for name, record in doc["datasets"].items():
+        if "gold" not in record:
+            if source is None:
+                source = read_json(Path(doc["source"]))
+            found = source["datasets"].get(name)
+            if found is None:
+                data = task_data(name, record["n_train"], record["n_test"], int(doc.get("seed", 0)))
+                found = {"labels": data.labels, "gold": [row["label"] for row in data.test_rows]}
+            record = {**record, "gold": indices(found["gold"], found["labels"]).tolist()}
+        out[name] = record
+    return out
+
+
+def print_tables(doc: dict[str, Any]) -> None:
+    from bench.harness.tables import cell, print_table
+
+    datasets = with_gold(doc)
+    counts = doc["counts"]
+    rows, means = [], {}
+    for name, record in datasets.items():
+        row: list[object] = [name, cell(record.get("best_macro_f1")), record.get("best_k", "-"),
+                             cell(record["embedding_head"]["macro_f1"])]
+        for k in map(str, counts):
+            if k not in record["counts"]:
+                row += ["-"] * (len(HEADS) + 1)
+                continue
+            heads = record["counts"][k]["heads"]
+            found = [heads[h]["macro_f1"] for h in HEADS]
+            played = head_cascade(record, k)
+            row += [cell(v) for v in found] + [
+                f"{played['macro_f1']:.3f} / {played['tokens']:.0f}" if played is not None else "-"]
+            for h, v in zip(HEADS, found, strict=True):
+                means.setdefault((k, h), []).append(v)
+        rows.append(row)
+    header = ["dataset", "best fixed", "k", "embedding head"]
+    for k in counts:
+        header += [f"{h} k={k}" for h in HEADS] + [f"head then joint k={k} (F1 / tok)"]
+    print_table(header, rows, "Test macro-F1 of each head at each count")
+    print("\nmean over datasets: " + "; ".join(f"{h} k={k}: {np.mean(v):.3f} ({len(v)})"
+                                              for (k, h), v in sorted(means.items())))
+    ece = [[name, *(cell(record["counts"][str(k)]["heads"]["joint-linear"][key]) if str(k) in record["counts"]
+                    else "-" for k in counts for key in ("ece", "ece_tempered"))]
+           for name, record in datasets.items()]
+    print_table(["dataset", *(f"joint k={k} {what}" for k in counts for what in ("ECE", "ECE tempered"))], ece,
+                "ECE of the joint head (15 bins), raw and tempered on its cross-fitted pool answers")
+
+
 def outside_the_file(name: str, n_train: int, n_test: int, seed: int) -> dict[str, Any]:
     """A dataset the results file lacks: the same pool and test sizes and shuffles, no fixed counts to compare."""
     data = task_data(name, n_train, n_test, seed)
@@ -220,7 +302,8 @@ def outside_the_file(name: str, n_train: int, n_test: int, seed: int) -> dict[st
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argument_parser(__doc__, __spec__.name if __spec__ else "bench.hidden_heads")
-    parser.add_argument("results", type=Path, help="a bench/default_vs_fixed.py results file")
+    parser.add_argument("results", type=Path, nargs="?", help="a bench/default_vs_fixed.py results file")
+    parser.add_argument("--table", type=Path, help="only print the tables of an earlier hidden-heads results file")
     parser.add_argument("--datasets", nargs="*", help="some of the file's datasets (default: all)")
     parser.add_argument("--counts", nargs="*", type=int, default=list(COUNTS))
     parser.add_argument("--full-vocabulary", nargs="*", default=["sst2"],
@@ -262,6 +345,9 @@ class Tokenizer:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.table:
+        print_tables(read_json(args.table))
+        return
     source = read_json(args.results)
     seed = int(source["args"].get("seed", 0))
     model_dir = Path(args.model) if args.model else default_model_dir()
@@ -287,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
             write_json(path, doc)
     finally:
         hidden.close(reader)
+    print_tables(doc)
     print(f"\nresults: {path}")
 
 

@@ -208,7 +208,7 @@ def out_of_fold_calibrated(data: TrainingData, calibration: TaskCalibration, can
 
 def fit_options(data: TrainingData, calibrated: np.ndarray, judged: np.ndarray, candidate_k: Sequence[int],
                 default_k: int, n_labels: int, seed: int, head: np.ndarray | None = None,
-                hidden: tuple[np.ndarray, np.ndarray] | None = None) -> list[Option]:
+                hidden: Sequence[tuple[str, np.ndarray, np.ndarray]] = ()) -> list[Option]:
     """The family a fit chooses from: every candidate count, the one the task serves unfitted marked as the
     default, and the two-stage cascades between them, their thresholds judged out of fold on ``judged`` (the
     out-of-fold calibrated distributions) and fitted for serving on ``calibrated`` (every example). Each option
@@ -218,17 +218,17 @@ def fit_options(data: TrainingData, calibrated: np.ndarray, judged: np.ndarray, 
     held-back ones first in their order, where the task has one: the head alone (no tokens, judged on every
     labeled example) and the head followed by each count (on the held-back ones) join the family.
 
-    ``hidden``: the hidden-state head's cross-fitted distributions and prompt tokens of the labeled examples it
-    read, in the same order: it joins alone, judged on all of them."""
+    ``hidden``: per hidden-state head, its option's name, and its cross-fitted distributions and prompt tokens of
+    the labeled examples it read, in the same order: each joins alone, judged on all of them."""
     counts = [int(k) for k in candidate_k]
     tokens = data.prompt_tokens
     scored = {k: data.n_scored(j) for j, k in enumerate(counts)}
     options = [Option(f"k={k}", Cascade((k,), ()), judged[:scored[k], j].argmax(axis=1), tokens[:scored[k], j],
                       k == default_k) for j, k in enumerate(counts)]
     pairs = list(itertools.combinations(counts, 2))
-    if hidden is not None:
-        options.append(Option("hidden", Cascade((HIDDEN_STAGE,), ()), hidden[0].argmax(axis=1),
-                              np.asarray(hidden[1], dtype=float), extends=True))
+    for name, probs, prompt_tokens in hidden:
+        options.append(Option(name, Cascade((HIDDEN_STAGE,), ()), probs.argmax(axis=1),
+                              np.asarray(prompt_tokens, dtype=float), extends=True))
     if head is not None:
         options.append(Option("head", Cascade((HEAD_STAGE,), ()), head.argmax(axis=1), np.zeros(len(head)),
                               extends=True))

@@ -21,7 +21,7 @@ from controller.choice import Choice, choose, fit_options, out_of_fold_calibrate
 from controller.domain import DomainWords
 from controller.errors import FitError
 from controller.heads import EmbeddingHead, cross_fitted
-from controller.hidden_fit import MAX_EXAMPLES, HiddenFit, HiddenStateReader, fit_hidden_head
+from controller.hidden_fit import HIDDEN_COUNTS, MAX_EXAMPLES, HiddenFit, HiddenStateReader, fit_hidden_head
 from controller.meta import MetaController
 from controller.near_twins import TwinGroups, cosine_for, twin_components, without_near_twins
 from controller.planning import PromptBuilder, renders_empty
@@ -144,7 +144,9 @@ class FitReport:
     validation: dict[str, Any]  # fixed counts, controller, cascade, combined: ``training.validate``'s figures
     choice: dict[str, Any]  # what the default request is served with, its held-back estimate, and why
     near_twins: dict[str, Any]  # held-back examples whose near-twins were left out of their demonstrations
-    hidden_head: dict[str, Any] | None  # the hidden-state head's cross-fitted figures; None: not fitted
+    # The hidden-state head that serves, with its cross-fitted figures and those of the heads at the other counts
+    # (``others``); None: not fitted.
+    hidden_head: dict[str, Any] | None
     calibration: dict[str, Any]  # the method chosen per count and every candidate's held-back figures
     cascade: dict[str, Any]  # its stages and thresholds, with its held-back figures
     cost: FitCost
@@ -195,14 +197,14 @@ def _split(task: TaskToFit, request: FitRequest, candidate_k: Sequence[int], tra
 
 def _choose(data: TrainingData, calibration: TaskCalibration, calibrated: np.ndarray, candidate_k: Sequence[int],
             request: FitRequest, n_labels: int, head: np.ndarray | None, head_gold: np.ndarray | None,
-            hidden: HiddenFit | None) -> Choice:
+            hidden: Sequence[HiddenFit]) -> Choice:
     """What the default request is served with: the family of options judged out of fold, and the choice rule
     (``controller.choice``). The heads are judged on every labeled example they read (cross-fitted; ``head``
     and ``head_gold``, the held-back ones first, and the hidden-state head's leading part of that order), so
     that they pair with the counts on those."""
     judged = out_of_fold_calibrated(data, calibration, candidate_k, n_labels, request.seed)
     options = fit_options(data, calibrated, judged, candidate_k, request.default_k, n_labels, request.seed, head,
-                          (hidden.cross_fitted, hidden.prompt_tokens) if hidden is not None else None)
+                          [(one.name, one.cross_fitted, one.prompt_tokens) for one in hidden])
     return choose(options, data.gold if head_gold is None else head_gold, n_labels, request.seed)
 
 
@@ -246,21 +248,40 @@ def _fit_head(task: TaskToFit, cosine: float, seed: int) -> _HeadFit:
 
 
 async def _fit_hidden(task: TaskToFit, heads: _HeadFit, held: Sequence[int], scorer: Any, seed: int,
-                      progress: Callable[[float], None]) -> HiddenFit | None:
-    """The hidden-state head on up to ``MAX_EXAMPLES`` labeled examples, the held-back ones first (the order
-    its evidence pairs with the counts' in); None where the embedding head could not be cross-fitted either,
-    or where what it reads cannot be cross-fitted (one near-twin group)."""
+                      progress: Callable[[float], None]) -> list[HiddenFit]:
+    """The hidden-state heads, one per count of ``HIDDEN_COUNTS``, on up to ``MAX_EXAMPLES`` labeled examples,
+    the held-back ones first (the order their evidence pairs with the counts' in); none where the embedding
+    head could not be cross-fitted either, or where what they read cannot be (one near-twin group)."""
     if heads.head is None:
-        return None
+        return []
     order = heads.order(held)[:MAX_EXAMPLES]
     examples = task.examples
     rows = [examples.labeled[i] for i in order]
     components = heads.components[order]
     if len(np.unique(components)) < 2:
-        return None
+        return []
     builder = task.builder(examples.pool(rows), scorer)
-    return await fit_hidden_head(builder, [examples.inputs[r] for r in rows], examples.embeddings[rows],
-                                 heads.gold[order], components, len(task.labels), scorer, seed, progress=progress)
+    fitted = []
+    for j, count in enumerate(HIDDEN_COUNTS):
+        fitted.append(await fit_hidden_head(
+            builder, [examples.inputs[r] for r in rows], examples.embeddings[rows], heads.gold[order], components,
+            len(task.labels), scorer, seed, count, lambda f, j=j: progress((j + f) / len(HIDDEN_COUNTS))))
+    return fitted
+
+
+def _served_hidden(hidden: Sequence[HiddenFit], choice: Choice, n_labels: int) -> HiddenFit | None:
+    """The hidden-state head that serves: the one the choice took, else (for ``decision: "hidden"``) the one of
+    the best cross-fitted macro-F1, the cheaper on a tie."""
+    chosen = next((one for one in hidden if one.name == choice.option.name), None)
+    if chosen is not None or not hidden:
+        return chosen
+    return max(hidden, key=lambda one: (round(one.macro_f1(n_labels), 9), -float(np.mean(one.prompt_tokens))))
+
+
+def _describe_hidden(hidden: Sequence[HiddenFit], served: HiddenFit | None, n_labels: int) -> dict[str, Any] | None:
+    if served is None:
+        return None
+    return {**served.describe(n_labels), "others": [one.describe(n_labels) for one in hidden if one is not served]}
 
 
 async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
@@ -303,14 +324,15 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
     head_held = head_probs[:len(split.held)] if head_probs is not None else None
     hidden = (await _fit_hidden(task, heads, split.held, scorer, request.seed,
                                 lambda f: progress(_PASS_SHARE + _HIDDEN_SHARE * f))
-              if isinstance(scorer, HiddenStateReader) else None)  # an engine that reads hidden states
+              if isinstance(scorer, HiddenStateReader) else [])  # an engine that reads hidden states
     choice = await asyncio.to_thread(_choose, data, calibration, calibrated, candidate_k, request, len(task.labels),
                                      head_probs, head_gold, hidden)
     cascade = choice.option.cascade
+    served_hidden = _served_hidden(hidden, choice, len(task.labels))
     calibrated_complete = calibrated[:len(complete.gold)]
     figures = await asyncio.to_thread(validate, complete, candidate_k, request.seed, 1.0, calibrated_complete)
     fit = TaskFit(controller=controller, calibration=calibration, model=scorer.model_name, cascade=cascade,
-                  head=heads.head, hidden=hidden.head if hidden is not None else None)
+                  head=heads.head, hidden=served_hidden.head if served_hidden is not None else None)
     replayed = with_head(head_held, calibrated_complete, complete.prompt_tokens, candidate_k)
     cost = FitCost(prompt_tokens=data.engine_tokens["prompt_tokens"],
                    calibration_tokens=data.engine_tokens["calibration_tokens"],
@@ -325,7 +347,7 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
                        near_twins={"cosine": twin_cosine, "held_back_with_twins": with_twins,
                                    "pool_rows_left_out": len(split.pool) - len(pool_rows),
                                    "pool_groups": heads.groups.describe()},
-                       hidden_head=hidden.describe(len(task.labels)) if hidden is not None else None,
+                       hidden_head=_describe_hidden(hidden, served_hidden, len(task.labels)),
                        cost=cost, model=scorer.model_name, labels=list(task.labels),
                        n_labeled=len(labeled))
     return fit, report

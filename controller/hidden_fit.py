@@ -25,9 +25,10 @@ from controller.metrics import expected_calibration_error, macro_f1
 from controller.planning import PromptBuilder, build_prompts
 from controller.retrieval import KnnRetriever, cosine_similarities
 
-# The count the head reads prompts at: one nearest demonstration. On the shared datasets k = 1 gained most of
-# what 2 and 4 did over k = 0, at half their tokens (bench/README.md, "hidden_heads.py").
-HIDDEN_COUNT = 1
+# The counts the fit reads prompts at, a head for each: the input alone, and with its nearest demonstration.
+# On the shared datasets k = 2 and 4 gained nothing on the mean over these two, at more tokens, and which of the
+# two is better differs from task to task (bench/README.md, "hidden_heads.py"): the choice rule decides.
+HIDDEN_COUNTS = (0, 1)
 # Labeled examples read at most: 1,000 prompts at k = 1 cost about 60,000 tokens.
 MAX_EXAMPLES = 2000
 _CHUNK = 64  # prompts per engine call, for progress
@@ -66,6 +67,14 @@ class HiddenFit:
     prompt_tokens: np.ndarray  # (len(rows),)
     gold: np.ndarray
 
+    @property
+    def name(self) -> str:
+        """Its option's name in the fit's choice."""
+        return f"hidden k={self.head.count}"
+
+    def macro_f1(self, n_labels: int) -> float:
+        return macro_f1(self.gold, self.cross_fitted.argmax(axis=1), n_labels)
+
     def describe(self, n_labels: int) -> dict[str, object]:
         return {"count": self.head.count, "examples": len(self.gold), "temperature": round(self.head.temperature, 4),
                 "macro_f1": round(macro_f1(self.gold, self.cross_fitted.argmax(axis=1), n_labels), 4),
@@ -88,7 +97,7 @@ def demonstrations(embeddings: np.ndarray, groups: np.ndarray, k: int) -> list[l
 
 async def fit_hidden_head(builder: PromptBuilder, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray,
                           gold: np.ndarray, groups: np.ndarray, n_labels: int, reader: HiddenStateReader,
-                          seed: int, count: int = HIDDEN_COUNT,
+                          seed: int, count: int = 1,
                           progress: Callable[[float], None] = lambda _: None) -> HiddenFit:
     """Read, fit and cross-fit the head on these labeled examples (``builder``'s pool holds them in the same
     order). Raises ValueError where it cannot be cross-fitted (one near-twin group)."""

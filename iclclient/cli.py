@@ -42,6 +42,7 @@ from service.cli import SERVER_COMMANDS, add_server_commands, run_server_command
 
 SELECTIONS = ["knn", "random", "diverse"]
 CALIBRATIONS = ["auto", "batch", "domain", "contextual", "none"]
+DECISIONS = ["auto", "tokens", "head", "hidden"]
 JOB_KINDS = ["controller", "annotation", "batch"]
 JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
 CREATE_HINT = "iclserve task create NAME --labels LABEL LABEL ... --template 'Input: {text}\\nLabel: {label}'"
@@ -408,8 +409,9 @@ def _confusion_table(matrix: dict[str, dict[str, int]]) -> Table:
 
 
 def _predict_options(args: argparse.Namespace) -> dict[str, Any]:
-    # The keys of resumable answers hash these: a new option changes every key.
-    return {"demos": args.demos, "selection": args.selection, "calibration": args.calibration, "seed": args.seed}
+    # The keys of resumable answers hash these: a new option changes every key, so decision joins only when given.
+    options = {"demos": args.demos, "selection": args.selection, "calibration": args.calibration, "seed": args.seed}
+    return options | ({"decision": args.decision} if args.decision else {})
 
 
 def cmd_predict(client: Client, args: argparse.Namespace) -> int:
@@ -624,6 +626,9 @@ def _add_predict_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--selection", choices=SELECTIONS, help="how demonstrations are chosen (default: knn)")
     sub.add_argument("--calibration", choices=CALIBRATIONS, help="how label bias is corrected (default: auto)")
     sub.add_argument("--seed", type=int, help="seed of random selection and of domain calibration (default: 0)")
+    sub.add_argument("--decision", choices=DECISIONS, help='who decides each label (default: auto, the fit\'s '
+                     'choice): "tokens", the model\'s label tokens; "head", the embedding head; "hidden", the '
+                     "hidden-state head")
 
 
 def _add_task_commands(commands: Any) -> None:

@@ -172,10 +172,11 @@ class Client:
                 selection: Literal["knn", "random", "diverse"] | None = None, max_prompt_tokens: int | None = None,
                 calibration: Literal["auto", "batch", "domain", "contextual", "none"] | None = None,
                 domain_calibration: str | dict[str, Any] | None = None, include_prompt: bool | None = None,
-                seed: int | None = None) -> PredictResponse:
+                seed: int | None = None,
+                decision: Literal["auto", "tokens", "head", "hidden"] | None = None) -> PredictResponse:
         body = _without_none({"inputs": list(inputs), "demos": demos, "selection": selection,
                               "calibration": calibration, "domain_calibration": domain_calibration,
-                              "include_prompt": include_prompt, "seed": seed})
+                              "include_prompt": include_prompt, "seed": seed, "decision": decision})
         if max_prompt_tokens is not None:
             body["budget"] = {"max_prompt_tokens": max_prompt_tokens}
         return self._json("POST", f"/v1/tasks/{name}/predict", json=body)
@@ -185,12 +186,13 @@ class Client:
     def create_batch(self, name: str, inputs: Sequence[InputValue], ids: Sequence[str | None] | None = None,
                      demos: int | Literal["auto"] | None = None, selection: str | None = None,
                      max_prompt_tokens: int | None = None, calibration: str | None = None,
-                     include_prompt: bool | None = None, seed: int | None = None) -> str:
+                     include_prompt: bool | None = None, seed: int | None = None,
+                     decision: Literal["auto", "tokens", "head", "hidden"] | None = None) -> str:
         """Start a batch job over up to 100,000 inputs; its id (follow it with ``wait_for_job``, read it with
         ``batch_results``)."""
         body = _without_none({"inputs": list(inputs), "ids": list(ids) if ids is not None else None,
                               "demos": demos, "selection": selection, "calibration": calibration,
-                              "include_prompt": include_prompt, "seed": seed})
+                              "include_prompt": include_prompt, "seed": seed, "decision": decision})
         if max_prompt_tokens is not None:
             body["budget"] = {"max_prompt_tokens": max_prompt_tokens}
         return self._json("POST", f"/v1/tasks/{name}/batches", json=body)["job_id"]

@@ -66,7 +66,9 @@ class Prediction(TypedDict):
     prompt: str | None
     calibration: str
     fit_id: NotRequired[str | None]
-    decision: NotRequired[Literal["tokens", "head"]]  # "head": the task's embedding head answered, no prompt
+    # "head": the task's embedding head answered, no prompt; "hidden": its hidden-state head, on the prompt's
+    # last hidden state.
+    decision: NotRequired[Literal["tokens", "head", "hidden"]]
 
 
 class Usage(TypedDict):
@@ -80,7 +82,7 @@ class Usage(TypedDict):
 
 class PredictResponse(TypedDict):
     model: str
-    demos_policy: NotRequired[Literal["fixed", "default", "cascade", "controller", "head"]]
+    demos_policy: NotRequired[Literal["fixed", "default", "cascade", "controller", "head", "hidden"]]
     fit: NotRequired[Literal["none", "fitted", "other_model", "unreadable"]]
     predictions: list[Prediction]
     usage: Usage

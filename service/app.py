@@ -20,6 +20,7 @@ from service.errors import install_error_handlers
 from service.jobs import JobRunner
 from service.openapi_schema import published_schema
 from service.orphan_guard import OrphanGuard, children
+from service.reembedding import adopt_embedder
 from service.routes import admin, ops, v1
 from service.servings import Servings
 from service.state import AppState, Runtime
@@ -85,15 +86,27 @@ async def _start_engine(state: AppState, serving: Servings, runtime_factory: Run
     """Start the engine (a failure is kept for /health to report), then what waits for it."""
     began = time.perf_counter()
     try:
-        state.runtime = await to_thread.run_sync(runtime_factory, state.settings)
+        runtime = await to_thread.run_sync(runtime_factory, state.settings)
     except Exception as exc:
         state.startup_error = str(exc)
         logger.exception("the engine failed to start")
         return
-    owned.append(state.runtime)
+    owned.append(runtime)
+    try:  # before anything is served: the pool's embeddings must be this embedder's
+        await _adopt_embedder(state, runtime)
+    except Exception as exc:
+        state.startup_error = f"the examples could not be embedded again: {exc}"
+        logger.exception("the examples could not be embedded again by the new embedder")
+        return
+    state.runtime = runtime
     state.metrics.engine_ready.set(1)
     logger.info("engine ready: %s in %.1f s", state.runtime.scorer.model_name, time.perf_counter() - began)
     await _when_ready(serving)
+
+
+async def _adopt_embedder(state: AppState, runtime: Runtime) -> None:
+    await to_thread.run_sync(adopt_embedder, state.store, runtime.embedder)
+    state.contexts.embedder = runtime.embedder.identity
 
 
 def _stop_runtime(runtime: Runtime) -> None:
@@ -118,6 +131,7 @@ def _lifespan(settings: Settings, runtime: Runtime | None, runtime_factory: Runt
         if runtime is None and runtime_factory is not None:
             starter = asyncio.create_task(_start_engine(state, serving, runtime_factory, owned))
         elif runtime is not None:
+            await _adopt_embedder(state, runtime)
             state.metrics.engine_ready.set(1)
             starter = asyncio.create_task(_when_ready(serving))
         try:

@@ -82,6 +82,9 @@ class ContextCache:
         self._ann_min_pool = ann_min_pool
         self._ann_candidates = ann_candidates
         self._lock = threading.Lock()
+        # The embedder serving (its identity), set once the engine has started: a fit whose heads read another
+        # embedder's embeddings is not served.
+        self.embedder: str | None = None
         self._entries: OrderedDict[str, TaskContext] = OrderedDict()
         self._building: dict[str, threading.Lock] = {}
 
@@ -177,6 +180,11 @@ class ContextCache:
         if fit.model and fit.model != scorer.model_name:  # "": stored before fits recorded their model
             logger.warning("task '%s' was fitted with %s, not %s: serving the unfitted defaults until it is fitted "
                            "again", task.name, fit.model, scorer.model_name)
+            return None, stored.stamp, "other_model"
+        embedder = (stored.summary.get("metadata") or {}).get("embedder")
+        if self.embedder is not None and embedder is not None and embedder != self.embedder:
+            logger.warning("task '%s' was fitted on embeddings of %s, not %s: serving the unfitted defaults until "
+                           "it is fitted again", task.name, embedder, self.embedder)
             return None, stored.stamp, "other_model"
         return fit, stored.stamp, "fitted"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -36,6 +37,7 @@ class SentenceEmbedder:
         self._model = SentenceTransformer(model_dir, device=device)
         self._batch_size = batch_size
         self.dim = int(self._model.get_embedding_dimension())
+        self.identity = f"sentence-transformers:{Path(model_dir).name}:{self.dim}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

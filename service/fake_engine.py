@@ -135,6 +135,7 @@ class FakeHiddenScorer(FakeScorer):
 
 class FakeEmbedder:
     dim = 64
+    identity = "fake-embedder:64"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         vectors = np.zeros((len(texts), self.dim), dtype=np.float32)

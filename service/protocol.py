@@ -209,6 +209,8 @@ class HiddenHeadObject(_Open):
     macro_f1: float
     ece: float = Field(description="Expected calibration error of the tempered cross-fitted probabilities, 15 bins.")
     mean_prompt_tokens: float
+    others: list[HiddenHeadObject] = Field(default_factory=list, description="The heads the fit made at its other "
+                                           "counts, which do not serve; the same figures.")
 
 
 class ControllerMetadata(_Open):
@@ -217,6 +219,9 @@ class ControllerMetadata(_Open):
     scikit_learn: str
     pool_version: int
     n_labeled: int | None = Field(default=None, description="Labeled examples the task had when fitted.")
+    embedder: str | None = Field(default=None, description="The embedder that made the pool's embeddings, which "
+                                 "its heads read: a fit of another embedder is not served (the fit state says "
+                                 "\"other_model\") and is fitted again.")
 
 
 class MethodFigures(_Open):

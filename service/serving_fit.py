@@ -28,10 +28,11 @@ from service.store import FIT_JOB, JobRunningError, TaskRecord
 logger = logging.getLogger(__name__)
 
 
-def fit_summary(report: FitReport, request: ControllerTrainRequest, pool_version: int, stamp: datetime
-                ) -> dict[str, Any]:
+def fit_summary(report: FitReport, request: ControllerTrainRequest, pool_version: int, stamp: datetime,
+                embedder: str | None = None) -> dict[str, Any]:
     """What is stored beside a fit and served as its description: the library's report, what the fit was asked
-    (an automatic refit asks the same), when it was made, its id, and the pool version it was made on."""
+    (an automatic refit asks the same), when it was made, its id, the pool version it was made on, and the
+    embedder that made the pool's embeddings (its heads read them)."""
     summary = report.as_dict()
     metadata = summary.pop("metadata")
     # In the order fits have always been stored in (a job's result shows it as stored).
@@ -40,7 +41,8 @@ def fit_summary(report: FitReport, request: ControllerTrainRequest, pool_version
     return {**ordered, "request": request.model_dump(), **summary, "choice": choice, "created_at": stamp.isoformat(),
             "fit_id": fit_id_of(stamp),
             "metadata": {**{key: metadata.pop(key) for key in ("model", "labels", "scikit_learn")},
-                         "pool_version": pool_version, **metadata}}
+                         "pool_version": pool_version, **metadata,
+                         **({"embedder": embedder} if embedder is not None else {})}}
 
 
 class FitServing:
@@ -138,7 +140,8 @@ class FitServing:
                    ControllerTrainRequest(selection=summary.get("selection", "knn"), seed=summary.get("seed", 0)))
         runtime = self.state.runtime
         stale = (summary.get("calibration") is None or metadata.get("n_labeled") is None
-                 or (runtime is not None and metadata.get("model") != runtime.scorer.model_name))
+                 or (runtime is not None and metadata.get("model") != runtime.scorer.model_name)
+                 or (runtime is not None and metadata.get("embedder") not in (None, runtime.embedder.identity)))
         if stale or task.n_labeled >= int(metadata["n_labeled"]) * growth:
             return request
         return None
@@ -158,7 +161,7 @@ class FitServing:
             # The job's whole time, loading the task included, as fits have always reported it.
             report = replace(report, cost=replace(report.cost, seconds=round(time.perf_counter() - began, 1)))
             stamp = datetime.now(UTC)
-            summary = fit_summary(report, request, rows.pool_version, stamp)
+            summary = fit_summary(report, request, rows.pool_version, stamp, runtime.embedder.identity)
             saved = await to_thread.run_sync(self.state.store.save_fit, task.id, pickle.dumps(fit), summary,
                                              stamp, task.created_at)
             if not saved:  # the fit's result must not land on a task of the same id created since

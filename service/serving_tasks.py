@@ -17,7 +17,8 @@ from service.store import FIT_JOB, JobRecord, NameTakenError, TaskRecord
 
 
 def fit_state(controller: dict[str, Any] | None, running: JobRecord | None, serving_model: str | None = None,
-              stamp: datetime | None = None, auto_policy: AutoPolicy = "cascade") -> FitState:
+              stamp: datetime | None = None, auto_policy: AutoPolicy = "cascade",
+              serving_embedder: str | None = None) -> FitState:
     """Running, fitted, none, or fitted with another model than ``serving_model`` (when one is serving); and
     what the fit's choice expects, where that choice serves the default request (a fit of this model, and
     the cascade policy: the meta-controller policy serves what the choice did not weigh)."""
@@ -29,6 +30,8 @@ def fit_state(controller: dict[str, Any] | None, running: JobRecord | None, serv
         state = "none"
     elif serving_model is not None and model is not None and model != serving_model:
         state = "other_model"
+    elif serving_embedder is not None and metadata.get("embedder") not in (None, serving_embedder):
+        state = "other_model"  # its heads read another embedder's embeddings
     else:
         state = "fitted"
     choice = controller.get("choice") if controller is not None else None
@@ -46,7 +49,7 @@ def controller_object(summary: dict[str, Any], stamp: datetime) -> ControllerObj
 
 def task_object(task: TaskRecord, default_k: int, stored: tuple[dict[str, Any], datetime] | None = None,
                 running: JobRecord | None = None, serving_model: str | None = None,
-                auto_policy: AutoPolicy = "cascade") -> TaskObject:
+                auto_policy: AutoPolicy = "cascade", serving_embedder: str | None = None) -> TaskObject:
     """``default_k``: the service's, for a task created without one. ``stored``: the task's fit's summary and
     stamp, if it has one."""
     controller, stamp = stored or (None, None)
@@ -56,7 +59,8 @@ def task_object(task: TaskRecord, default_k: int, stored: tuple[dict[str, Any], 
         default_k=TaskDefaults.resolve(task.default_k, default_k).default_k,
         n_examples=task.n_examples, n_labeled=task.n_labeled,
         controller=controller_object(*stored) if stored is not None else None,
-        fit=fit_state(controller, running, serving_model, stamp, auto_policy), created_at=task.created_at,
+        fit=fit_state(controller, running, serving_model, stamp, auto_policy, serving_embedder),
+        created_at=task.created_at,
     )
 
 
@@ -114,7 +118,8 @@ class TaskServing:
         return task_object(task, self.state.settings.default_k, store.fit_summary_and_stamp(task.id),
                            store.unfinished_job(FIT_JOB, task.name),
                            runtime.scorer.model_name if runtime is not None else None,
-                           self.state.settings.auto_count_policy)
+                           self.state.settings.auto_count_policy,
+                           runtime.embedder.identity if runtime is not None else None)
 
     def get(self, name: str) -> TaskObject:
         return self.describe(self.get_record(name))

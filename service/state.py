@@ -22,6 +22,7 @@ from service.store import Store
 
 class TextEmbedder(Protocol):
     dim: int
+    identity: str  # which model makes the embeddings: a pool's embeddings are only comparable under one
 
     def embed(self, texts: list[str]) -> np.ndarray: ...
 

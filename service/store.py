@@ -103,6 +103,14 @@ class FitRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=_now)
 
 
+class SettingRow(Base):
+    """What the service records about its store as a whole: which embedder made the examples' embeddings."""
+
+    __tablename__ = "service_settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+
+
 class JobRow(Base):
     __tablename__ = "jobs"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -534,6 +542,44 @@ class Store:
             session.execute(delete(FitRow).where(FitRow.task_id == task_id))
             session.add(FitRow(task_id=task_id, blob=blob, summary=summary, created_at=stamp or _now()))
             return True
+
+    # --- the embedder --------------------------------------------------------------------------------------
+
+    def setting(self, key: str) -> str | None:
+        with self._sessions() as session:
+            return session.scalar(select(SettingRow.value).where(SettingRow.key == key))
+
+    def put_setting(self, key: str, value: str) -> None:
+        with self._transaction() as session:
+            session.merge(SettingRow(key=key, value=value))
+
+    def example_inputs(self, task_id: int) -> list[tuple[int, dict[str, Any]]]:
+        """Every example's row id and input, in row order."""
+        with self._sessions() as session:
+            rows = session.execute(select(ExampleRow.row_id, ExampleRow.input).where(ExampleRow.task_id == task_id)
+                                   .order_by(ExampleRow.row_id)).all()
+        return [(int(r[0]), r[1]) for r in rows]
+
+    def replace_embeddings(self, task_id: int, embeddings: dict[int, np.ndarray]) -> None:
+        """New embeddings of these rows (by row id), in one transaction that moves the task's pool version, so
+        that every cached pool reloads them."""
+        with self._transaction() as session:
+            version = self._bump_pool_version(session, task_id)
+            for row_id, vector in embeddings.items():
+                session.execute(update(ExampleRow).where(ExampleRow.row_id == row_id).values(
+                    embedding=np.asarray(vector, dtype=np.float32).tobytes(), changed_version=version))
+
+    def mark_fits_embedder(self, identity: str) -> int:
+        """Record ``identity`` as the embedder of every stored fit that does not name one (fits made before
+        fits recorded it); how many."""
+        marked = 0
+        with self._transaction() as session:
+            for row in session.scalars(select(FitRow)):
+                metadata = dict(row.summary.get("metadata") or {})
+                if "embedder" not in metadata:
+                    row.summary = {**row.summary, "metadata": {**metadata, "embedder": identity}}
+                    marked += 1
+        return marked
 
     def fit_summary_and_stamp(self, task_id: int) -> tuple[dict[str, Any], datetime] | None:
         """The fit's summary and its stamp (when it was saved), without its pickled blob."""

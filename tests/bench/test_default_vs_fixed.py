@@ -90,6 +90,22 @@ def test_a_summary_compares_the_default_with_the_best_the_reference_and_the_unfi
     assert summary["fixed"]["2"]["prompt_tokens_per_input"] == 30 and summary["dtype"] == "bfloat16"
 
 
+def test_the_default_is_compared_with_the_better_of_the_best_count_and_the_baseline_and_with_each_head():
+    plain = record()
+    assert dvf.summarise(plain, seed=0)["linear_baseline"] is None and dvf.summarise(plain, seed=0)["heads"] == {}
+    with_more = record()
+    with_more["baseline"] = run(flipped(10), 0)  # better than k=4 (19 wrong)
+    with_more["runs"]["head"] = run(flipped(30), 0)
+    with_more["runs"]["hidden"] = run(flipped(5), 40)
+    summary = dvf.summarise(with_more, seed=0)
+    assert (summary["better"], summary["better_macro_f1"]) == ("baseline", with_more["baseline"]["macro_f1"])
+    assert summary["default_vs_better"]["point"] == pytest.approx(
+        with_more["runs"]["default"]["macro_f1"] - with_more["baseline"]["macro_f1"])
+    assert set(summary["heads"]) == {"head", "hidden"}
+    assert summary["heads"]["hidden"]["prompt_tokens_per_input"] == 40
+    assert summary["heads"]["hidden"]["vs_best"]["point"] > 0 > summary["heads"]["head"]["vs_best"]["point"]
+
+
 def test_the_mean_summary_averages_figures_and_interval_points_but_not_counts():
     mean = dvf.mean_summary([{"a": 1.0, "best_k": 4, "d": {"point": 0.2, "low": 0, "high": 1}, "s": "x", "n": None},
                              {"a": 3.0, "best_k": 8, "d": {"point": 0.4, "low": 0, "high": 1}}])
@@ -101,7 +117,8 @@ def test_the_mean_summary_averages_figures_and_interval_points_but_not_counts():
 
 def passing() -> dict[str, Any]:
     return {"default_macro_f1": 0.80, "best_macro_f1": 0.805, "default_vs_best": interval(-0.005, -0.02, 0.01),
-            "fitted_vs_unfitted": interval(0.02, 0.0, 0.05), "prompt_ratio": 0.4, "estimate_error": 0.02}
+            "fitted_vs_unfitted": interval(0.02, 0.0, 0.05), "prompt_ratio": 0.4, "estimate_error": 0.02,
+            "better_macro_f1": 0.70, "default_vs_better": interval(0.10, 0.05, 0.15), "default_ece": 0.03}
 
 
 def interval(point: float, low: float, high: float) -> dict[str, float]:
@@ -113,7 +130,7 @@ def verdicts(summaries: dict[str, dict[str, Any]]) -> list[bool | None]:
 
 
 def test_every_target_passes_where_the_figures_meet_it():
-    assert verdicts({"a": passing(), "b": passing()}) == [True] * 5
+    assert verdicts({"a": passing(), "b": passing()}) == [True] * 8
 
 
 @pytest.mark.parametrize(("change", "missed"), [
@@ -122,9 +139,12 @@ def test_every_target_passes_where_the_figures_meet_it():
     ({"fitted_vs_unfitted": interval(-0.011, -0.05, 0.02)}, 2),
     ({"prompt_ratio": 1.01}, 3),
     ({"estimate_error": 0.05}, 4),
+    ({"better_macro_f1": 0.90}, 5),
+    ({"default_vs_better": interval(-0.05, -0.08, -0.021)}, 6),
+    ({"default_ece": 0.2}, 7),
 ])
 def test_one_dataset_off_its_target_misses_that_target_alone(change, missed):
-    expected = [True] * 5
+    expected = [True] * 8
     expected[missed] = False
     assert verdicts({"a": passing(), "b": {**passing(), **change}}) == expected
 
@@ -135,7 +155,10 @@ def test_tokens_under_the_reference_everywhere_still_miss_above_half_on_the_mean
 
 def test_targets_without_unfitted_runs_or_estimates_are_not_judged():
     summaries = {"a": {**passing(), "fitted_vs_unfitted": None, "estimate_error": None}}
-    assert verdicts(summaries) == [True, True, None, True, None]
+    assert verdicts(summaries) == [True, True, None, True, None, True, True, True]
+    without_baseline = {"a": {key: value for key, value in passing().items()
+                              if key not in ("better_macro_f1", "default_vs_better", "default_ece")}}
+    assert verdicts(without_baseline)[5:] == [None, None, None]
 
 
 # --- tables ---------------------------------------------------------------------------------------------------

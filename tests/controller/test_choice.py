@@ -176,7 +176,7 @@ def test_the_hidden_state_head_joins_the_family_alone_judged_on_every_example_it
                         engine_tokens={})
     hidden = np.eye(2)[gold] * 0.8 + 0.1
     options = {o.name: o for o in fit_options(data, probs, probs, [0, 4], 4, 2, 0, None,
-                                              (hidden, np.full(200, 50)))}
-    option = options["hidden"]
+                                              [("hidden k=1", hidden, np.full(200, 50))])}
+    option = options["hidden k=1"]
     assert option.cascade == Cascade((HIDDEN_STAGE,), ()) and option.extends and option.mean_tokens == 50
     assert len(option.answers) == 200 and (option.answers == gold).all()

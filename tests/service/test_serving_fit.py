@@ -380,15 +380,16 @@ def test_decision_hidden_serves_the_fits_hidden_state_head(tmp_path):
         started = c.post("/v1/tasks/sent/controller", json={"candidate_k": [0, 1, 2], "train_size": 40})
         assert _wait(c, started.json()["job_id"])["status"] == "succeeded"
         report = c.get("/v1/tasks/sent/controller").json()
-        assert report["hidden_head"]["count"] == 1 and report["hidden_head"]["examples"] == 80
-        assert "hidden" in {o["option"] for o in report["choice"]["candidates"]}
+        served = report["hidden_head"]
+        assert served["examples"] == 80 and [o["count"] for o in served["others"]] == [1 - served["count"]]
+        assert {"hidden k=0", "hidden k=1"} <= {o["option"] for o in report["choice"]["candidates"]}
         read = len(scorer.hidden_calls)
         hidden = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "decision": "hidden", "include_prompt": True})
         assert hidden.status_code == 200, hidden.text
         body = hidden.json()
         assert body["demos_policy"] == "hidden" and len(scorer.hidden_calls) == read + len(inputs)
         for p in body["predictions"]:
-            assert (p["decision"], p["k"], len(p["demo_ids"])) == ("hidden", 1, 1) and p["prompt"]
+            assert (p["decision"], p["k"], len(p["demo_ids"])) == ("hidden", served["count"], served["count"])
             assert p["prompt_tokens"] == p["computed_tokens"] > 0 and abs(sum(p["probs"].values()) - 1) < 1e-6
         # The label tokens and the embedding head stay a request away.
         tokens = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "decision": "tokens"}).json()
