@@ -173,7 +173,7 @@ def linear_baseline(name: str, n_train: int, n_test: int, gold: list[str], label
     from bench.embedding_baseline import baseline_answers
     from bench.harness.inprocess import CACHE, Embeddings
 
-    found = baseline_answers(name, n_train, n_test, labels, Embeddings(CACHE, "compute"), args.seed)
+    found = baseline_answers(name, n_train, n_test, labels, Embeddings(CACHE, "compute"), args.seed, gold)
     return {"items": [{"label": label} for label in found["labels"]], "C": found["C"],
             **label_figures(gold, found["labels"], labels)}
 

@@ -55,10 +55,12 @@ def classifiers(pool: np.ndarray, gold: np.ndarray, test: np.ndarray, n_labels: 
 
 
 def baseline_answers(name: str, n_train: int, n_test: int, labels: list[str], embeddings: Embeddings,
-                     seed: int) -> dict[str, Any]:
-    """The plain baseline's test answers (label names) on a default-against-fixed run's pool and items:
-    all-MiniLM-L6-v2 embeddings and ``LogisticRegressionCV`` with its defaults."""
+                     seed: int, gold: list[str]) -> dict[str, Any]:
+    """The plain baseline's test answers (label names) on a default-against-fixed run's pool and items (checked
+    against their ``gold`` labels): all-MiniLM-L6-v2 embeddings and ``LogisticRegressionCV`` with its defaults."""
     data = task_data(name, n_train, n_test, seed)
+    if [row["label"] for row in data.test_rows] != gold:
+        raise SystemExit(f"{name}: the baseline's test items differ from the run's (another seed or split?)")
     rows = data.pool_rows + data.test_rows
     vectors = embeddings.get(name, [data.template.embedding_text(data.query(r)) for r in rows])
     pool, test = vectors[:len(data.pool_rows)], vectors[len(data.pool_rows):]

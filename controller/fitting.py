@@ -7,8 +7,9 @@ The order of the pipeline lives here, not in the server: the server loads a task
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
@@ -43,6 +44,8 @@ from controller.training import (
     split_for_fit,
     validate,
 )
+
+logger = logging.getLogger(__name__)
 
 # The shares of the progress the held-back pass and the hidden-state head's pass take: the fits after are quick.
 _PASS_SHARE = 0.8
@@ -219,18 +222,19 @@ class _HeadFit:
     groups: TwinGroups
     components: np.ndarray  # (n_labeled,) each example's near-twin group
 
-    def order(self, held: Sequence[int]) -> list[int]:
-        """Every labeled example, the held-back ones (``held``, indices into the labeled examples) first."""
-        chosen = set(held)
-        return [*held, *(i for i in range(len(self.gold)) if i not in chosen)]
+    def order(self, held: Sequence[int], last: Collection[int] = ()) -> list[int]:
+        """Every labeled example (indices into the labeled examples): the held-back ones (``held``) first, the
+        ones in ``last`` last (those the hidden-state head cannot read, so that what it read is a prefix)."""
+        chosen, at_end = set(held), set(last)
+        rest = [i for i in range(len(self.gold)) if i not in chosen]
+        return [*held, *(i for i in rest if i not in at_end), *(i for i in rest if i in at_end)]
 
-    def held_first(self, held: Sequence[int]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def in_order(self, order: Sequence[int]) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The cross-fitted distributions and gold labels of every labeled example in ``order``; (None, None)
         without a head."""
         if self.cross_fitted is None:
             return None, None
-        order = self.order(held)
-        return self.cross_fitted[order], self.gold[order]
+        return self.cross_fitted[list(order)], self.gold[list(order)]
 
 
 def _fit_head(task: TaskToFit, cosine: float, seed: int) -> _HeadFit:
@@ -247,14 +251,36 @@ def _fit_head(task: TaskToFit, cosine: float, seed: int) -> _HeadFit:
                     cross_fitted(embeddings, gold, len(task.labels), components, seed), gold, groups, components)
 
 
-async def _fit_hidden(task: TaskToFit, heads: _HeadFit, held: Sequence[int], scorer: Any, seed: int,
+def _unreadable(task: TaskToFit, scorer: LabelScorer) -> set[int]:
+    """The labeled examples (indices into them) the hidden-state head cannot read: an input that alone makes an
+    empty prompt (under a template with no text around it) or a prompt longer than the window. CPU work."""
+    examples = task.examples
+    builder = task.builder(examples.pool([]), scorer)
+    out = set()
+    for i, row in enumerate(examples.labeled):
+        query = examples.inputs[row]
+        if builder.renders_empty(query) or builder.zero_shot_tokens(query) > builder.max_prompt_tokens:
+            out.add(i)
+    return out
+
+
+async def _fit_hidden(task: TaskToFit, heads: _HeadFit, order: Sequence[int], scorer: Any, seed: int,
                       progress: Callable[[float], None]) -> list[HiddenFit]:
-    """The hidden-state heads, one per count of ``HIDDEN_COUNTS``, on up to ``MAX_EXAMPLES`` labeled examples,
-    the held-back ones first (the order their evidence pairs with the counts' in); none where the embedding
-    head could not be cross-fitted either, or where what they read cannot be (one near-twin group)."""
-    if heads.head is None:
+    """The hidden-state heads, one per count of ``HIDDEN_COUNTS``, on up to ``MAX_EXAMPLES`` labeled examples
+    in ``order`` (the held-back ones first, the order their evidence pairs with the counts' in; only examples it
+    can read); none where the embedding head could not be cross-fitted either, where what they read cannot be
+    (one near-twin group), or where reading fails (the engine): an optional head never fails the fit."""
+    if heads.head is None or not order:
         return []
-    order = heads.order(held)[:MAX_EXAMPLES]
+    try:
+        return await _read_and_fit(task, heads, list(order)[:MAX_EXAMPLES], scorer, seed, progress)
+    except Exception:
+        logger.exception("the hidden-state heads could not be fitted; the fit goes on without them")
+        return []
+
+
+async def _read_and_fit(task: TaskToFit, heads: _HeadFit, order: list[int], scorer: Any, seed: int,
+                        progress: Callable[[float], None]) -> list[HiddenFit]:
     examples = task.examples
     rows = [examples.labeled[i] for i in order]
     components = heads.components[order]
@@ -320,11 +346,15 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
                                           request.seed, served)
     calibrated = calibrated_distributions(data, calibration, candidate_k)
     heads = await asyncio.to_thread(_fit_head, task, twin_cosine, request.seed)
-    head_probs, head_gold = heads.held_first(split.held)
+    reads_hidden = isinstance(scorer, HiddenStateReader)  # an engine that reads hidden states
+    unreadable = await asyncio.to_thread(_unreadable, task, scorer) if reads_hidden else set()
+    order = heads.order(split.held, unreadable)
+    head_probs, head_gold = heads.in_order(order)
     head_held = head_probs[:len(split.held)] if head_probs is not None else None
-    hidden = (await _fit_hidden(task, heads, split.held, scorer, request.seed,
-                                lambda f: progress(_PASS_SHARE + _HIDDEN_SHARE * f))
-              if isinstance(scorer, HiddenStateReader) else [])  # an engine that reads hidden states
+    # What the hidden-state heads read: a prefix of that order (none where a held-back example is unreadable).
+    readable = [] if unreadable & set(split.held) else order[:len(order) - len(unreadable)]
+    hidden = (await _fit_hidden(task, heads, readable, scorer, request.seed,
+                                lambda f: progress(_PASS_SHARE + _HIDDEN_SHARE * f)) if reads_hidden else [])
     choice = await asyncio.to_thread(_choose, data, calibration, calibrated, candidate_k, request, len(task.labels),
                                      head_probs, head_gold, hidden)
     cascade = choice.option.cascade
@@ -342,7 +372,9 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
                            str(k): data.n_scored(j) for j, k in enumerate(candidate_k)}, selection=request.selection,
                        seed=request.seed, validation=figures, calibration=calibration.describe(),
                        cascade={**cascade.describe(),
-                                "held_back": replay(cascade, *replayed).figures(complete.gold, len(task.labels))},
+                                "held_back": (served_hidden.figures(len(complete.gold), len(task.labels))
+                                              if cascade.hidden and served_hidden is not None else
+                                              replay(cascade, *replayed).figures(complete.gold, len(task.labels)))},
                        choice=choice.describe(),
                        near_twins={"cosine": twin_cosine, "held_back_with_twins": with_twins,
                                    "pool_rows_left_out": len(split.pool) - len(pool_rows),

@@ -85,8 +85,9 @@ def cross_fitted(embeddings: np.ndarray, gold: np.ndarray, n_labels: int, groups
 @dataclass(frozen=True)
 class CentroidHead:
     """Hidden Calibration (Cho et al., 2025): each label's centroid of the training states; an input takes the
-    nearest. Probabilities: a softmax of minus half the squared distances over a shared variance (each state's
-    mean squared distance to its own label's centroid, per dimension), the Gaussian reading of the same rule."""
+    nearest. Probabilities: a softmax of minus half the squared distances over a shared variance per dimension
+    (the states' mean squared distance to their own label's centroid, per dimension), the Gaussian reading of the
+    same rule."""
 
     centroids: np.ndarray  # (n_labels, d); a label no example had is never chosen
     present: np.ndarray  # (n_labels,) bool
@@ -106,7 +107,7 @@ class CentroidHead:
     def predict_proba(self, states: np.ndarray) -> np.ndarray:
         states = np.asarray(states, dtype=np.float64)
         squared = ((states[:, None, :] - self.centroids[None]) ** 2).sum(axis=2)
-        logits = np.where(self.present, -squared / (2 * self.variance * states.shape[1]), -np.inf)
+        logits = np.where(self.present, -squared / (2 * self.variance), -np.inf)
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         return probs / probs.sum(axis=1, keepdims=True)

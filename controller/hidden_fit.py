@@ -13,6 +13,7 @@ Its evidence is cross-fitted like the embedding head's, and its probabilities ar
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -22,7 +23,7 @@ import numpy as np
 from controller.calibration_fit import fit_temperature, with_temperature
 from controller.heads import HiddenLinearHead, cross_fitted_with
 from controller.metrics import expected_calibration_error, macro_f1
-from controller.planning import PromptBuilder, build_prompts
+from controller.planning import Prompt, PromptBuilder, build_prompts
 from controller.retrieval import KnnRetriever, cosine_similarities
 
 # The counts the fit reads prompts at, a head for each: the input alone, and with its nearest demonstration.
@@ -75,6 +76,13 @@ class HiddenFit:
     def macro_f1(self, n_labels: int) -> float:
         return macro_f1(self.gold, self.cross_fitted.argmax(axis=1), n_labels)
 
+    def figures(self, n: int, n_labels: int) -> dict[str, float]:
+        """Its cross-fitted figures on its first ``n`` examples (the held-back ones every count was scored on),
+        as a cascade's replay reports them."""
+        answers, gold = self.cross_fitted[:n].argmax(axis=1), self.gold[:n]
+        return {"accuracy": float((answers == gold).mean()), "macro_f1": macro_f1(gold, answers, n_labels),
+                "mean_k": float(self.head.count), "mean_prompt_tokens": float(np.mean(self.prompt_tokens[:n]))}
+
     def describe(self, n_labels: int) -> dict[str, object]:
         return {"count": self.head.count, "examples": len(self.gold), "temperature": round(self.head.temperature, 4),
                 "macro_f1": round(macro_f1(self.gold, self.cross_fitted.argmax(axis=1), n_labels), 4),
@@ -101,14 +109,27 @@ async def fit_hidden_head(builder: PromptBuilder, queries: Sequence[Mapping[str,
                           progress: Callable[[float], None] = lambda _: None) -> HiddenFit:
     """Read, fit and cross-fit the head on these labeled examples (``builder``'s pool holds them in the same
     order). Raises ValueError where it cannot be cross-fitted (one near-twin group)."""
-    rows = demonstrations(embeddings, groups, count)
-    prompts = build_prompts(builder, queries, rows, KnnRetriever().trim)
+    prompts = await asyncio.to_thread(_prompts, builder, queries, embeddings, groups, count)
     states = []
     for start in range(0, len(prompts), _CHUNK):
         states.append(await reader.hidden_states([p.token_ids for p in prompts[start:start + _CHUNK]]))
         progress(min(1.0, (start + _CHUNK) / len(prompts)))
-    features = joined(np.concatenate(states), embeddings)
+    head, cross_fitted = await asyncio.to_thread(_fitted, np.concatenate(states), embeddings, gold, groups,
+                                                 n_labels, count, seed)
+    return HiddenFit(head, cross_fitted, np.array([len(p.token_ids) for p in prompts]), gold)
+
+
+def _prompts(builder: PromptBuilder, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray,
+             groups: np.ndarray, count: int) -> list[Prompt]:
+    """CPU work: every pair of examples compared, every prompt rendered and tokenized."""
+    return build_prompts(builder, queries, demonstrations(embeddings, groups, count), KnnRetriever().trim)
+
+
+def _fitted(states: np.ndarray, embeddings: np.ndarray, gold: np.ndarray, groups: np.ndarray, n_labels: int,
+            count: int, seed: int) -> tuple[HiddenHead, np.ndarray]:
+    """CPU work: the cross-fitted distributions (tempered) and the head fitted on every example."""
+    features = joined(states, embeddings)
     raw = cross_fitted_with(HiddenLinearHead, features, gold, n_labels, groups, seed)
     temperature = fit_temperature(raw, gold)
-    head = HiddenHead(HiddenLinearHead.fit(features, gold, n_labels), count, temperature)
-    return HiddenFit(head, with_temperature(raw, temperature), np.array([len(p.token_ids) for p in prompts]), gold)
+    return (HiddenHead(HiddenLinearHead.fit(features, gold, n_labels), count, temperature),
+            with_temperature(raw, temperature))

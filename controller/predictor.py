@@ -25,7 +25,7 @@ from controller.calibration_fit import TaskCalibration
 from controller.cascade import NEVER, Cascade, escalation_order, margins
 from controller.counts import ChosenCounts, CountPolicy, FixedCount, QueryBatch, TaskDefaults, count_policy
 from controller.domain import DEFAULT_DOMAIN, DomainSettings, DomainWords
-from controller.errors import NoHeadError, UnplannableInputError
+from controller.errors import BudgetTooSmallError, NoHeadError, UnplannableInputError
 from controller.heads import EmbeddingHead
 from controller.hidden_fit import HiddenHead, HiddenStateReader
 from controller.meta import MetaController
@@ -288,10 +288,22 @@ class Predictor:
     def plan(self, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray | None = None,
              seeds: Sequence[int] | None = None) -> PredictionPlan:
         seeds = per_query_seeds(self.seed if seeds is None else seeds, len(queries))
+        if self.hidden is not None:
+            return self._plan_hidden(queries, embeddings, seeds)
         if self.head is not None and embeddings is not None and len(queries):
             return self._plan_after_head(self.head, queries, embeddings, seeds)
         return replace(self.plan_for(self.prompts_for(queries, embeddings, seeds)), queries=queries,
                        embeddings=embeddings, seeds=seeds)
+
+    def _plan_hidden(self, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray | None,
+                     seeds: Sequence[int]) -> PredictionPlan:
+        """The hidden-state head's prompts at its count, never trimmed to a budget (its head was fitted on
+        prompts at that count): a budget they do not fit is the client's BudgetTooSmallError."""
+        prompts = replace(self, max_prompt_tokens=None).prompts_for(queries, embeddings, seeds)
+        total = sum(len(p.token_ids) for p in prompts)
+        if self.max_prompt_tokens is not None and total > self.max_prompt_tokens:
+            raise BudgetTooSmallError(total, self.max_prompt_tokens)
+        return replace(self.plan_for(prompts), queries=queries, embeddings=embeddings, seeds=seeds)
 
     def _plan_after_head(self, head: HeadStage, queries: Sequence[Mapping[str, str]], embeddings: np.ndarray,
                          seeds: Sequence[int]) -> PredictionPlan:

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import numpy as np
+
 from controller.scoring import ScoredPrompt
 from service.state import AppState, ServedScorer
 
@@ -62,3 +64,13 @@ class BackgroundScorer:
 
     async def score(self, prompts: Sequence[list[int]], continuations: Sequence[str]) -> list[ScoredPrompt]:
         return list(await asyncio.gather(*(self._one(list(p), continuations) for p in prompts)))
+
+    async def _hidden_one(self, prompt: list[int]) -> np.ndarray:
+        await self._state.interactive_quiet(self._max_yield_s)
+        async with self._window.hold(len(prompt)):
+            return (await self._scorer.hidden_states([prompt]))[0]  # type: ignore[attr-defined]
+
+    async def hidden_states(self, prompts: Sequence[list[int]]) -> np.ndarray:
+        """The hidden-state engine's reads, prompt by prompt as the label scores are (a predictor only reads them
+        where the engine under this one does)."""
+        return np.stack(await asyncio.gather(*(self._hidden_one(list(p)) for p in prompts)))

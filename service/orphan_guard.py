@@ -108,8 +108,10 @@ def main(stdin: IO[bytes] | None = None) -> None:
     stream = stdin if stdin is not None else sys.stdin.buffer
     guarded: list[list[int]] = []
     for line in stream:  # until the service's end of the pipe closes, however the service ended
-        if line.strip():
-            guarded += json.loads(line)
+        try:
+            guarded += json.loads(line) if line.strip() else []
+        except ValueError:  # a line cut short: the service died while it wrote it
+            continue
     kill_guarded(guarded)
 
 

@@ -14,8 +14,10 @@ from typing import Any
 
 from anyio import to_thread
 
+from controller.cascade import HIDDEN_STAGE
 from controller.counts import TaskDefaults
 from controller.fitting import FitReport, FitRequest, TaskToFit, affordable_counts, fit_task, needed_labeled
+from controller.hidden_fit import HiddenStateReader
 from controller.training import MIN_TRAIN_SIZE
 from service.errors import APIError
 from service.jobs import ProgressCallback
@@ -43,6 +45,11 @@ def fit_summary(report: FitReport, request: ControllerTrainRequest, pool_version
             "metadata": {**{key: metadata.pop(key) for key in ("model", "labels", "scikit_learn")},
                          "pool_version": pool_version, **metadata,
                          **({"embedder": embedder} if embedder is not None else {})}}
+
+
+def serves_hidden(summary: dict[str, Any]) -> bool:
+    """Whether the fit's choice is a hidden-state head, which an engine without hidden states cannot serve."""
+    return ((summary.get("cascade") or {}).get("stages") or []) == [HIDDEN_STAGE]
 
 
 class FitServing:
@@ -141,7 +148,9 @@ class FitServing:
         runtime = self.state.runtime
         stale = (summary.get("calibration") is None or metadata.get("n_labeled") is None
                  or (runtime is not None and metadata.get("model") != runtime.scorer.model_name)
-                 or (runtime is not None and metadata.get("embedder") not in (None, runtime.embedder.identity)))
+                 or (runtime is not None and metadata.get("embedder") not in (None, runtime.embedder.identity))
+                 or (runtime is not None and serves_hidden(summary)
+                     and not isinstance(runtime.scorer, HiddenStateReader)))
         if stale or task.n_labeled >= int(metadata["n_labeled"]) * growth:
             return request
         return None

@@ -550,8 +550,12 @@ class Store:
             return session.scalar(select(SettingRow.value).where(SettingRow.key == key))
 
     def put_setting(self, key: str, value: str) -> None:
-        with self._transaction() as session:
-            session.merge(SettingRow(key=key, value=value))
+        try:
+            with self._transaction() as session:
+                session.merge(SettingRow(key=key, value=value))
+        except IntegrityError:  # another replica inserted it between merge's read and its insert
+            with self._transaction() as session:
+                session.execute(update(SettingRow).where(SettingRow.key == key).values(value=value))
 
     def example_inputs(self, task_id: int) -> list[tuple[int, dict[str, Any]]]:
         """Every example's row id and input, in row order."""

@@ -1,9 +1,11 @@
 """A task's fit as one library call, without a server: what it holds back, what it fits, what it reports."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from controller.cascade import HEAD_STAGE, Cascade
+from controller.cascade import HEAD_STAGE, HIDDEN_STAGE, Cascade
 from controller.errors import FitError
 from controller.fitting import (
     FitRequest,
@@ -186,3 +188,32 @@ async def test_an_engine_that_reads_hidden_states_adds_the_hidden_state_head_to_
                                                         default_k=2), FakeScorer())
     assert fit.hidden is None and report.hidden_head is None
     assert not any(c["option"].startswith("hidden") for c in report.choice["candidates"])
+
+
+async def test_a_fit_that_chooses_a_hidden_state_head_reports_it_and_serves_it():
+    from service.fake_engine import FakeHiddenScorer
+
+    # Embeddings that say nothing of the label (so neither the embedding head nor kNN demonstrations help), and
+    # verbalizers that never occur in the inputs (so the label tokens guess): only the hidden state, which reads
+    # the input's words, knows the label.
+    task = _task(160)
+    noise = np.random.default_rng(0).normal(size=task.examples.embeddings.shape).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    task = replace(task, examples=replace(task.examples, embeddings=noise))
+    fit, report = await fit_task(task, FitRequest((0, 1, 2), train_size=60, selection="knn", seed=0, default_k=2),
+                                 FakeHiddenScorer())
+    assert report.choice["option"].startswith("hidden k=") and fit.cascade == Cascade((HIDDEN_STAGE,), ())
+    assert fit.hidden is not None and report.choice["option"] == f"hidden k={fit.hidden.count}"
+    assert report.cascade["held_back"]["macro_f1"] > 0.7  # the label tokens and the embeddings guess (0.5)
+    assert report.cascade["held_back"]["mean_k"] == fit.hidden.count
+
+
+async def test_examples_the_hidden_state_head_cannot_read_are_left_to_the_end_not_a_failed_fit():
+    from service.fake_engine import FakeHiddenScorer
+
+    # Two empty inputs under a template with no text around them: no prompt at k=0.
+    scorer = FakeHiddenScorer()
+    fit, report = await fit_task(_task(60, template="{text}{label}", empty=2),
+                                 FitRequest((0, 1), train_size=30, selection="knn", seed=0, default_k=1), scorer)
+    assert report.hidden_head is not None and report.hidden_head["examples"] == 58
+    assert all(call for call in scorer.hidden_calls)

@@ -324,3 +324,27 @@ async def test_the_hidden_state_head_answers_from_each_prompt_s_hidden_state_at_
     assert (missing.hidden, missing.counts, missing.demos_policy) == (None, FixedCount(4), "default")
     with pytest.raises(NoHeadError, match="hidden"):
         Predictor.from_options(builder, LABELS, PredictOptions(decision="hidden"), TaskDefaults(4))
+
+
+async def test_the_hidden_state_head_s_prompts_are_never_trimmed_to_a_budget():
+    from controller.errors import BudgetTooSmallError
+    from controller.hidden_fit import fit_hidden_head
+
+    builder, scorer, embedder = fake_builder(TEXTS, POOL_LABELS, hidden=True)
+    gold = np.array([LABELS.index(label) for label in builder.pool.labels])
+    fitted = await fit_hidden_head(builder, builder.pool.inputs, builder.pool.embeddings, gold,
+                                   np.arange(len(gold)), len(LABELS), scorer, seed=0, count=1)
+    texts = ["great fun film", "awful mess"]
+    queries, vectors = _queries(*texts), embedder.embed(texts)
+
+    def planned(budget):
+        predictor = Predictor.from_options(builder, LABELS, PredictOptions(decision="hidden", max_prompt_tokens=budget),
+                                           TaskDefaults(4), hidden=fitted.head)
+        return predictor.plan(queries, vectors)
+
+    ample = planned(None)
+    needed = sum(len(p.token_ids) for p in ample.prompts)
+    assert [len(p.demo_rows) for p in ample.prompts] == [1, 1]
+    assert [len(p.demo_rows) for p in planned(needed).prompts] == [1, 1]
+    with pytest.raises(BudgetTooSmallError):
+        planned(needed - 1)  # a trimmed prompt is one the head was not fitted on

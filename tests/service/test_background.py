@@ -43,3 +43,18 @@ def test_background_prompts_go_in_one_by_one_at_the_lower_priority():
     assert [s.label_logprobs for s in scored] == [s.label_logprobs for s in direct]
     assert scorer.priorities[:2] == [BATCH_PRIORITY] * 2 and state.waits == [0.5, 0.5]
     assert background.model_name == scorer.model_name  # everything else is the engine's own
+
+
+def test_background_hidden_state_reads_wait_for_predicts_too_and_are_the_engine_s_own():
+    import inspect
+
+    from controller.hidden_fit import HiddenStateReader
+    from service.fake_engine import FakeHiddenScorer
+
+    scorer, state = FakeHiddenScorer(), _Quiet()
+    background = BackgroundScorer(scorer, TokenWindow(1_000), state, max_yield_s=0.5)
+    prompts = [background.tokenize("Label: great fun"), background.tokenize("Label: boring")]
+    read = asyncio.run(background.hidden_states(prompts))
+    assert (read == asyncio.run(scorer.hidden_states(prompts))).all() and state.waits == [0.5, 0.5]
+    # A method of its own, not one found through __getattr__ (which runtime protocol checks skip from 3.12).
+    assert inspect.getattr_static(background, "hidden_states") and isinstance(background, HiddenStateReader)

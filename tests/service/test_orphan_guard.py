@@ -84,3 +84,14 @@ def test_the_guard_leaves_alone_a_pid_that_now_belongs_to_another_process():
         other.wait(timeout=5)
     finally:
         other.kill()
+
+
+def test_the_guard_takes_processes_started_later_and_survives_a_line_cut_short(monkeypatch):
+    import io
+
+    from service import orphan_guard
+
+    killed: list[list[list[int]]] = []
+    monkeypatch.setattr(orphan_guard, "kill_guarded", killed.append)
+    orphan_guard.main(io.BytesIO(b'[[11, 5]]\n[[12, 6], [13, 7]]\n[[14, 8\n'))  # the service died mid-line
+    assert killed == [[[11, 5], [12, 6], [13, 7]]]

@@ -399,3 +399,19 @@ def test_decision_hidden_serves_the_fits_hidden_state_head(tmp_path):
         assert _wait(c, batch.json()["job_id"])["status"] == "succeeded"
         results = c.get(f"/v1/jobs/{batch.json()['job_id']}/results").json()["results"]
         assert [r["prediction"]["decision"] for r in results] == ["hidden"] * len(inputs), results
+
+
+def test_a_hidden_state_head_is_not_served_by_an_engine_without_hidden_states(tmp_path):
+    from service.serving_fit import serves_hidden
+
+    with _client(tmp_path, FakeHiddenScorer()) as c:
+        c.post("/v1/tasks", json=TASK)
+        c.post("/v1/tasks/sent/examples", json={"examples": _examples(80)})
+        started = c.post("/v1/tasks/sent/controller", json={"candidate_k": [0, 1, 2], "train_size": 40})
+        assert _wait(c, started.json()["job_id"])["status"] == "succeeded"
+        assert c.post("/v1/tasks/sent/predict", json={"inputs": ["great"], "decision": "hidden"}).status_code == 200
+    with _client(tmp_path, FakeScorer()) as c:  # the same store, served by an engine that reads none
+        assert_error(c.post("/v1/tasks/sent/predict", json={"inputs": ["great"], "decision": "hidden"}), 409,
+                     "no_head")
+        assert c.post("/v1/tasks/sent/predict", json={"inputs": ["great"]}).status_code == 200
+    assert serves_hidden({"cascade": {"stages": [-2]}}) and not serves_hidden({"cascade": {"stages": [-1, 2]}})
