@@ -3,6 +3,8 @@
     python -m bench.hidden_heads bench/results/default-vs-fixed-YYYYmmdd-HHMMSS.json
     python -m bench.hidden_heads RESULTS.json --datasets sst2 trec --counts 0 1
     python -m bench.hidden_heads --table bench/results/hidden-heads-YYYYmmdd-HHMMSS.json   # the tables again
+    python -m bench.hidden_heads RESULTS.json --model ~/.cache/iclserve/models/gemma-3-270m-q4_k_m \
+        --datasets sst2 trec subj cr --counts 0 1 --without-runs     # another model: the file's pools and items only
 
 For every dataset of a `bench/default_vs_fixed.py` results file (the same `n_train` pool rows and `n_test` test
 items, checked against its gold labels), each example's ICL prompt at each count k (kNN demonstrations from the
@@ -304,6 +306,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argument_parser(__doc__, __spec__.name if __spec__ else "bench.hidden_heads")
     parser.add_argument("results", type=Path, nargs="?", help="a bench/default_vs_fixed.py results file")
     parser.add_argument("--table", type=Path, help="only print the tables of an earlier hidden-heads results file")
+    parser.add_argument("--without-runs", action="store_true",
+                        help="take only the file's pools and items, not its runs (another model than the file's)")
     parser.add_argument("--datasets", nargs="*", help="some of the file's datasets (default: all)")
     parser.add_argument("--counts", nargs="*", type=int, default=list(COUNTS))
     parser.add_argument("--full-vocabulary", nargs="*", default=["sst2"],
@@ -368,6 +372,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for name in names:
             record = source["datasets"].get(name) or outside_the_file(name, n_train, n_test, seed)
+            if args.without_runs:
+                record = {**record, "runs": {}}
             doc["datasets"][name] = measure(name, record, embeddings, hidden, scorer,
                                             output_embeddings, args.counts, seed, name in args.full_vocabulary)
             write_json(path, doc)
