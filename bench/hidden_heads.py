@@ -302,10 +302,20 @@ def outside_the_file(name: str, n_train: int, n_test: int, seed: int) -> dict[st
             "gold": [row["label"] for row in data.test_rows], "runs": {}}
 
 
+def merged(paths: list[Path]) -> dict[str, Any]:
+    """Results files as one document: the first one's settings, every file's datasets (later ones win), the
+    counts of any of them."""
+    docs = [read_json(path) for path in paths]
+    counts = sorted({int(k) for doc in docs for k in doc["counts"]})
+    return {**docs[0], "counts": counts, "datasets": {name: record for doc in docs
+                                                      for name, record in doc["datasets"].items()}}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argument_parser(__doc__, __spec__.name if __spec__ else "bench.hidden_heads")
     parser.add_argument("results", type=Path, nargs="?", help="a bench/default_vs_fixed.py results file")
-    parser.add_argument("--table", type=Path, help="only print the tables of an earlier hidden-heads results file")
+    parser.add_argument("--table", type=Path, nargs="+",
+                        help="only print the tables of earlier hidden-heads results files (their datasets merged)")
     parser.add_argument("--without-runs", action="store_true",
                         help="take only the file's pools and items, not its runs (another model than the file's)")
     parser.add_argument("--datasets", nargs="*", help="some of the file's datasets (default: all)")
@@ -350,7 +360,7 @@ class Tokenizer:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.table:
-        print_tables(read_json(args.table))
+        print_tables(merged(args.table))
         return
     source = read_json(args.results)
     seed = int(source["args"].get("seed", 0))

@@ -8,6 +8,7 @@ import asyncio
 import httpx
 import pytest
 
+from controller.hidden_fit import HIDDEN_COUNTS
 from tests.acceptance.conftest import serve
 from tests.conftest import load_split
 
@@ -49,6 +50,8 @@ async def test_fit_by_itself_then_default_request_and_refit_on_request(tmp_path,
         for p in default.json()["predictions"]:
             if p["decision"] == "head":  # the embedding head's own probabilities, with no prompt
                 assert (p["calibration"], p["k"], p["prompt_tokens"]) == ("none", 0, 0), p
+            elif p["decision"] == "hidden":  # a hidden-state head's tempered probabilities, at its own count
+                assert p["calibration"] == "none" and p["k"] in HIDDEN_COUNTS and p["prompt_tokens"] > 0, p
             else:
                 assert p["calibration"].startswith(chosen[p["k"]]), (p["calibration"], chosen)
             assert abs(sum(p["probs"].values()) - 1) < 1e-6
@@ -71,4 +74,5 @@ async def test_fit_by_itself_then_default_request_and_refit_on_request(tmp_path,
         assert auto.status_code == 200, auto.text
         # The counts asked and the task's default count, which every fit weighs: what serves is one of them.
         assert summary["candidate_k"] == [0, 2, 4]
-        assert {p["k"] for p in auto.json()["predictions"]} <= {0, 2, 4}
+        for p in auto.json()["predictions"]:  # or a hidden-state head, at one of its own counts
+            assert p["k"] in (HIDDEN_COUNTS if p["decision"] == "hidden" else {0, 2, 4}), p
