@@ -48,7 +48,7 @@ from bench.harness.inprocess import CACHE, Embeddings, default_model_dir, task_d
 from bench.harness.results import add_out_argument, read_json, results_path, write_json
 from controller.calibration_fit import fit_temperature, with_temperature
 from controller.heads import (
-    CentroidHead,
+    DECISION_HEADS,
     EmbeddingHead,
     HiddenLinearHead,
     KnnPromptingHead,
@@ -119,10 +119,9 @@ def demonstrations(similarities: np.ndarray, pool_vectors: np.ndarray, k: int,
 def head_answers(name: str, train: np.ndarray, gold: np.ndarray, test: np.ndarray, n_labels: int,
                  groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(test probabilities, cross-fitted pool probabilities) of one head."""
-    head = {"centroid": CentroidHead, "hidden-linear": HiddenLinearHead, "joint-linear": HiddenLinearHead,
-            "knn-prompting": KnnPromptingHead, "knn-prompting-top64": KnnPromptingHead}[name]
+    head = {**DECISION_HEADS, "joint-linear": HiddenLinearHead, "knn-prompting-top64": KnnPromptingHead}[name]
     return (head.fit(train, gold, n_labels).predict_proba(test),
-            cross_fitted_with(head, train, gold, n_labels, groups, seed))
+            cross_fitted_with(head.fit, train, gold, n_labels, groups, seed))
 
 
 def kept_probabilities(probs: np.ndarray, estimate: np.ndarray) -> dict[str, Any]:

@@ -11,7 +11,9 @@ judged by a head that saw its copy."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -66,16 +68,10 @@ class EmbeddingHead:
 
 def cross_fitted(embeddings: np.ndarray, gold: np.ndarray, n_labels: int, groups: np.ndarray, seed: int = 0,
                  folds: int = FOLDS, C: float = HEAD_C) -> np.ndarray:
-    """(n, n_labels): each example's probabilities from a head fitted on the folds that do not hold it;
-    ``groups``: per example, its near-twin group (``near_twins.twin_components``), kept in one fold."""
-    embeddings, gold, groups = np.asarray(embeddings), np.asarray(gold), np.asarray(groups)
-    splits = min(folds, len(np.unique(groups)))
-    if splits < 2:
-        raise ValueError("cross-fitting needs at least two groups of examples")
-    out = np.zeros((len(gold), n_labels))
-    for train, test in GroupKFold(n_splits=splits, shuffle=True, random_state=seed).split(embeddings, gold, groups):
-        out[test] = _probabilities(_fitted(embeddings[train], gold[train], C), embeddings[test], n_labels)
-    return out
+    """(n, n_labels): each example's probabilities from an embedding head fitted on the folds that do not hold
+    it; ``groups``: per example, its near-twin group (``near_twins.twin_components``), kept in one fold."""
+    return cross_fitted_with(lambda x, y, n: EmbeddingHead.fit(x, y, n, C), embeddings, gold, n_labels, groups, seed,
+                             folds)
 
 
 # Decision heads on the language model's own hidden state: the last-token state of an ICL prompt at some
@@ -196,17 +192,21 @@ def restricted(logprobs: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     return kept - top - np.log(np.exp(kept - top).sum(axis=1, keepdims=True))
 
 
-DECISION_HEADS = {"centroid": CentroidHead, "hidden-linear": HiddenLinearHead, "knn-prompting": KnnPromptingHead}
+# The heads on the model's hidden state, by name (the service serves the linear one, on the state joined with
+# the embedding: ``controller.hidden_fit``; bench/hidden_heads.py measures them all).
+DECISION_HEADS: dict[str, Any] = {"centroid": CentroidHead, "hidden-linear": HiddenLinearHead,
+                                  "knn-prompting": KnnPromptingHead}
 
 
-def cross_fitted_with(head: type, features: np.ndarray, gold: np.ndarray, n_labels: int, groups: np.ndarray,
-                      seed: int = 0, folds: int = FOLDS) -> np.ndarray:
-    """(n, n_labels): ``cross_fitted`` for any head class with ``fit(features, gold, n_labels)``."""
+def cross_fitted_with(fit: Callable[[np.ndarray, np.ndarray, int], Any], features: np.ndarray, gold: np.ndarray,
+                      n_labels: int, groups: np.ndarray, seed: int = 0, folds: int = FOLDS) -> np.ndarray:
+    """(n, n_labels): each example's probabilities from a head (``fit(features, gold, n_labels)``, with
+    ``predict_proba``) fitted on the folds that do not hold it, each near-twin group (``groups``) in one fold."""
     features, gold, groups = np.asarray(features), np.asarray(gold), np.asarray(groups)
     splits = min(folds, len(np.unique(groups)))
     if splits < 2:
         raise ValueError("cross-fitting needs at least two groups of examples")
     out = np.zeros((len(gold), n_labels))
     for train, test in GroupKFold(n_splits=splits, shuffle=True, random_state=seed).split(features, gold, groups):
-        out[test] = head.fit(features[train], gold[train], n_labels).predict_proba(features[test])
+        out[test] = fit(features[train], gold[train], n_labels).predict_proba(features[test])
     return out

@@ -129,7 +129,7 @@ def _fitted(states: np.ndarray, embeddings: np.ndarray, gold: np.ndarray, groups
             count: int, seed: int) -> tuple[HiddenHead, np.ndarray]:
     """CPU work: the cross-fitted distributions (tempered) and the head fitted on every example."""
     features = joined(states, embeddings)
-    raw = cross_fitted_with(HiddenLinearHead, features, gold, n_labels, groups, seed)
+    raw = cross_fitted_with(HiddenLinearHead.fit, features, gold, n_labels, groups, seed)
     temperature = fit_temperature(raw, gold)
     return (HiddenHead(HiddenLinearHead.fit(features, gold, n_labels), count, temperature),
             with_temperature(raw, temperature))

@@ -113,7 +113,7 @@ def test_cross_fitting_any_head_keeps_near_twins_out_of_their_own_judge():
             return np.full((len(features), 2), 0.5)
 
     groups = np.repeat(np.arange(30), 2)
-    probs = cross_fitted_with(Spy, groups[:, None].astype(float), groups % 2, 2, groups)
+    probs = cross_fitted_with(Spy.fit, groups[:, None].astype(float), groups % 2, 2, groups)
     assert probs.shape == (60, 2) and len(seen) == 5
     assert all(not (fitted & judged) for fitted, judged in seen)
     assert set().union(*(judged for _, judged in seen)) == set(range(30))
