@@ -251,16 +251,23 @@ def _fit_head(task: TaskToFit, cosine: float, seed: int) -> _HeadFit:
                     cross_fitted(embeddings, gold, len(task.labels), components, seed), gold, groups, components)
 
 
-def _unreadable(task: TaskToFit, scorer: LabelScorer) -> set[int]:
-    """The labeled examples (indices into them) the hidden-state head cannot read: an input that alone makes an
-    empty prompt (under a template with no text around it) or a prompt longer than the window. CPU work."""
+def _unreadable(task: TaskToFit, scorer: LabelScorer, order: Sequence[int]) -> set[int]:
+    """The labeled examples (indices into them) the hidden-state heads cannot read, among the first of ``order``
+    until ``MAX_EXAMPLES`` readable ones are found (a large pool is not tokenized whole): an input that alone
+    makes an empty prompt (under a template with no text around it) or a prompt longer than the window. CPU
+    work."""
     examples = task.examples
     builder = task.builder(examples.pool([]), scorer)
-    out = set()
-    for i, row in enumerate(examples.labeled):
-        query = examples.inputs[row]
+    out: set[int] = set()
+    readable = 0
+    for i in order:
+        if readable >= MAX_EXAMPLES:
+            break
+        query = examples.inputs[examples.labeled[i]]
         if builder.renders_empty(query) or builder.zero_shot_tokens(query) > builder.max_prompt_tokens:
             out.add(i)
+        else:
+            readable += 1
     return out
 
 
@@ -347,7 +354,8 @@ async def fit_task(task: TaskToFit, request: FitRequest, scorer: LabelScorer,
     calibrated = calibrated_distributions(data, calibration, candidate_k)
     heads = await asyncio.to_thread(_fit_head, task, twin_cosine, request.seed)
     reads_hidden = isinstance(scorer, HiddenStateReader)  # an engine that reads hidden states
-    unreadable = await asyncio.to_thread(_unreadable, task, scorer) if reads_hidden else set()
+    unreadable = (await asyncio.to_thread(_unreadable, task, scorer, heads.order(split.held)) if reads_hidden
+                  else set())
     order = heads.order(split.held, unreadable)
     head_probs, head_gold = heads.in_order(order)
     head_held = head_probs[:len(split.held)] if head_probs is not None else None
