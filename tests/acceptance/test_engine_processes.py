@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -39,15 +40,14 @@ def test_a_killed_service_leaves_no_engine_process(tmp_path):
                                 "--data-dir", str(tmp_path)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     engine: list[psutil.Process] = []
     try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
+        deadline, ready = time.monotonic() + 600, False
+        while time.monotonic() < deadline and not ready:
             assert service.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
+            with contextlib.suppress(httpx.HTTPError):
+                ready = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+            time.sleep(0 if ready else 1)
+        # Not ready in time (a machine loaded by other work) is said as such, not as a missing engine process.
+        assert ready, "the service was not ready in 600 s: " + (tmp_path / "server.log").read_text()[-3000:]
         engine = psutil.Process(service.pid).children(recursive=True)
         names = [p.name() for p in engine]
         assert any("EngineCore" in name for name in names), names  # the engine runs in child processes
