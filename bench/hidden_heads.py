@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
                 record = {**record, "runs": {}}
             doc["datasets"][name] = measure(name, record, embeddings, hidden, scorer,
                                             output_embeddings, args.counts, seed, name in args.full_vocabulary)
-            write_json(path, doc)
+            write_json(path, doc, indent=None)  # per-item probabilities: one line, not one number per line
     finally:
         hidden.close(reader)
     print_tables(doc)
