@@ -44,7 +44,7 @@ from bench.default_vs_fixed import DEFAULT, DRAWS, answers, best_count, fixed_co
 from bench.harness.cli import argument_parser
 from bench.harness.figures import indices
 from bench.harness.host import describe_host
-from bench.harness.inprocess import CACHE, Embeddings, default_model_dir, task_data
+from bench.harness.inprocess import CACHE, Embeddings, cached_vectors, default_model_dir, task_data
 from bench.harness.results import add_out_argument, read_json, results_path, write_json
 from controller.calibration_fit import fit_temperature, with_temperature
 from controller.heads import (
@@ -58,6 +58,7 @@ from controller.heads import (
     restricted,
     vocabulary_subset,
 )
+from controller.hidden_fit import demonstrations
 from controller.metrics import bootstrap_rows, expected_calibration_error, macro_f1, paired_bootstrap
 from controller.near_twins import cosine_for, twin_components
 from controller.planning import PromptBuilder
@@ -83,37 +84,16 @@ class HiddenStateCache:
         return self._folder / f"hidden-{self._model}-{dataset}.npz"
 
     def get(self, dataset: str, prompts: list[list[int]]) -> np.ndarray:
-        path = self._path(dataset)
-        known: dict[str, np.ndarray] = {}
-        if path.is_file():
-            with np.load(path) as data:
-                known = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
-        keys = [hashlib.blake2b(np.asarray(p, np.int32).tobytes(), digest_size=12).hexdigest() for p in prompts]
-        missing = [i for i, key in enumerate(dict.fromkeys(keys)) if key not in known]
-        unique = list(dict.fromkeys(keys))
-        if missing:
-            first = {key: i for i, key in reversed(list(enumerate(keys)))}
-            wanted = [prompts[first[unique[j]]] for j in missing]
+        def read(rows: list[int]) -> np.ndarray:
+            wanted = [prompts[i] for i in rows]
             began = time.perf_counter()
             states = self._loop.run_until_complete(self._reader(wanted))
             self.seconds += time.perf_counter() - began
             self.tokens += sum(len(p) for p in wanted)
-            known.update({unique[j]: s for j, s in zip(missing, states, strict=True)})
-            self._folder.mkdir(parents=True, exist_ok=True)
-            np.savez(path, keys=np.array(list(known)), vectors=np.stack(list(known.values())))
-        return np.stack([known[key] for key in keys]).astype(np.float32)
+            return states
 
-
-def demonstrations(similarities: np.ndarray, pool_vectors: np.ndarray, k: int,
-                   blocked: list[np.ndarray]) -> list[list[int]]:
-    """Each row's kNN demonstrations in prompt order, never from its ``blocked`` rows."""
-    retriever = KnnRetriever()
-    out = []
-    for i, row in enumerate(similarities):
-        row = row.copy()
-        row[blocked[i]] = -np.inf
-        out.append(retriever.select(row, pool_vectors, k))
-    return out
+        keys = [hashlib.blake2b(np.asarray(p, np.int32).tobytes(), digest_size=12).hexdigest() for p in prompts]
+        return cached_vectors(self._path(dataset), keys, read).astype(np.float32)
 
 
 def head_answers(name: str, train: np.ndarray, gold: np.ndarray, test: np.ndarray, n_labels: int,
@@ -171,19 +151,16 @@ def measure(name: str, record: dict[str, Any], embeddings: Embeddings, hidden: H
     if DEFAULT in record["runs"]:
         against["default"] = answers(record["runs"][DEFAULT], labels)
         out["default_macro_f1"] = record["runs"][DEFAULT]["macro_f1"]
-    out["embedding_head"] = figures(embedding_probs, cross_fitted(pool_vectors, gold_pool, n_labels, groups, seed),
-                                    gold, gold_pool, n_labels, {k: v for k, v in against.items()
-                                                                if k != "embedding_head"}, draws)
-    out["embedding_head"] |= kept_probabilities(
-        embedding_probs, cross_fitted(pool_vectors, gold_pool, n_labels, groups, seed))
+    embedding_estimate = cross_fitted(pool_vectors, gold_pool, n_labels, groups, seed)
+    out["embedding_head"] = figures(embedding_probs, embedding_estimate, gold, gold_pool, n_labels,
+                                    {k: v for k, v in against.items() if k != "embedding_head"}, draws)
+    out["embedding_head"] |= kept_probabilities(embedding_probs, embedding_estimate)
     out["gold_pool"] = gold_pool.tolist()
     out["gold"] = gold.tolist()
-    own_group = [np.flatnonzero(groups == groups[i]) for i in range(n_pool)]
     test_sims = cosine_similarities(test_vectors, pool_vectors)
-    pool_sims = cosine_similarities(pool_vectors, pool_vectors)
     for k in counts:
-        pool_demos = demonstrations(pool_sims, pool_vectors, k, own_group)
-        test_demos = demonstrations(test_sims, pool_vectors, k, [np.array([], int)] * len(gold))
+        pool_demos = demonstrations(pool_vectors, groups, k)  # as the service's fit draws them
+        test_demos = [KnnRetriever().select(row, pool_vectors, k) for row in test_sims]  # as it serves them
         pool_prompts = [builder.tokenize(builder.render(q, d)) for q, d in zip(pool_inputs, pool_demos, strict=True)]
         test_prompts = [builder.tokenize(builder.render(data.query(r), d))
                         for r, d in zip(data.test_rows, test_demos, strict=True)]

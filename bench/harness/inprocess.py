@@ -101,29 +101,41 @@ class Embeddings:
 
     def get(self, dataset: str, texts: Sequence[str]) -> np.ndarray:
         path = self._path(dataset)
-        known: dict[str, np.ndarray] = {}
-        if path.is_file():
-            with np.load(path) as data:
-                known = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
-        missing = [t for t in dict.fromkeys(texts) if _key(t) not in known]
-        if missing:
+
+        def embedded(rows: list[int]) -> np.ndarray:
             if self._mode == "cache-only":
-                raise SystemExit(f"{len(missing)} texts of {dataset} are not in {path}; run once with "
+                raise SystemExit(f"{len(rows)} texts of {dataset} are not in {path}; run once with "
                                  "--embeddings compute where the embedding model is installed")
             if self._embedder is None:
                 from service.embedder import SentenceEmbedder
 
                 self._embedder = SentenceEmbedder()
-            vectors = self._embedder.embed(missing)
-            known.update({_key(t): v.astype(np.float16) for t, v in zip(missing, vectors, strict=True)})
-            self._cache.mkdir(parents=True, exist_ok=True)
-            np.savez(path, keys=np.array(list(known)), vectors=np.stack(list(known.values())))
-        out = np.stack([known[_key(t)] for t in texts]).astype(np.float32)
+            return self._embedder.embed([texts[i] for i in rows]).astype(np.float16)
+
+        out = cached_vectors(path, [_key(t) for t in texts], embedded).astype(np.float32)
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 def _key(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def cached_vectors(path: Path, keys: Sequence[str], compute: Callable[[list[int]], np.ndarray]) -> np.ndarray:
+    """One vector per key, kept in ``path`` (``.npz``: keys, vectors): those not kept yet are ``compute``d, from
+    the first position (into ``keys``) of each missing key, and saved with the rest."""
+    known: dict[str, np.ndarray] = {}
+    if path.is_file():
+        with np.load(path) as data:
+            known = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if key not in known:
+            first.setdefault(key, i)
+    if first:
+        known.update(zip(first, compute(list(first.values())), strict=True))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, keys=np.array(list(known)), vectors=np.stack(list(known.values())))
+    return np.stack([known[key] for key in keys])
 
 
 @dataclass
