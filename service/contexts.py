@@ -26,7 +26,7 @@ from controller.templates import PromptTemplate
 from controller.training import TaskFit
 from service.errors import task_not_found
 from service.pool_view import PoolView, load_view, updated_view
-from service.records import fit_id_of, task_template
+from service.records import fit_id_of, of_another_embedder, task_template
 from service.store import Store, TaskRecord, TaskVersions
 
 __all__ = ["ContextCache", "PoolView", "TaskContext"]
@@ -188,10 +188,9 @@ class ContextCache:
             logger.warning("task '%s' was fitted with %s, not %s: serving the unfitted defaults until it is fitted "
                            "again", task.name, fit.model, scorer.model_name)
             return None, stored.stamp, "other_model"
-        embedder = (stored.summary.get("metadata") or {}).get("embedder")
-        if self.embedder is not None and embedder is not None and embedder != self.embedder:
+        if of_another_embedder(stored.summary, self.embedder):
             logger.warning("task '%s' was fitted on embeddings of %s, not %s: serving the unfitted defaults until "
-                           "it is fitted again", task.name, embedder, self.embedder)
+                           "it is fitted again", task.name, stored.summary["metadata"]["embedder"], self.embedder)
             return None, stored.stamp, "other_model"
         return fit, stored.stamp, "fitted"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from controller.fitting import TaskExamples
 from controller.planning import PromptBuilder
@@ -16,6 +17,13 @@ def fit_id_of(stamp: datetime | None) -> str | None:
     """A fit's id: its stamp (when it was saved, UTC), so that every fit has one, those saved before ids
     included."""
     return None if stamp is None else "fit-" + as_utc(stamp).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def of_another_embedder(summary: dict[str, Any], embedder: str | None) -> bool:
+    """Whether a stored fit's heads read another embedder's embeddings than ``embedder`` (the one serving; None:
+    not known yet). A fit made before fits recorded theirs is taken as this one's."""
+    made_with = (summary.get("metadata") or {}).get("embedder")
+    return embedder is not None and made_with is not None and made_with != embedder
 
 
 def task_template(task: TaskRecord) -> PromptTemplate:

@@ -22,7 +22,7 @@ from controller.training import MIN_TRAIN_SIZE
 from service.errors import APIError
 from service.jobs import ProgressCallback
 from service.protocol import ControllerObject, ControllerTrainRequest, JobCreated, StoredTrainRequest
-from service.records import fit_id_of, task_examples, task_template
+from service.records import fit_id_of, of_another_embedder, task_examples, task_template
 from service.serving_tasks import TaskServing, controller_object
 from service.state import AppState
 from service.store import FIT_JOB, JobRunningError, TaskRecord
@@ -146,11 +146,12 @@ class FitServing:
         request = (StoredTrainRequest.model_validate(asked) if asked is not None else
                    ControllerTrainRequest(selection=summary.get("selection", "knn"), seed=summary.get("seed", 0)))
         runtime = self.state.runtime
-        stale = (summary.get("calibration") is None or metadata.get("n_labeled") is None
-                 or (runtime is not None and metadata.get("model") != runtime.scorer.model_name)
-                 or (runtime is not None and metadata.get("embedder") not in (None, runtime.embedder.identity))
-                 or (runtime is not None and serves_hidden(summary)
-                     and not isinstance(runtime.scorer, HiddenStateReader)))
+        # Made before fits had a calibration or counted their examples, or with another model, embedder, or an
+        # engine that read hidden states where this one reads none.
+        stale = summary.get("calibration") is None or metadata.get("n_labeled") is None or (runtime is not None and (
+            metadata.get("model") != runtime.scorer.model_name
+            or of_another_embedder(summary, runtime.embedder.identity)
+            or (serves_hidden(summary) and not isinstance(runtime.scorer, HiddenStateReader))))
         if stale or task.n_labeled >= int(metadata["n_labeled"]) * growth:
             return request
         return None

@@ -11,7 +11,7 @@ from controller.counts import AutoPolicy, TaskDefaults
 from controller.templates import PromptTemplate, TemplateError
 from service.errors import APIError, task_not_found
 from service.protocol import ControllerObject, FitState, TaskCreate, TaskObject
-from service.records import fit_id_of
+from service.records import fit_id_of, of_another_embedder
 from service.state import AppState
 from service.store import FIT_JOB, JobRecord, NameTakenError, TaskRecord
 
@@ -30,7 +30,7 @@ def fit_state(controller: dict[str, Any] | None, running: JobRecord | None, serv
         state = "none"
     elif serving_model is not None and model is not None and model != serving_model:
         state = "other_model"
-    elif serving_embedder is not None and metadata.get("embedder") not in (None, serving_embedder):
+    elif of_another_embedder(controller, serving_embedder):
         state = "other_model"  # its heads read another embedder's embeddings
     else:
         state = "fitted"
