@@ -31,7 +31,7 @@ from sklearn.linear_model import LogisticRegressionCV
 from bench.default_vs_fixed import DEFAULT, DRAWS, answers, best_count, fixed_counts
 from bench.harness.cli import argument_parser
 from bench.harness.figures import indices
-from bench.harness.inprocess import CACHE, Embeddings, task_data
+from bench.harness.inprocess import CACHE, Embeddings, TaskData, task_data
 from bench.harness.results import add_out_argument, read_json, save_results
 from bench.harness.tables import cell, print_table
 from controller.heads import EmbeddingHead, cross_fitted
@@ -39,13 +39,30 @@ from controller.metrics import bootstrap_rows, macro_f1, paired_bootstrap
 from controller.near_twins import cosine_for, twin_components
 
 
-def classifiers(pool: np.ndarray, gold: np.ndarray, test: np.ndarray, n_labels: int,
-                inputs: list[dict[str, str]], fields: tuple[str, ...], seed: int) -> dict[str, Any]:
-    """Both classifiers' test answers, and the head's cross-fitted estimate on the pool."""
+def linear_cv(pool: np.ndarray, gold: np.ndarray) -> LogisticRegressionCV:
+    """The plain baseline: ``LogisticRegressionCV`` with its defaults, quiet."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", FutureWarning)  # scikit-learn 1.9's note on LogisticRegressionCV's attributes
-        plain = LogisticRegressionCV(max_iter=2000).fit(pool, gold)
+        return LogisticRegressionCV(max_iter=2000).fit(pool, gold)
+
+
+def embedded(name: str, n_train: int, n_test: int, gold: list[str], embeddings: Embeddings,
+             seed: int) -> tuple[TaskData, np.ndarray, np.ndarray]:
+    """A default-against-fixed run's pool and test items (checked against its ``gold`` labels), and their
+    embeddings: (data, pool vectors, test vectors)."""
+    data = task_data(name, n_train, n_test, seed)
+    if [row["label"] for row in data.test_rows] != gold:
+        raise SystemExit(f"{name}: the test items differ from the results file's (another seed or split?)")
+    rows = data.pool_rows + data.test_rows
+    vectors = embeddings.get(name, [data.template.embedding_text(data.query(r)) for r in rows])
+    return data, vectors[:len(data.pool_rows)], vectors[len(data.pool_rows):]
+
+
+def classifiers(pool: np.ndarray, gold: np.ndarray, test: np.ndarray, n_labels: int,
+                inputs: list[dict[str, str]], fields: tuple[str, ...], seed: int) -> dict[str, Any]:
+    """Both classifiers' test answers, and the head's cross-fitted estimate on the pool."""
+    plain = linear_cv(pool, gold)
     head = EmbeddingHead.fit(pool, gold, n_labels)
     groups, _ = twin_components(pool, inputs, cosine_for(fields))
     estimate = macro_f1(gold, cross_fitted(pool, gold, n_labels, groups, seed).argmax(axis=1), n_labels)
@@ -58,29 +75,15 @@ def baseline_answers(name: str, n_train: int, n_test: int, labels: list[str], em
                      seed: int, gold: list[str]) -> dict[str, Any]:
     """The plain baseline's test answers (label names) on a default-against-fixed run's pool and items (checked
     against their ``gold`` labels): all-MiniLM-L6-v2 embeddings and ``LogisticRegressionCV`` with its defaults."""
-    data = task_data(name, n_train, n_test, seed)
-    if [row["label"] for row in data.test_rows] != gold:
-        raise SystemExit(f"{name}: the baseline's test items differ from the run's (another seed or split?)")
-    rows = data.pool_rows + data.test_rows
-    vectors = embeddings.get(name, [data.template.embedding_text(data.query(r)) for r in rows])
-    pool, test = vectors[:len(data.pool_rows)], vectors[len(data.pool_rows):]
-    gold_pool = indices([r["label"] for r in data.pool_rows], labels)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        plain = LogisticRegressionCV(max_iter=2000).fit(pool, gold_pool)
+    data, pool, test = embedded(name, n_train, n_test, gold, embeddings, seed)
+    plain = linear_cv(pool, indices([r["label"] for r in data.pool_rows], labels))
     return {"labels": [labels[int(i)] for i in plain.classes_[plain.predict_proba(test).argmax(axis=1)]],
             "C": float(plain.C_[0])}
 
 
 def measure(name: str, record: dict[str, Any], embeddings: Embeddings, seed: int) -> dict[str, Any]:
-    data = task_data(name, record["n_train"], record["n_test"], seed)
-    if [row["label"] for row in data.test_rows] != record["gold"]:
-        raise SystemExit(f"{name}: the test items differ from the results file's (another seed or split?)")
+    data, pool, test = embedded(name, record["n_train"], record["n_test"], record["gold"], embeddings, seed)
     labels = record["labels"]
-    rows = data.pool_rows + data.test_rows
-    vectors = embeddings.get(name, [data.template.embedding_text(data.query(r)) for r in rows])
-    pool, test = vectors[:len(data.pool_rows)], vectors[len(data.pool_rows):]
     gold_pool = indices([r["label"] for r in data.pool_rows], labels)
     found = classifiers(pool, gold_pool, test, len(labels), [data.query(r) for r in data.pool_rows],
                         data.template.fields, seed)
