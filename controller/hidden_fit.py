@@ -85,7 +85,7 @@ class HiddenFit:
 
     def describe(self, n_labels: int) -> dict[str, object]:
         return {"count": self.head.count, "examples": len(self.gold), "temperature": round(self.head.temperature, 4),
-                "macro_f1": round(macro_f1(self.gold, self.cross_fitted.argmax(axis=1), n_labels), 4),
+                "macro_f1": round(self.macro_f1(n_labels), 4),
                 "ece": round(expected_calibration_error(self.cross_fitted, self.gold), 4),
                 "mean_prompt_tokens": round(float(np.mean(self.prompt_tokens)), 1)}
 
