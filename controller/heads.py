@@ -19,6 +19,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
+from controller.calibration_fit import with_temperature
+
 # Inverse regularisation of the logistic regression: scikit-learn's default, one value rather than a search
 # inside every fold (twenty more fits per fit).
 HEAD_C = 1.0
@@ -51,10 +53,13 @@ def _fitted(embeddings: np.ndarray, gold: np.ndarray, C: float) -> LogisticRegre
 
 @dataclass(frozen=True)
 class EmbeddingHead:
-    """A logistic regression over a task's labels, fitted on every labeled example's embedding."""
+    """A logistic regression over a task's labels, fitted on every labeled example's embedding, its
+    probabilities tempered (``temperature``: fitted on its cross-fitted answers by the fit; 1 leaves them as
+    the regression gives them, and heads pickled before tempering read 1 from the class)."""
 
     model: LogisticRegression | int  # an int: the one label every example had
     n_labels: int
+    temperature: float = 1.0
 
     @classmethod
     def fit(cls, embeddings: np.ndarray, gold: np.ndarray, n_labels: int, C: float = HEAD_C) -> EmbeddingHead:
@@ -63,7 +68,8 @@ class EmbeddingHead:
 
     def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
         """(n, n_labels) label probabilities of these (normalised) embeddings."""
-        return _probabilities(self.model, np.asarray(embeddings), self.n_labels)
+        probs = _probabilities(self.model, np.asarray(embeddings), self.n_labels)
+        return probs if self.temperature == 1.0 else with_temperature(probs, self.temperature)
 
 
 def cross_fitted(embeddings: np.ndarray, gold: np.ndarray, n_labels: int, groups: np.ndarray, seed: int = 0,

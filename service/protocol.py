@@ -198,6 +198,16 @@ class NearTwinsObject(_Open):
                                                                            "them.")
 
 
+class EmbeddingHeadObject(_Open):
+    """The embedding head: a logistic regression on the retrieval embeddings of every labeled example; its
+    figures are cross-fitted (near-twin groups in one fold), its probabilities tempered on them."""
+
+    examples: int
+    temperature: float
+    macro_f1: float
+    ece: float = Field(description="Expected calibration error of the tempered cross-fitted probabilities, 15 bins.")
+
+
 class HiddenHeadObject(_Open):
     """The hidden-state head: a logistic regression on the model's last hidden state of each labeled example's
     prompt at `count` kNN demonstrations, joined with its retrieval embedding; its figures are cross-fitted over
@@ -257,6 +267,8 @@ class FitCost(_Open):
     computed_tokens: int
     seconds: float
     dtype: str | None = Field(default=None, description="The engine's dtype when it ran (null for older fits).")
+    hidden_tokens: int = Field(default=0, description="Prompt tokens the hidden-state engine read for the "
+                                                      "hidden-state heads, every count's (0 for older fits).")
 
 
 def _distinct(counts: list[int]) -> list[int]:
@@ -310,6 +322,9 @@ class ControllerObject(_Open):
     near_twins: NearTwinsObject | None = Field(
         default=None, description="The near-twins the fit left out of held-back examples' demonstrations (null for "
                                   "a fit made before it did; zeros for a shared demonstration set).")
+    embedding_head: EmbeddingHeadObject | None = Field(
+        default=None, description="The embedding head the fit made, with its cross-fitted figures (null where it "
+                                  "made none: a pool of one label or one near-twin group, or a fit made before).")
     hidden_head: HiddenHeadObject | None = Field(
         default=None, description="The hidden-state head the fit made, with its cross-fitted figures (null where it "
                                   "made none: an engine that reads no hidden states, or a fit made before).")

@@ -153,6 +153,32 @@ async def test_the_embedding_head_is_weighed_and_chosen_where_it_answers_as_well
     assert report.cascade["held_back"]["mean_prompt_tokens"] == 0
 
 
+async def test_the_embedding_head_is_tempered_on_its_cross_fitted_answers_and_reported():
+    from controller.calibration_fit import fit_temperature
+    from controller.heads import cross_fitted
+    from controller.metrics import expected_calibration_error
+    from controller.near_twins import cosine_for, twin_components
+
+    task = _task(200)
+    fit, report = await fit_task(task, FitRequest((0, 1, 2), train_size=40, selection="knn", seed=0, default_k=2),
+                                 FakeScorer())
+    # The temperature is the one that fits the head's own cross-fitted answers, and it changes no answer.
+    examples = task.examples
+    components, _ = twin_components(examples.embeddings, examples.inputs, cosine_for(["text"]))
+    gold = np.array([LABELS.index(label) for label in examples.labels])
+    raw = cross_fitted(examples.embeddings, gold, 2, components, 0)
+    assert fit.head.temperature == pytest.approx(fit_temperature(raw, gold), rel=1e-6)
+    assert fit.head.temperature != 1.0
+    untempered = replace(fit.head, temperature=1.0)
+    served, plain = fit.head.predict_proba(examples.embeddings), untempered.predict_proba(examples.embeddings)
+    assert (served.argmax(axis=1) == plain.argmax(axis=1)).all() and not np.allclose(served, plain)
+    figures = report.embedding_head
+    assert figures["examples"] == 200 and figures["temperature"] == round(fit.head.temperature, 4)
+    assert figures["ece"] <= round(expected_calibration_error(raw, gold), 4)
+    assert report.as_dict()["embedding_head"] == figures
+    assert report.cost.hidden_tokens == 0  # this engine reads no hidden states
+
+
 async def test_an_engine_that_reads_hidden_states_adds_the_hidden_state_head_to_the_options(monkeypatch):
     from controller import fitting
     from service.fake_engine import FakeHiddenScorer
@@ -174,6 +200,9 @@ async def test_an_engine_that_reads_hidden_states_adds_the_hidden_state_head_to_
     else:  # the better cross-fitted one stands by for decision "hidden"
         assert served["macro_f1"] >= other["macro_f1"]
     assert report.as_dict()["hidden_head"] == report.hidden_head
+    # Every prompt the hidden-state engine read, both counts', is in the fit's cost, apart from the held-back pass.
+    assert report.cost.hidden_tokens == sum(len(call) for call in scorer.hidden_calls) > 0
+    assert report.as_dict()["cost"]["hidden_tokens"] == report.cost.hidden_tokens
     # Past its cap it reads that many distinct examples (the held-back ones among them: they come first).
     monkeypatch.setattr(fitting, "MAX_EXAMPLES", 50)
     capped = FakeHiddenScorer()
