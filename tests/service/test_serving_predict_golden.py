@@ -274,9 +274,11 @@ def record_everything(tmp_path: Path) -> dict[str, Any]:
             rec.predict(ENTAILMENT["name"], label, body)
         rec.job("training/entailment", f"/v1/tasks/{ENTAILMENT['name']}/controller",
                 {"candidate_k": [0, 1, 2], "train_size": 20, "selection": "random", "seed": 1})
-        # The fit chose its embedding head (no prompt); then the head with a threshold that sends one input on.
+        # The fit chose its embedding head (no prompt); then the head with a threshold that sends one input on
+        # (untempered: on these few examples, every one answered right, its fitted temperature makes it sure
+        # of both inputs).
         rec.predict(ENTAILMENT["name"], "trained/head/default", {"inputs": _entailment_inputs()})
-        _serve_cascade(client, ENTAILMENT["name"], Cascade((HEAD_STAGE, 1), (0.6,)))
+        _serve_cascade(client, ENTAILMENT["name"], Cascade((HEAD_STAGE, 1), (0.6,)), head_temperature=1.0)
         rec.predict(ENTAILMENT["name"], "trained/head_then_k1/default", {"inputs": _entailment_inputs()})
         # The count it chose before it had a head keeps the calibration paths of a fitted shared set covered.
         _serve_cascade(client, ENTAILMENT["name"], Cascade((0,), ()))
@@ -322,12 +324,15 @@ def test_predictions_prompts_and_schema_match_the_golden_files(tmp_path):
     assert not problems, "\n".join(problems[:40]) + (f"\n... {len(problems) - 40} more" if len(problems) > 40 else "")
 
 
-def _serve_cascade(client: TestClient, task: str, cascade: Cascade) -> None:
-    """Store the task's fit again with ``cascade`` in place of the one it chose."""
+def _serve_cascade(client: TestClient, task: str, cascade: Cascade, head_temperature: float | None = None) -> None:
+    """Store the task's fit again with ``cascade`` in place of the one it chose (and its embedding head at
+    ``head_temperature``, where given)."""
     store = client.app.state.icl.store
     record = store.get_task(task)
     stored = store.load_fit(record.id)
     fit = pickle.loads(stored.blob)
+    if head_temperature is not None:
+        fit = replace(fit, head=replace(fit.head, temperature=head_temperature))
     store.save_fit(record.id, pickle.dumps(replace(fit, cascade=cascade)), stored.summary)
 
 
