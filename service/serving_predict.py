@@ -64,8 +64,9 @@ def plan_predictions(context: TaskContext, options: PredictOptions, queries: lis
 def prediction_objects(context: TaskContext, predictor: Predictor, result: PredictResult,
                        include_prompt: bool) -> list[PredictionObject]:
     """The answers; each carries the id of the task's fit where the fit took part in it: it chose the counts
-    (``demos: "auto"`` served by its cascade or controller) or calibrated the input (its fitted method for the
-    input's count under ``"auto"``, its held-back estimate for a lone input under ``"batch"``)."""
+    (``demos: "auto"`` served by its cascade or controller), one of its heads answered (``decision`` "head" or
+    "hidden", forced or not) or it calibrated the input (its fitted method for the input's count under
+    ``"auto"``, its held-back estimate for a lone input under ``"batch"``)."""
     ids = context.pool.labeled.ids
     chose_counts = predictor.demos_policy in ("cascade", "controller")
     return [
@@ -75,7 +76,7 @@ def prediction_objects(context: TaskContext, predictor: Predictor, result: Predi
             computed_tokens=p.computed_tokens, stages=list(p.stages),
             prompt=p.prompt if include_prompt and p.decision != "head" else None, calibration=p.calibration,
             decision=p.decision,
-            fit_id=context.fit_id if chose_counts or p.fitted_calibration else None,
+            fit_id=context.fit_id if chose_counts or p.fitted_calibration or p.decision != "tokens" else None,
         )
         for p in result.predictions
     ]

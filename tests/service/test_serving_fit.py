@@ -363,6 +363,8 @@ def test_decision_forces_the_embedding_head_or_the_label_tokens(tmp_path):
         assert body["demos_policy"] == "head" and body["usage"]["prompt_tokens"] == 0
         assert all((p["decision"], p["k"], p["stages"], p["prompt"]) == ("head", 0, [], None)
                    for p in body["predictions"])
+        fit_id = c.get("/v1/tasks/sent/controller").json()["fit_id"]
+        assert fit_id and {p["fit_id"] for p in body["predictions"]} == {fit_id}  # the fit's head answered
         tokens = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "decision": "tokens"}).json()
         assert {p["decision"] for p in tokens["predictions"]} == {"tokens"}
         assert all(p["prompt_tokens"] > 0 for p in tokens["predictions"])
@@ -391,6 +393,7 @@ def test_decision_hidden_serves_the_fits_hidden_state_head(tmp_path):
         for p in body["predictions"]:
             assert (p["decision"], p["k"], len(p["demo_ids"])) == ("hidden", served["count"], served["count"])
             assert p["prompt_tokens"] == p["computed_tokens"] > 0 and abs(sum(p["probs"].values()) - 1) < 1e-6
+            assert p["fit_id"] == report["fit_id"] is not None
         # The label tokens and the embedding head stay a request away.
         tokens = c.post("/v1/tasks/sent/predict", json={"inputs": inputs, "decision": "tokens"}).json()
         assert {p["decision"] for p in tokens["predictions"]} == {"tokens"}
