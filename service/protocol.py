@@ -75,7 +75,10 @@ InputValue = Text | TextMap
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """What a client sends: no field the schema does not name, and every value of the type the schema states
+    (``true`` for a boolean, not ``1``; a number, not ``"0.5"``; a string, not ``5``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     @field_validator("*", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
+from schemathesis import GenerationMode
 from schemathesis.core.failures import FailureGroup
 
 from service.app import create_app
@@ -56,9 +57,12 @@ if FUZZ_URL:
 
 
 def _seeded(loaded):
-    """Schemathesis seeds each operation's generation from the run's seed and the operation's name."""
+    """Schemathesis seeds each operation's generation from the run's seed and the operation's name. Cases are
+    drawn both valid and invalid (wrongly typed values, missing fields, values out of range): an invalid one
+    must get a 4xx."""
     if SEED is not None:
         loaded.config.seed = SEED
+    loaded.config.generation.update(modes=list(GenerationMode))
     return loaded
 
 
