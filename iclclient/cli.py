@@ -567,6 +567,11 @@ def cmd_jobs_cancel(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_jobs_delete(client: Client, args: argparse.Namespace) -> int:
+    client.delete_job(args.job_id)
+    return 0
+
+
 # --- fit and annotation -----------------------------------------------------------------------------------
 
 
@@ -696,7 +701,7 @@ def _add_batch_commands(commands: Any) -> None:
 
 
 def _add_jobs_commands(commands: Any) -> None:
-    jobs = _group(commands, "jobs", "list, show and cancel background jobs")
+    jobs = _group(commands, "jobs", "list, show, cancel and delete background jobs")
     listing = _client_command(jobs, "list", "list jobs, newest first")
     listing.add_argument("--task", help="only this task's jobs")
     listing.add_argument("--kind", choices=JOB_KINDS, help="only jobs of this kind")
@@ -711,6 +716,9 @@ def _add_jobs_commands(commands: Any) -> None:
     cancel = _client_command(jobs, "cancel", "cancel a batch job (other jobs cannot be cancelled)")
     cancel.add_argument("job_id", help="the batch job")
     cancel.set_defaults(run=cmd_jobs_cancel)
+    remove = _client_command(jobs, "delete", "delete a finished job and a batch job's inputs and results")
+    remove.add_argument("job_id", help="the job")
+    remove.set_defaults(run=cmd_jobs_delete)
 
 
 def _add_fit_and_annotate_commands(commands: Any) -> None:

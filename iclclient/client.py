@@ -210,6 +210,10 @@ class Client:
     def cancel_job(self, job_id: str) -> Job:
         return self._json("POST", f"/v1/jobs/{job_id}/cancel")
 
+    def delete_job(self, job_id: str) -> None:
+        """Delete a finished job and, for a batch job, its inputs and results (409 while it runs)."""
+        self._request("DELETE", f"/v1/jobs/{job_id}")
+
     # --- meta-controller --------------------------------------------------------------------------------
 
     def train_controller(self, name: str, candidate_k: Sequence[int] | None = None, train_size: int | None = None,

@@ -21,6 +21,7 @@ from service.jobs import JobRunner
 from service.openapi_schema import published_schema
 from service.orphan_guard import OrphanGuard, children
 from service.reembedding import adopt_embedder
+from service.retention import JobRetention
 from service.routes import admin, ops, v1
 from service.servings import Servings
 from service.state import AppState, Runtime
@@ -71,6 +72,8 @@ async def _open_state(settings: Settings, runtime: Runtime | None) -> AppState:
                             ann_candidates=max(settings.ann_candidates, settings.max_demos),
                             auto_policy=settings.auto_count_policy)
     jobs = JobRunner(store, heartbeat_s=settings.job_heartbeat_s, stale_after_s=settings.job_stale_after_s)
+    if settings.job_retention_days > 0:
+        jobs.on_beat(JobRetention(store, settings.job_retention_days, settings.job_retention_sweep_s).sweep)
     jobs.start()  # its first beat fails jobs a dead process left unfinished
     return AppState(settings=settings, store=store, contexts=contexts, jobs=jobs, runtime=runtime)
 

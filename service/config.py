@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     # nobody has marked for `job_stale_after_s` (their process died).
     job_heartbeat_s: float = Field(default=15.0, gt=0)
     job_stale_after_s: float = Field(default=60.0, gt=0)
+    # Finished jobs (batch inputs and results with them) are deleted once last updated this many days ago,
+    # swept every `job_retention_sweep_s`; 0 keeps them for good. Fits and examples are never deleted.
+    job_retention_days: float = Field(default=30.0, ge=0)
+    job_retention_sweep_s: float = Field(default=3600.0, gt=0)
 
     log_level: str = "info"
 

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[float], None]
 JobBody = Callable[[ProgressCallback], Awaitable[dict[str, Any]]]
 AfterJob = Callable[[], Awaitable[None]]
-BeatHook = Callable[[], Awaitable[None]]
+BeatHook = Callable[[], Awaitable[object]]
 
 
 INTERRUPTED = "the process running this job stopped before it finished"

@@ -212,6 +212,13 @@ def get_job(job_id: str, request: Request) -> JobObject:
     return serving(request).jobs.get(job_id)
 
 
+@v1.delete("/jobs/{job_id}", status_code=204, responses=errors(404, 409))
+def delete_job(job_id: str, request: Request) -> Response:
+    """Delete a finished job (succeeded, failed or cancelled) and, for a batch job, its inputs and results."""
+    serving(request).jobs.delete(job_id)
+    return Response(status_code=204)
+
+
 BATCH_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}},
     "application/x-ndjson": {"schema": {"type": "string", "description": "One BatchLine object per line; the "

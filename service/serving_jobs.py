@@ -5,7 +5,7 @@ from __future__ import annotations
 from service.errors import APIError
 from service.protocol import BatchProgress, JobList, JobObject
 from service.state import AppState
-from service.store import BATCH_JOB, JobRecord
+from service.store import BATCH_JOB, JobRecord, JobUnfinishedError
 
 
 class JobServing:
@@ -21,6 +21,16 @@ class JobServing:
 
     def get(self, job_id: str) -> JobObject:
         return self.job_object(self.record(job_id))
+
+    def delete(self, job_id: str) -> None:
+        """Delete a finished job and its batch inputs and results; 404 when there is none, 409 while it runs."""
+        try:
+            deleted = self.state.store.delete_job(job_id)
+        except JobUnfinishedError as exc:
+            raise APIError(409, f"job '{job_id}' is {exc.status}; cancel it (a batch job) or wait for it to end "
+                                "before deleting it", "job_unfinished", "job_id") from None
+        if not deleted:
+            raise APIError(404, f"job '{job_id}' does not exist", "job_not_found", "job_id")
 
     def list(self, task: str | None, kind: str | None, status: str | None, limit: int, offset: int) -> JobList:
         jobs, total = self.state.store.list_jobs(task, kind, status, limit, offset)

@@ -159,6 +159,9 @@ FIT_JOB = "controller"  # the fit job's kind, as stored and as the API answers i
 BATCH_JOB = "batch"  # resumable: a stale one is taken over and resumed, not failed
 EXCLUSIVE_JOB_KINDS = (FIT_JOB,)
 UNFINISHED = ("queued", "running")
+# Batch items deleted per transaction when a job goes: another writer waits behind one chunk, not a whole
+# 100,000-input job.
+DELETE_CHUNK = 5_000
 _EXCLUSIVE_UNFINISHED = and_(JobRow.kind.in_(EXCLUSIVE_JOB_KINDS), JobRow.status.in_(UNFINISHED))
 ONE_UNFINISHED_JOB = Index("one_unfinished_exclusive_job", JobRow.kind, JobRow.task_name, unique=True,
                            sqlite_where=_EXCLUSIVE_UNFINISHED, postgresql_where=_EXCLUSIVE_UNFINISHED)
@@ -170,6 +173,14 @@ class NameTakenError(Exception):
 
 class JobRunningError(Exception):
     """A job of an exclusive kind is already queued or running for the task (maybe on another replica)."""
+
+
+class JobUnfinishedError(Exception):
+    """The job is queued or running: it must end (or be cancelled) before it is deleted."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 class DuplicateExampleIdError(Exception):
@@ -716,9 +727,10 @@ class Store:
                 .where(*condition).order_by(BatchItemRow.position).limit(limit)).all()
         return [BatchItem(r[0], r[1], r[2], r[3]) for r in rows]
 
-    def save_batch_outcomes(self, job_id: str, outcomes: dict[int, dict[str, Any]]) -> BatchRecord:
+    def save_batch_outcomes(self, job_id: str, outcomes: dict[int, dict[str, Any]]) -> BatchRecord | None:
         """Store classified items' outcomes and the job's progress, in one transaction. Items that have one
-        already keep it, so a chunk stored twice (a resumed job's) counts once."""
+        already keep it, so a chunk stored twice (a resumed job's) counts once. None: the job was deleted
+        (cancelled, then deleted while its last chunk was scored)."""
         with self._transaction() as session:
             saved = errors = 0
             for position, outcome in outcomes.items():
@@ -731,7 +743,8 @@ class Store:
             session.execute(update(BatchRow).where(BatchRow.job_id == job_id)
                             .values(done=BatchRow.done + saved, errors=BatchRow.errors + errors))
             row = session.get(BatchRow, job_id)
-            assert row is not None
+            if row is None:
+                return None
             session.refresh(row)
             session.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == "running")
                             .values(progress=row.done / row.total if row.total else 1.0, updated_at=_now()))
@@ -752,6 +765,47 @@ class Store:
                                       .values(status="cancelled", updated_at=_now())).rowcount
             row = session.get(JobRow, job_id)
             return bool(changed), _job_record(row) if row else None
+
+    def delete_job(self, job_id: str) -> bool:
+        """Delete a finished job and, for a batch job, its inputs and results: whether there was one. Raises
+        JobUnfinishedError for a queued or running job. The items go a chunk per transaction, then the job in
+        one (a reader meanwhile may see fewer results, never a job without its row)."""
+        with self._sessions() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                return False
+            if row.status in UNFINISHED:
+                raise JobUnfinishedError(row.status)
+        self._delete_items(job_id)
+        with self._transaction() as session:
+            # Checked again: a batch job cannot start again once finished, so this guards a racing claim only.
+            status = session.scalar(select(JobRow.status).where(JobRow.id == job_id).with_for_update())
+            if status is None:
+                return False
+            if status in UNFINISHED:
+                raise JobUnfinishedError(status)
+            session.execute(delete(BatchItemRow).where(BatchItemRow.job_id == job_id))
+            session.execute(delete(BatchRow).where(BatchRow.job_id == job_id))
+            session.execute(delete(JobRow).where(JobRow.id == job_id))
+            return True
+
+    def _delete_items(self, job_id: str) -> None:
+        while True:
+            with self._transaction() as session:
+                positions = select(BatchItemRow.position).where(BatchItemRow.job_id == job_id).order_by(
+                    BatchItemRow.position).limit(DELETE_CHUNK).scalar_subquery()
+                deleted = session.execute(delete(BatchItemRow).where(BatchItemRow.job_id == job_id,
+                                                                     BatchItemRow.position.in_(positions))).rowcount
+            if not deleted:
+                return
+
+    def finished_jobs_before(self, cutoff: datetime, limit: int = 100) -> list[str]:
+        """Ids of jobs that ended (succeeded, failed, cancelled) and were last updated before ``cutoff``, oldest
+        first: what retention deletes."""
+        with self._sessions() as session:
+            return list(session.scalars(select(JobRow.id).where(JobRow.status.not_in(UNFINISHED),
+                                                                JobRow.updated_at < cutoff)
+                                        .order_by(JobRow.updated_at).limit(limit)))
 
     def batch_state(self, job_id: str) -> tuple[str, str | None] | None:
         """A batch job's status and the process that runs it: a runner stops when either says it should."""

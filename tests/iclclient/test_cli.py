@@ -152,7 +152,8 @@ def _subcommands(parser):
 
 def test_help_is_plain_text_and_every_command_says_what_it_does(capsys):
     commands = dict(_subcommands(_parser()))
-    assert {"task list", "task show", "task delete", "jobs list", "jobs show", "jobs cancel", "batch submit",
+    assert {"task list", "task show", "task delete", "jobs list", "jobs show", "jobs cancel", "jobs delete",
+            "batch submit",
             "batch status", "batch download", "predict", "serve"} <= set(commands)
     assert all(text and text.strip() and "\n" not in text for text in commands.values()), commands
     for argv in (["--help"], *([*path.split(), "--help"] for path in commands)):
@@ -272,6 +273,10 @@ def test_jobs_list_show_and_cancel(slow_http, capsys, tmp_path):
     assert code == 1 and "404 job_not_found" in err
     code, _, err = _run(http, capsys, "jobs", "list", "--limit", "101")
     assert code == 1 and "400" in err
+    code, out, _ = _run(http, capsys, "jobs", "delete", small)
+    assert code == 0 and not out.strip()
+    code, _, err = _run(http, capsys, "jobs", "show", small)
+    assert code == 1 and "404 job_not_found" in err
 
 
 def _answers(path):

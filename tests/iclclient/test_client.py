@@ -72,6 +72,10 @@ def test_batch_jobs(http):
     with pytest.raises(APIError) as finished:
         client.cancel_job(job_id)
     assert finished.value.status == 409 and finished.value.code == "job_finished"
+    client.delete_job(job_id)
+    with pytest.raises(APIError) as gone:
+        client.get_job(job_id)
+    assert gone.value.status == 404 and gone.value.code == "job_not_found"
 
 
 def test_errors_carry_the_envelope(http):

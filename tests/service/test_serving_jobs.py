@@ -40,3 +40,20 @@ def test_job_listing_filters_are_checked(client):
     assert_error(client.get("/v1/jobs", params={"status": "done"}), 400, "invalid_value", "status")
     assert_error(client.get("/v1/jobs", params={"limit": 0}), 400, "invalid_value", "limit")
     assert client.get("/v1/jobs", params={"task": "no-such-task"}).json() == {"jobs": [], "total": 0}
+
+
+def test_a_finished_job_is_deleted_with_its_results_and_a_running_one_is_409(client):
+    store = client.app.state.icl.store
+    batch = store.create_batch("sent", 1, {}, "me", [(None, {"text": "x"}, None)])
+    store.save_batch_outcomes(batch.id, {0: {"prediction": {"label": "a"}}})
+    assert_error(client.delete(f"/v1/jobs/{batch.id}"), 409, "job_unfinished", "job_id")  # queued
+    store.update_job(batch.id, status="succeeded")
+    response = client.delete(f"/v1/jobs/{batch.id}")
+    assert response.status_code == 204 and not response.content
+    assert_error(client.get(f"/v1/jobs/{batch.id}"), 404, "job_not_found")
+    assert_error(client.get(f"/v1/jobs/{batch.id}/results"), 404)
+    assert_error(client.delete(f"/v1/jobs/{batch.id}"), 404, "job_not_found", "job_id")
+    fit = store.create_job("controller", "sent")
+    store.update_job(fit.id, status="running")
+    assert_error(client.delete(f"/v1/jobs/{fit.id}"), 409, "job_unfinished", "job_id")
+    assert client.get(f"/v1/jobs/{fit.id}").json()["status"] == "running"

@@ -139,3 +139,49 @@ def test_a_database_made_before_row_versions_gets_them(url):
     assert store.load_pool_changes(task.id, 0, max_rows=10).rows.ids == ["2"]
     Store(url).close()  # a second start finds it there
     store.close()
+
+
+def _finished_batch(store: Store, items: int, status: str = "succeeded") -> str:
+    job = store.create_batch("t", 1, {}, "me", [(None, {"text": f"x{i}"}, None) for i in range(items)])
+    store.save_batch_outcomes(job.id, {i: {"prediction": {"label": "a"}} for i in range(items)})
+    store.update_job(job.id, status=status)
+    return job.id
+
+
+def test_a_finished_job_is_deleted_with_its_batch_rows_in_chunks(url, monkeypatch):
+    from sqlalchemy import func, select
+
+    from service import store as store_module
+    from service.store import BatchItemRow, BatchRow, JobUnfinishedError
+
+    monkeypatch.setattr(store_module, "DELETE_CHUNK", 3)  # ten items: four transactions, then the job
+    store = Store(url)
+    kept, gone = _finished_batch(store, 10), _finished_batch(store, 10, "cancelled")
+    running = store.create_job("controller", "t")
+    store.update_job(running.id, status="running")
+    with pytest.raises(JobUnfinishedError):
+        store.delete_job(running.id)
+    assert store.delete_job(gone) and store.get_job(gone) is None and store.get_batch(gone) is None
+    assert not store.delete_job(gone) and not store.delete_job("job-missing")
+    with store.engine.connect() as connection:
+        rows = connection.execute(select(BatchItemRow.job_id, func.count()).group_by(BatchItemRow.job_id)).all()
+        batches = connection.execute(select(BatchRow.job_id)).scalars().all()
+    assert dict(rows) == {kept: 10} and batches == [kept]  # the other job is untouched
+    assert store.get_job(running.id).status == "running"
+    # A cancelled job's last chunk stored after it was deleted stores nothing, and says so.
+    assert store.save_batch_outcomes(gone, {0: {"prediction": {"label": "a"}}}) is None
+    store.close()
+
+
+def test_finished_jobs_before_a_time_are_listed_oldest_first(url):
+    from datetime import UTC, datetime, timedelta
+
+    store = Store(url)
+    old, new = _finished_batch(store, 2), _finished_batch(store, 2, "failed")
+    unfinished = store.create_job("controller", "t")
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    assert store.finished_jobs_before(later) == [old, new]
+    assert store.finished_jobs_before(later, limit=1) == [old]
+    assert store.finished_jobs_before(datetime.now(UTC) - timedelta(days=1)) == []
+    assert unfinished.id not in store.finished_jobs_before(later)
+    store.close()
