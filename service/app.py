@@ -66,7 +66,7 @@ def start_runtime(settings: Settings) -> Runtime:
 async def _open_state(settings: Settings, runtime: Runtime | None) -> AppState:
     """The store, the task contexts and the job runner, as every request shares them."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = await to_thread.run_sync(Store, settings.resolved_database_url)
+    store = await to_thread.run_sync(Store, settings.resolved_database_url, settings.db_upgrade)
     contexts = ContextCache(store, settings.default_k, recent_queries=settings.domain_recent_queries,
                             ann_min_pool=settings.ann_min_pool or None,
                             ann_candidates=max(settings.ann_candidates, settings.max_demos),

@@ -1,5 +1,6 @@
-"""The server's commands, ``iclserve serve`` and ``iclserve prepare-model``. Flags override ``ICL_*`` environment
-variables, which override defaults. Light at import: the command line of the client reads these parsers too."""
+"""The server's commands, ``iclserve serve``, ``iclserve prepare-model`` and ``iclserve upgrade-db``. Flags override
+``ICL_*`` environment variables, which override defaults. Light at import: the command line of the client reads
+these parsers too."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SERVER_COMMANDS = ("serve", "prepare-model")
+SERVER_COMMANDS = ("serve", "prepare-model", "upgrade-db")
 
 
 def add_server_commands(commands: Any) -> None:
@@ -28,6 +29,10 @@ def add_server_commands(commands: Any) -> None:
     prepare.add_argument("--model-cache", type=Path)
     prepare.add_argument("--gguf", type=Path, help="convert this local GGUF file instead; serve the printed folder "
                          "with --model or ICL_MODEL")
+    upgrade = commands.add_parser("upgrade-db", help="bring the database's schema to this version's, then exit "
+                                  "(what serve does at start unless ICL_DB_UPGRADE=0)")
+    upgrade.add_argument("--data-dir", type=Path)
+    upgrade.add_argument("--database-url")
 
 
 def run_server_command(args: argparse.Namespace) -> int:
@@ -49,6 +54,14 @@ def run_server_command(args: argparse.Namespace) -> int:
             print(ensure_gguf_model(args.gguf.expanduser(), settings.model_cache))
         else:
             print(ensure_default_model(settings.model_cache))
+        return 0
+    if args.command == "upgrade-db":
+        from service.store import Store
+
+        Store(settings.resolved_database_url, upgrade=True).close()
+        from service.schema import head
+
+        print(f"the database is at schema revision {head()}")
         return 0
 
     import uvicorn

@@ -16,6 +16,9 @@ class Settings(BaseSettings):
     port: int = 8000
     data_dir: Path = Field(default=Path.home() / ".local" / "share" / "iclserve")
     database_url: str | None = None  # default: SQLite file under data_dir
+    # Bring the database's schema to this version's at start (Alembic); off, a database behind it refuses to
+    # start with a message saying how to upgrade (`iclserve upgrade-db`).
+    db_upgrade: bool = True
     # Where the default model is converted to, once per machine (shared by every data directory).
     model_cache: Path = Field(default=Path.home() / ".cache" / "iclserve" / "models")
     model: str | None = None  # a local Hugging Face folder; default: SmolLM2-135M-Instruct converted from GGUF
@@ -99,7 +102,7 @@ class Settings(BaseSettings):
     job_stale_after_s: float = Field(default=60.0, gt=0)
     # Finished jobs (batch inputs and results with them) are deleted once last updated this many days ago,
     # swept every `job_retention_sweep_s`; 0 keeps them for good. Fits and examples are never deleted.
-    job_retention_days: float = Field(default=30.0, ge=0)
+    job_retention_days: float = Field(default=30.0, ge=0, le=36_500)
     job_retention_sweep_s: float = Field(default=3600.0, gt=0)
 
     log_level: str = "info"

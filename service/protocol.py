@@ -263,7 +263,7 @@ class CalibrationFitObject(_Open):
 
 
 class FitCost(_Open):
-    """What the fit's held-back pass cost the engine."""
+    """What the fit's held-back pass cost the engine, the hidden-state engine's reading apart."""
 
     prompt_tokens: int
     calibration_tokens: int
@@ -537,9 +537,10 @@ class PredictionObject(BaseModel):
     prompt: str | None = None
     calibration: str = Field(description='The calibration this input got: "none", "contextual", "domain", '
                              '"batch", "batch:fitted" (a lone input, the task\'s held-back estimate) or "affine".')
-    fit_id: str | None = Field(default=None, description="The task's fit that chose this input's count or "
-                               "calibrated it (its fitted method under `calibration: \"auto\"`, its held-back "
-                               "estimate for `\"batch:fitted\"`); null when no fit took part.")
+    fit_id: str | None = Field(default=None, description="The task's fit that chose this input's count, whose "
+                               "head answered it (`decision` \"head\" or \"hidden\"), or that calibrated it (its "
+                               "fitted method under `calibration: \"auto\"`, its held-back estimate for "
+                               "`\"batch:fitted\"`); null when no fit took part.")
     decision: Literal["tokens", "head", "hidden"] = Field(
         default="tokens", description='Where the answer came from: "tokens", the model\'s label tokens; "head", the '
                                       "task's embedding head (fitted on its labeled pool, no prompt: `k` 0, `stages` "

@@ -13,7 +13,10 @@ from service.store import Store
 
 logger = logging.getLogger(__name__)
 
-_PAGE = 100  # job ids read per query
+# Jobs deleted per sweep: the sweep runs inside the job heartbeat, which must beat again well within
+# ICL_JOB_STALE_AFTER_S (a full 100,000-input batch job takes about a second to delete on SQLite). A backlog
+# (a database upgraded with months of jobs) goes over the next beats.
+PER_SWEEP = 10
 
 
 class JobRetention:
@@ -28,22 +31,20 @@ class JobRetention:
         self._last: float | None = None
 
     async def sweep(self) -> int:
-        """Jobs deleted by this sweep (0 when one ran less than ``every_s`` ago)."""
+        """Jobs deleted by this sweep: up to ``PER_SWEEP``, 0 when one ran less than ``every_s`` ago and left
+        none behind."""
         now = time.monotonic()
         if self._last is not None and now - self._last < self._every_s:
             return 0
-        self._last = now
-        deleted = await to_thread.run_sync(self.delete_old)
+        deleted, more = await to_thread.run_sync(self.delete_old)
+        self._last = None if more else now  # a backlog goes on at the next beat
         if deleted:
             logger.info("retention: deleted %d finished jobs older than %s", deleted, self._keep)
         return deleted
 
-    def delete_old(self) -> int:
-        cutoff = datetime.now(UTC) - self._keep
-        deleted = 0
-        while ids := self._store.finished_jobs_before(cutoff, _PAGE):
-            gone = sum(self._store.delete_job(job_id) for job_id in ids)
-            deleted += gone
-            if not gone and len(ids) < _PAGE:  # every one deleted by another replica meanwhile
-                break
-        return deleted
+    def delete_old(self, limit: int | None = None) -> tuple[int, bool]:
+        """Delete up to ``limit`` (``PER_SWEEP``) of the oldest expired jobs: how many this call deleted
+        (another replica may have taken some), and whether more may be left."""
+        limit = limit or PER_SWEEP
+        ids = self._store.finished_jobs_before(datetime.now(UTC) - self._keep, limit)
+        return sum(self._store.delete_job(job_id) for job_id in ids), len(ids) == limit

@@ -51,7 +51,7 @@ WHY = {
     401: "Missing or wrong API key (when the service has keys); on /v1/admin/*, missing or wrong admin key.",
     403: "The admin endpoints are off (no ICL_ADMIN_KEYS).",
     404: "No such task, example or job.",
-    409: "The name or id is already taken, or the task is being fitted already.",
+    409: "The name or id is already taken, the task is being fitted already, or the job has not ended (or has).",
     413: "The body, an input or a batch is over the service's limits, or an input over the model's window.",
     415: "The body's Content-Type is not one this operation reads.",
     429: "The engine has too many prompts in flight, or other batch uploads are being read; retry after "

@@ -106,7 +106,8 @@ class BatchServing:
     def cancel(self, job_id: str) -> JobObject:
         self._batch_job(job_id)
         changed, job = self.state.store.cancel_job(job_id)
-        assert job is not None
+        if job is None:  # deleted meanwhile (a finished job)
+            raise self.jobs.not_found(job_id)
         if not changed and job.status != "cancelled":  # it ended first (maybe just now)
             raise APIError(409, f"job '{job_id}' has {job.status} already", "job_finished", "job_id")
         return self.jobs.job_object(job)
@@ -128,7 +129,8 @@ class BatchServing:
     def results(self, job_id: str, offset: int, limit: int) -> BatchResults:
         job = self._batch_job(job_id)
         batch = self.state.store.get_batch(job_id)
-        assert batch is not None
+        if batch is None:  # deleted meanwhile
+            raise self.jobs.not_found(job_id)
         items = self.state.store.batch_items(job_id, offset, limit)
         return BatchResults(job_id=job_id, status=job.status, total=batch.total, offset=offset,  # type: ignore[arg-type]
                             results=[self._result(item) for item in items])
@@ -299,7 +301,8 @@ class BatchServing:
     async def _summary(self, job_id: str, stopped: bool) -> dict[str, Any]:
         """The job's result: its counts as stored, and whether it was cancelled."""
         final = await to_thread.run_sync(self.state.store.get_batch, job_id)
-        assert final is not None
+        if final is None:  # cancelled, then deleted while its last chunk was scored: nothing left to report on
+            return {"cancelled": stopped}
         return {"total": final.total, "succeeded": final.done - final.errors, "failed": final.errors,
                 "cancelled": stopped, "runs": final.runs}
 

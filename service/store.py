@@ -33,10 +33,8 @@ from sqlalchemy import (
     event,
     func,
     insert,
-    inspect,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -44,6 +42,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from service import failpoints
+from service.schema import ensure_schema
 
 logger = logging.getLogger(__name__)
 
@@ -322,31 +321,15 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def _add_changed_version(engine: Engine) -> None:
-    """A database made before examples recorded the pool version of their last change: add the column (0 for
-    every stored row) and its index. Two replicas starting together may both try: the loser finds it there."""
-    if "changed_version" not in {c["name"] for c in inspect(engine).get_columns("examples")}:
-        try:
-            with engine.begin() as connection:
-                connection.execute(text("ALTER TABLE examples ADD COLUMN changed_version INTEGER NOT NULL DEFAULT 0"))
-        except DBAPIError:
-            if "changed_version" not in {c["name"] for c in inspect(engine).get_columns("examples")}:
-                raise
-    index = next(i for i in ExampleRow.__table__.indexes if i.name == "examples_task_changed")
-    try:
-        index.create(engine, checkfirst=True)
-    except DBAPIError:  # created by another replica between the check and the creation
-        logger.info("index %s was created concurrently", index.name)
-
-
 class Store:
     """Synchronous repository; the HTTP layer calls it from worker threads."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, upgrade: bool = True) -> None:
+        """Open the database at ``url``, bringing its schema to this code's revision (``upgrade`` off: raise
+        ``schema.SchemaBehindError`` unless it is there already)."""
         self.engine = make_engine(url)
-        Base.metadata.create_all(self.engine)
-        _add_changed_version(self.engine)
-        try:  # a database made before the index: add it
+        ensure_schema(self.engine, upgrade)
+        try:  # a database made before the index, or whose two unfinished fits of a task refused it: add it
             ONE_UNFINISHED_JOB.create(self.engine, checkfirst=True)
         except DBAPIError:  # it holds two unfinished fits of a task already: the heartbeat fails them
             logger.warning("the one-fit-per-task index could not be created yet; a later start will add it")
@@ -790,14 +773,17 @@ class Store:
             return True
 
     def _delete_items(self, job_id: str) -> None:
+        """A chunk per transaction until none is left (another replica deleting the same job at once takes
+        some chunks: this one goes on with what is left, never all of it in one transaction)."""
         while True:
             with self._transaction() as session:
                 positions = select(BatchItemRow.position).where(BatchItemRow.job_id == job_id).order_by(
                     BatchItemRow.position).limit(DELETE_CHUNK).scalar_subquery()
                 deleted = session.execute(delete(BatchItemRow).where(BatchItemRow.job_id == job_id,
                                                                      BatchItemRow.position.in_(positions))).rowcount
-            if not deleted:
-                return
+                if not deleted and session.scalar(
+                        select(BatchItemRow.position).where(BatchItemRow.job_id == job_id).limit(1)) is None:
+                    return
 
     def finished_jobs_before(self, cutoff: datetime, limit: int = 100) -> list[str]:
         """Ids of jobs that ended (succeeded, failed, cancelled) and were last updated before ``cutoff``, oldest

@@ -44,8 +44,42 @@ def test_old_finished_jobs_are_deleted_unfinished_ones_and_new_ones_kept(tmp_pat
     new = _batch_jobs(store, 1, 5)
     assert asyncio.run(retention.sweep()) == 0  # at most once per every_s
     assert store.get_job(new[0]) is not None
-    assert JobRetention(store, days=1.0).delete_old() == 0  # a day's retention keeps a job of now
+    assert JobRetention(store, days=1.0).delete_old() == (0, False)  # a day's retention keeps a job of now
     store.close()
+
+
+def test_a_backlog_goes_a_few_jobs_per_beat_so_that_the_heartbeat_keeps_beating(tmp_path: Path, monkeypatch):
+    from service import retention as retention_module
+
+    monkeypatch.setattr(retention_module, "PER_SWEEP", 2)
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    _batch_jobs(store, 5, 3)
+    retention = JobRetention(store, days=0.0, every_s=3600)
+    # Each beat deletes two; while some are left the next beat goes on at once, then it waits every_s again.
+    assert [asyncio.run(retention.sweep()) for _ in range(5)] == [2, 2, 1, 0, 0]
+    _batch_jobs(store, 1, 3)
+    assert asyncio.run(retention.sweep()) == 0 and store.list_jobs()[1] == 1
+    store.close()
+
+
+def test_the_service_sweeps_from_its_heartbeat_unless_retention_is_off(tmp_path: Path):
+    import time
+
+    from tests.service.support import make_client
+
+    with make_client(tmp_path / "on", job_heartbeat_s=0.05, job_retention_days=1e-9,
+                     job_retention_sweep_s=0.05) as client:
+        store = client.app.state.icl.store
+        job = _batch_jobs(store, 1, 3)[0]
+        deadline = time.monotonic() + 10
+        while store.get_job(job) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.get_job(job) is None
+    with make_client(tmp_path / "off", job_heartbeat_s=0.05, job_retention_days=0) as client:
+        store = client.app.state.icl.store
+        job = _batch_jobs(store, 1, 3)[0]
+        time.sleep(0.5)  # ten beats
+        assert store.get_job(job) is not None
 
 
 def test_a_database_that_keeps_taking_batch_jobs_stays_bounded_under_retention(tmp_path: Path):

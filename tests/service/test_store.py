@@ -129,9 +129,10 @@ def test_a_database_made_before_row_versions_gets_them(url):
     store = Store(url)
     task = store.create_task("t", ["a", "b"], {"a": "a", "b": "b"}, "X: {text}\nY: {label}", None, "\n\n", None)
     store.add_examples(task.id, [_example("1")])
-    with store.engine.begin() as connection:  # as the schema was before
+    with store.engine.begin() as connection:  # as the schema was before (and before migrations)
         connection.execute(text("DROP INDEX examples_task_changed"))
         connection.execute(text("ALTER TABLE examples DROP COLUMN changed_version"))
+        connection.execute(text("DROP TABLE alembic_version"))
     store.close()
     store = Store(url)
     assert store.load_pool_changes(task.id, 0, max_rows=10).rows.ids == []  # stored rows are older than any cache
@@ -149,7 +150,7 @@ def _finished_batch(store: Store, items: int, status: str = "succeeded") -> str:
 
 
 def test_a_finished_job_is_deleted_with_its_batch_rows_in_chunks(url, monkeypatch):
-    from sqlalchemy import func, select
+    from sqlalchemy import event, func, select
 
     from service import store as store_module
     from service.store import BatchItemRow, BatchRow, JobUnfinishedError
@@ -161,7 +162,16 @@ def test_a_finished_job_is_deleted_with_its_batch_rows_in_chunks(url, monkeypatc
     store.update_job(running.id, status="running")
     with pytest.raises(JobUnfinishedError):
         store.delete_job(running.id)
+    statements: list[str] = []
+
+    def record(_connection, _cursor, sql, *_rest) -> None:
+        statements.append(sql)
+
+    event.listen(store.engine, "before_cursor_execute", record)
     assert store.delete_job(gone) and store.get_job(gone) is None and store.get_batch(gone) is None
+    event.remove(store.engine, "before_cursor_execute", record)
+    chunks = [sql for sql in statements if sql.startswith("DELETE FROM batch_items") and " IN " in sql]
+    assert len(chunks) == 5  # ten items three at a time, and the one that finds none left
     assert not store.delete_job(gone) and not store.delete_job("job-missing")
     with store.engine.connect() as connection:
         rows = connection.execute(select(BatchItemRow.job_id, func.count()).group_by(BatchItemRow.job_id)).all()
