@@ -570,6 +570,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_server_arguments(parser)
     add_out_argument(parser)
     parser.add_argument("--table", type=Path, nargs="+", help="only print the tables of earlier results files")
+    parser.add_argument("--plot", type=Path, help="with --table: also draw those files' datasets into this PNG")
     parser.add_argument("--fixed-from", type=Path, help="an earlier results file: copy its fixed-count and unfitted "
                                                         "runs where its dataset, items and model are the same "
                                                         "(after a change to the fit only)")
@@ -614,7 +615,11 @@ def run(args: argparse.Namespace, path: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.table:
-        print_tables(merged(args.table))
+        doc = merged(args.table)
+        print_tables(doc)
+        if args.plot:
+            plot({name: record["summary"] for name, record in doc["datasets"].items() if "summary" in record},
+                 args.plot)
         return
     path = results_path(args.out, "default-vs-fixed")
     doc = run(args, path)

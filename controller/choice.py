@@ -246,8 +246,11 @@ def fit_options(data: TrainingData, calibrated: np.ndarray, judged: np.ndarray, 
 def _two_stage(stages: tuple[int, int], scored: dict[int, int], judged: np.ndarray, calibrated: np.ndarray,
                gold: np.ndarray, tokens: np.ndarray, counts: list[int], n_labels: int, seed: int) -> Option | None:
     """The cascade of ``stages`` judged on the examples both were scored on; None where some fold admits no
-    thresholds. Its thresholds keep the best fixed count's figures among the counts scored on those examples
-    too: a count scored on fewer has only placeholders past them, which would lower the bar."""
+    thresholds, or where its second stage answered none of them (its first stage alone, already in the family:
+    judged again on fewer examples, the embedding head's than it was on all of them, its wider interval would
+    hide a difference the first stage's own evidence shows). Its thresholds keep the best fixed count's
+    figures among the counts scored on those examples too: a count scored on fewer has only placeholders past
+    them, which would lower the bar."""
     n = min(scored[k] for k in stages)
     columns = [j for j, k in enumerate(counts) if scored[k] >= n]
     judged, calibrated, tokens = judged[:n, columns], calibrated[:n, columns], tokens[:n, columns]
@@ -257,6 +260,8 @@ def _two_stage(stages: tuple[int, int], scored: dict[int, int], judged: np.ndarr
               if len(folds) > 1 else None)
     served = cheapest_thresholds(stages, calibrated, gold[:n], tokens, counts, n_labels, INNER_TOLERANCE)
     if played is None or served is None:
+        return None
+    if np.array_equal(played.tokens, tokens[:, counts.index(stages[0])]):
         return None
     return Option(f"{stage_name(stages[0])} then {stage_name(stages[1])}", served, played.answers, played.tokens)
 

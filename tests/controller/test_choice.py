@@ -180,3 +180,27 @@ def test_the_hidden_state_head_joins_the_family_alone_judged_on_every_example_it
     option = options["hidden k=1"]
     assert option.cascade == Cascade((HIDDEN_STAGE,), ()) and option.extends and option.mean_tokens == 50
     assert len(option.answers) == 200 and (option.answers == gold).all()
+
+
+def test_a_cascade_whose_second_stage_answers_nothing_is_its_first_stage_and_is_left_out():
+    rng = np.random.default_rng(1)
+    n = 200
+    gold = rng.integers(0, 2, 1000)
+    # The counts: k=4 always right and sure, k=0 a coin.
+    probs = np.stack([np.full((n, 2), 0.5), np.eye(2)[gold[:n]] * 0.9 + 0.05], axis=1)
+    data = TrainingData(features=np.zeros((n, 2)), correct=np.ones((n, 2), dtype=int),
+                        prompt_tokens=np.array([[20, 100]] * n), distributions=probs, gold=gold[:n], prompted={},
+                        engine_tokens={})
+
+    def family(head: np.ndarray) -> dict[str, Option]:
+        return {o.name: o for o in fit_options(data, probs, probs, [0, 4], 4, 2, 0, head)}
+
+    # A head right and sure on every example: no threshold sends one on, and the cascade is the head again.
+    sure = np.eye(2)[gold] * 0.98 + 0.01
+    assert "head then k=4" not in family(sure) and "head" in family(sure)
+    # A head unsure where it is wrong (a fifth of the examples): the cascade sends those on, and stays.
+    wrong = rng.permutation(len(gold)) < 200
+    unsure = sure.copy()
+    unsure[wrong] = np.eye(2)[1 - gold[wrong]] * 0.1 + 0.45
+    cascade = family(unsure)["head then k=4"]
+    assert 0 < cascade.mean_tokens < 100 and (cascade.answers == gold[:n]).mean() > 0.95
