@@ -35,6 +35,10 @@ def task_not_found(name: str) -> APIError:
     return APIError(404, f"task '{name}' does not exist; create it with POST /v1/tasks", "task_not_found", "name")
 
 
+def job_not_found(job_id: str) -> APIError:
+    return APIError(404, f"job '{job_id}' does not exist", "job_not_found", "job_id")
+
+
 def error_response(error: APIError) -> JSONResponse:
     return envelope(error.status, error.message, error.code, error.param, error.type, error.headers)
 

@@ -2,8 +2,8 @@
 
 A database made before migrations existed (no ``alembic_version`` table, the service's tables present) is
 brought to revision 0001's shape, the columns and indexes older versions added by hand included, and stamped
-0001; then every later revision runs. Replicas starting together take turns: on PostgreSQL under an advisory
-lock, on SQLite under the database's own write lock."""
+0001; then every later revision runs. Replicas starting together on PostgreSQL take turns under an advisory
+lock; two processes upgrading one SQLite file at once, the loser finds the database upgraded and goes on."""
 
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ class SchemaBehindError(RuntimeError):
 
 
 def _config(connection: Connection | None = None) -> Config:
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin set-up at INFO, every start; ours says more
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:
@@ -54,18 +53,19 @@ def current(connection: Connection) -> str | None:
 
 def ensure_schema(engine: Engine, upgrade: bool = True) -> None:
     """Bring the database to ``head()``; with ``upgrade`` off, raise SchemaBehindError unless it is there."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin set-up at INFO, every start; ours says more
     newest = head()
     with engine.connect() as connection:
-        if current(connection) == newest:
+        at = current(connection)
+        if at == newest:
             return
-        at = current(connection) or ("none (made before migrations)" if _made_before_migrations(connection)
-                                     else "none (empty)")
+        at = at or ("none (made before migrations)" if _made_before_migrations(connection) else "none (empty)")
     if not upgrade:
         raise SchemaBehindError(
             f"the database is at schema revision {at}; this service needs {newest}. Upgrade it with "
             f"`python -m service.cli upgrade-db` (or start with ICL_DB_UPGRADE=1, the default), after a backup")
     try:
-        _upgrade(engine)
+        _upgrade(engine, newest)
     except DBAPIError:
         with engine.connect() as connection:  # another process upgraded it meanwhile (two on one SQLite file)
             if current(connection) != newest:
@@ -73,7 +73,7 @@ def ensure_schema(engine: Engine, upgrade: bool = True) -> None:
         logger.info("schema: upgraded to %s by another process meanwhile", newest)
 
 
-def _upgrade(engine: Engine) -> None:
+def _upgrade(engine: Engine, newest: str) -> None:
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":  # one replica upgrades; the others then find it done
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
@@ -83,7 +83,7 @@ def _upgrade(engine: Engine) -> None:
             command.stamp(_config(connection), FIRST)
             logger.info("schema: a database made before migrations, stamped %s", FIRST)
         command.upgrade(_config(connection), "head")
-        logger.info("schema: upgraded from %s to %s", before or "none", head())
+        logger.info("schema: upgraded from %s to %s", before or "none", newest)
 
 
 def _made_before_migrations(connection: Connection) -> bool:

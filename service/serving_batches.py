@@ -23,7 +23,7 @@ from controller.predictor import PredictOptions
 from service.background import BackgroundScorer, TokenWindow
 from service.batch_uploads import BatchSchemas, checked_items, failed_item, parse_upload
 from service.contexts import TaskContext
-from service.errors import APIError
+from service.errors import APIError, job_not_found
 from service.inputs import template_input
 from service.jobs import JobHandedOver, ProgressCallback
 from service.protocol import (
@@ -107,7 +107,7 @@ class BatchServing:
         self._batch_job(job_id)
         changed, job = self.state.store.cancel_job(job_id)
         if job is None:  # deleted meanwhile (a finished job)
-            raise self.jobs.not_found(job_id)
+            raise job_not_found(job_id)
         if not changed and job.status != "cancelled":  # it ended first (maybe just now)
             raise APIError(409, f"job '{job_id}' has {job.status} already", "job_finished", "job_id")
         return self.jobs.job_object(job)
@@ -130,7 +130,7 @@ class BatchServing:
         job = self._batch_job(job_id)
         batch = self.state.store.get_batch(job_id)
         if batch is None:  # deleted meanwhile
-            raise self.jobs.not_found(job_id)
+            raise job_not_found(job_id)
         items = self.state.store.batch_items(job_id, offset, limit)
         return BatchResults(job_id=job_id, status=job.status, total=batch.total, offset=offset,  # type: ignore[arg-type]
                             results=[self._result(item) for item in items])

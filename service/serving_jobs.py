@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.errors import APIError
+from service.errors import APIError, job_not_found
 from service.protocol import BatchProgress, JobList, JobObject
 from service.state import AppState
 from service.store import BATCH_JOB, JobRecord, JobUnfinishedError
@@ -12,15 +12,11 @@ class JobServing:
     def __init__(self, state: AppState) -> None:
         self.state = state
 
-    @staticmethod
-    def not_found(job_id: str) -> APIError:
-        return APIError(404, f"job '{job_id}' does not exist", "job_not_found", "job_id")
-
     def record(self, job_id: str) -> JobRecord:
         """The stored job; 404 when there is none."""
         job = self.state.store.get_job(job_id)
         if job is None:
-            raise self.not_found(job_id)
+            raise job_not_found(job_id)
         return job
 
     def get(self, job_id: str) -> JobObject:
@@ -34,7 +30,7 @@ class JobServing:
             raise APIError(409, f"job '{job_id}' is {exc.status}; cancel it (a batch job) or wait for it to end "
                                 "before deleting it", "job_unfinished", "job_id") from None
         if not deleted:
-            raise self.not_found(job_id)
+            raise job_not_found(job_id)
 
     def list(self, task: str | None, kind: str | None, status: str | None, limit: int, offset: int) -> JobList:
         jobs, total = self.state.store.list_jobs(task, kind, status, limit, offset)

@@ -760,17 +760,11 @@ class Store:
             if row.status in UNFINISHED:
                 raise JobUnfinishedError(row.status)
         self._delete_items(job_id)
+        # A finished job never runs again, so nothing adds items now; another replica deleting it at once may
+        # have taken the job row already.
         with self._transaction() as session:
-            # Checked again: a batch job cannot start again once finished, so this guards a racing claim only.
-            status = session.scalar(select(JobRow.status).where(JobRow.id == job_id).with_for_update())
-            if status is None:
-                return False
-            if status in UNFINISHED:
-                raise JobUnfinishedError(status)
-            session.execute(delete(BatchItemRow).where(BatchItemRow.job_id == job_id))
             session.execute(delete(BatchRow).where(BatchRow.job_id == job_id))
-            session.execute(delete(JobRow).where(JobRow.id == job_id))
-            return True
+            return bool(session.execute(delete(JobRow).where(JobRow.id == job_id)).rowcount)
 
     def _delete_items(self, job_id: str) -> None:
         """A chunk per transaction until none is left (another replica deleting the same job at once takes
